@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from server.admin.schemas import AuditRead, UserAdminRead, UserUpdate
+from server.audit import service as audit
+from server.audit.models import AuditEvent
+from server.auth import service as auth
+from server.auth.models import User
+from server.kit.errors import Conflict, NotFound
+from server.kit.pagination import decode_cursor, encode_cursor
+
+
+def list_users(
+    db: Session, limit: int, cursor: str | None
+) -> tuple[list[UserAdminRead], str | None]:
+    after = decode_cursor(cursor)
+    stmt = sa.select(User).order_by(User.id).limit(limit + 1)
+    if after is not None:
+        stmt = stmt.where(User.id > after)
+    rows = list(db.scalars(stmt))
+    items = [UserAdminRead.model_validate(u) for u in rows[:limit]]
+    return items, encode_cursor(items[-1].id) if len(rows) > limit else None
+
+
+def _other_active_admins(db: Session, user: User) -> int:
+    return (
+        db.scalar(
+            sa.select(sa.func.count())
+            .select_from(User)
+            .where(User.is_admin.is_(True), User.is_active.is_(True), User.id != user.id)
+        )
+        or 0
+    )
+
+
+def update_user(
+    db: Session, actor: User, user_id: int, body: UserUpdate, ip: str | None
+) -> UserAdminRead:
+    user = db.get(User, user_id)
+    if user is None:
+        raise NotFound("user not found")
+    losing_admin = (body.is_active is False or body.is_admin is False) and user.is_admin
+    if losing_admin and user.is_active and _other_active_admins(db, user) == 0:
+        raise Conflict("this is the last active administrator")
+    changes: dict[str, Any] = {}
+    if body.password is not None:
+        if not user.is_local:
+            raise Conflict(
+                "only local accounts have a password here; SSO users change it at "
+                "their identity provider"
+            )
+        auth.set_password(db, user, body.password)
+        changes["password"] = "changed"  # noqa: S105
+    if body.is_admin is not None and body.is_admin != user.is_admin:
+        user.is_admin = body.is_admin
+        changes["is_admin"] = body.is_admin
+    if body.is_active is not None and body.is_active != user.is_active:
+        user.is_active = body.is_active
+        changes["is_active"] = body.is_active
+        if not body.is_active:
+            auth.revoke_user_sessions(db, user)
+    db.flush()
+    if changes:
+        audit.record(
+            db, "user.update", actor=actor, target_type="user", target_id=user.id, ip=ip, **changes
+        )
+    return UserAdminRead.model_validate(user)
+
+
+def list_audit(
+    db: Session, limit: int, cursor: str | None, action: str | None, project_id: int | None
+) -> tuple[list[AuditRead], str | None]:
+    before = decode_cursor(cursor)
+    stmt = sa.select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit + 1)
+    if before is not None:
+        stmt = stmt.where(AuditEvent.id < before)
+    if action:
+        stmt = stmt.where(AuditEvent.action == action)
+    if project_id is not None:
+        stmt = stmt.where(AuditEvent.project_id == project_id)
+    rows = list(db.scalars(stmt))
+    items = [AuditRead.model_validate(e) for e in rows[:limit]]
+    return items, encode_cursor(items[-1].id) if len(rows) > limit else None

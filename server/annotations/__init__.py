@@ -1,0 +1,1 @@
+"""Boxes on images, saved with optimistic concurrency, and review actions."""

@@ -1,0 +1,112 @@
+from __future__ import annotations
+
+from typing import Any, cast
+
+import sqlalchemy as sa
+from sqlalchemy.engine import CursorResult
+from sqlalchemy.orm import Session
+
+from server.annotations.models import Annotation, BoxStatus
+from server.annotations.schemas import AnnotationsPut, AnnotationsRead, BoxRead
+from server.auth.models import User
+from server.images.models import Image, ImageStatus
+from server.kit.db import utcnow
+from server.kit.errors import Conflict, Unprocessable
+from server.projects.models import Project
+from server.settings import Settings
+
+
+def read(db: Session, image: Image) -> AnnotationsRead:
+    boxes = db.scalars(
+        sa.select(Annotation).where(Annotation.image_id == image.id).order_by(Annotation.position)
+    )
+    return AnnotationsRead(
+        image_id=image.id,
+        revision=image.revision,
+        status=image.status.value,
+        annotated_by=image.annotated_by,
+        annotated_at=image.annotated_at,
+        boxes=[BoxRead.model_validate(b) for b in boxes],
+    )
+
+
+def save(
+    db: Session,
+    settings: Settings,
+    project: Project,
+    image: Image,
+    user: User,
+    body: AnnotationsPut,
+) -> AnnotationsRead:
+    """Replaces the image's boxes if nobody saved since ``base_revision``, else 409."""
+    if len(body.boxes) > settings.max_boxes_per_image:
+        raise Unprocessable(f"at most {settings.max_boxes_per_image} boxes per image")
+    n_classes = len(project.classes)
+    for index, box in enumerate(body.boxes):
+        if box.class_id >= n_classes:
+            raise Unprocessable(
+                f"boxes.{index}.class_id: {box.class_id} is out of range; the project has "
+                f"{n_classes} classes (0..{n_classes - 1})"
+            )
+    pending = any(box.status is BoxStatus.predicted for box in body.boxes)
+    status = ImageStatus.predicted if pending else ImageStatus.reviewed
+    # The compare-and-swap on revision is the lock: a concurrent writer blocks on the
+    # row, then finds the revision moved and gets 0 rows.
+    bumped = cast(
+        CursorResult[Any],
+        db.execute(
+            sa.update(Image)
+            .where(Image.id == image.id, Image.revision == body.base_revision)
+            .values(
+                revision=Image.revision + 1,
+                status=status,
+                annotated_by=user.id,
+                annotated_at=utcnow(),
+            )
+            .execution_options(synchronize_session=False)
+        ),
+    )
+    if bumped.rowcount != 1:
+        current = db.scalar(sa.select(Image.revision).where(Image.id == image.id))
+        raise Conflict(
+            f"the annotations were saved by someone else meanwhile (revision {current}, "
+            f"you started from {body.base_revision}); reload and apply your changes again",
+            current_revision=current,
+        )
+    db.execute(sa.delete(Annotation).where(Annotation.image_id == image.id))
+    if body.boxes:
+        db.execute(
+            sa.insert(Annotation),
+            [
+                {"image_id": image.id, "position": i, **box.model_dump()}
+                for i, box in enumerate(body.boxes)
+            ],
+        )
+    db.flush()
+    db.refresh(image)
+    return read(db, image)
+
+
+def review(db: Session, image: Image, user: User, action: str) -> AnnotationsRead:
+    """Accepts or rejects every predicted box at once; the image becomes reviewed."""
+    verdict = BoxStatus.accepted if action == "accept_all" else BoxStatus.rejected
+    db.execute(
+        sa.update(Annotation)
+        .where(Annotation.image_id == image.id, Annotation.status == BoxStatus.predicted)
+        .values(status=verdict)
+        .execution_options(synchronize_session=False)
+    )
+    db.execute(
+        sa.update(Image)
+        .where(Image.id == image.id)
+        .values(
+            revision=Image.revision + 1,
+            status=ImageStatus.reviewed,
+            annotated_by=user.id,
+            annotated_at=utcnow(),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    db.flush()
+    db.refresh(image)
+    return read(db, image)

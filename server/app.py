@@ -1,0 +1,111 @@
+"""The FastAPI application factory. Everything a request needs hangs off ``app.state``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import redis
+from fastapi import FastAPI
+from fastapi.responses import RedirectResponse
+from fastapi.routing import APIRoute
+from PIL import Image as PILImage
+from prometheus_client import CollectorRegistry
+from starlette.middleware.sessions import SessionMiddleware
+
+from server import __version__
+from server.admin.endpoints import router as admin_router
+from server.annotations.endpoints import router as annotations_router
+from server.auth.endpoints import router as auth_router
+from server.auth.oidc import OidcClient
+from server.health.endpoints import router as health_router
+from server.images.endpoints import router as images_router
+from server.kit.bodylimit import BodyLimitMiddleware
+from server.kit.db import make_engine, make_sessionmaker
+from server.kit.errors import install_error_handlers
+from server.kit.metrics import HttpMetrics, MetricsMiddleware
+from server.kit.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
+from server.kit.storage import Storage
+from server.projects.endpoints import router as projects_router
+from server.settings import Mode, Settings
+from server.tokens.endpoints import router as tokens_router
+from server.users.endpoints import router as users_router
+
+
+def _unique_operation_id(route: APIRoute) -> str:
+    return route.name
+
+
+def create_app(settings: Settings) -> FastAPI:
+    settings.ensure_secret_key()
+    engine = make_engine(settings.resolved_database_url)
+    storage = Storage(settings.data_dir, fsync=settings.fsync)
+    storage.ensure_layout()
+    registry = CollectorRegistry()
+    # Pillow's own bomb guard follows our pixel budget (it errors at twice this).
+    PILImage.MAX_IMAGE_PIXELS = settings.max_image_pixels
+
+    rate_limiter: RateLimiter
+    redis_client: redis.Redis | None = None
+    if settings.mode is Mode.server:
+        redis_client = redis.Redis.from_url(settings.redis_url, socket_timeout=2)
+        rate_limiter = RedisRateLimiter(redis_client)
+    else:
+        rate_limiter = MemoryRateLimiter()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        engine.dispose()
+        if redis_client is not None:
+            redis_client.close()
+
+    app = FastAPI(
+        title="Oculab",
+        version=__version__,
+        description="On-premise computer-vision lab server: datasets, review, YOLO training.",
+        generate_unique_id_function=_unique_operation_id,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.sessionmaker = make_sessionmaker(engine)
+    app.state.storage = storage
+    app.state.registry = registry
+    app.state.rate_limiter = rate_limiter
+    app.state.oidc = OidcClient(settings) if settings.oidc_enabled else None
+
+    install_error_handlers(app)
+    for router in (
+        health_router,
+        auth_router,
+        tokens_router,
+        users_router,
+        projects_router,
+        images_router,
+        annotations_router,
+        admin_router,
+    ):
+        app.include_router(router)
+
+    @app.get("/", include_in_schema=False)
+    def root() -> RedirectResponse:
+        return RedirectResponse("/docs")
+
+    # Middleware runs outermost-last: metrics see every response, body caps apply before
+    # any handler buffers a body, and the OIDC state cookie is available to /auth/*.
+    app.add_middleware(
+        SessionMiddleware,
+        secret_key=settings.secret_key,
+        session_cookie="oculab_oidc",
+        max_age=600,
+        same_site="lax",
+        https_only=settings.public_url.startswith("https://"),
+    )
+    app.add_middleware(
+        BodyLimitMiddleware,
+        json_limit=settings.max_json_bytes,
+        upload_limit=settings.max_request_bytes,
+    )
+    app.add_middleware(MetricsMiddleware, metrics=HttpMetrics(registry))
+    return app

@@ -1,0 +1,1 @@
+"""Who is calling: users, sessions, OIDC and local login, API tokens, the principal."""

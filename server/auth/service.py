@@ -1,0 +1,278 @@
+"""Users, sessions and local login. Services flush; the request boundary commits."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from server.audit import service as audit
+from server.auth.models import LOCAL_ISSUER, LoginSession, User
+from server.auth.passwords import MIN_PASSWORD_LENGTH, hash_password, verify_password
+from server.kit.db import utcnow
+from server.kit.errors import Conflict, Forbidden, Unauthorized, Unprocessable
+from server.kit.roles import Role
+from server.kit.secrets import new_token, token_hash
+from server.projects.models import Membership, Project
+from server.settings import Settings
+
+# last_seen_at is refreshed at most this often, so reads do not all turn into writes.
+_TOUCH_INTERVAL = dt.timedelta(seconds=60)
+
+
+@dataclass(frozen=True)
+class ClientInfo:
+    ip: str | None
+    user_agent: str | None
+
+
+@dataclass(frozen=True)
+class NewSession:
+    token: str  # goes into the cookie, never stored
+    session: LoginSession
+
+
+# --- users -------------------------------------------------------------------------
+
+
+def get_local_user(db: Session, username: str) -> User | None:
+    return db.scalar(sa.select(User).where(User.issuer == LOCAL_ISSUER, User.subject == username))
+
+
+def create_local_user(
+    db: Session,
+    username: str,
+    password: str,
+    *,
+    is_admin: bool,
+    actor: User | None = None,
+    client: ClientInfo | None = None,
+) -> User:
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise Unprocessable(f"password must be at least {MIN_PASSWORD_LENGTH} characters")
+    if get_local_user(db, username) is not None:
+        raise Conflict(f"a local account named {username!r} already exists")
+    user = User(
+        issuer=LOCAL_ISSUER,
+        subject=username,
+        username=username,
+        password_hash=hash_password(password),
+        is_admin=is_admin,
+        is_active=True,
+        groups=[],
+    )
+    db.add(user)
+    db.flush()
+    audit.record(
+        db,
+        "user.create",
+        actor=actor,
+        target_type="user",
+        target_id=user.id,
+        ip=client.ip if client else None,
+        username=username,
+        is_admin=is_admin,
+    )
+    return user
+
+
+def set_password(db: Session, user: User, password: str) -> None:
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise Unprocessable(f"password must be at least {MIN_PASSWORD_LENGTH} characters")
+    user.password_hash = hash_password(password)
+    revoke_user_sessions(db, user)
+
+
+def authenticate_local(db: Session, username: str, password: str, client: ClientInfo) -> User:
+    user = get_local_user(db, username)
+    if user is None or not verify_password(user.password_hash, password):
+        raise Unauthorized("invalid username or password")
+    if not user.is_active:
+        raise Forbidden("this account is disabled")
+    return user
+
+
+# --- sessions ----------------------------------------------------------------------
+
+
+def create_session(
+    db: Session, settings: Settings, user: User, *, method: str, client: ClientInfo
+) -> NewSession:
+    token = new_token()
+    now = utcnow()
+    session = LoginSession(
+        token_hash=token_hash(token),
+        user_id=user.id,
+        csrf_token=new_token(),
+        method=method,
+        created_at=now,
+        last_seen_at=now,
+        expires_at=now + dt.timedelta(hours=settings.session_max_age_hours),
+        ip=client.ip,
+        user_agent=(client.user_agent or "")[:500] or None,
+    )
+    db.add(session)
+    user.last_login_at = now
+    db.flush()
+    audit.record(
+        db,
+        "auth.login",
+        actor=user,
+        target_type="session",
+        target_id=session.id,
+        ip=client.ip,
+        method=method,
+    )
+    return NewSession(token=token, session=session)
+
+
+def resolve_session(db: Session, settings: Settings, token: str) -> tuple[LoginSession, User]:
+    row = db.execute(
+        sa.select(LoginSession, User)
+        .join(User, User.id == LoginSession.user_id)
+        .where(LoginSession.token_hash == token_hash(token))
+    ).first()
+    if row is None:
+        raise Unauthorized("session not found; log in again")
+    session, user = row
+    now = utcnow()
+    idle_limit = dt.timedelta(hours=settings.session_idle_timeout_hours)
+    if session.revoked_at is not None:
+        raise Unauthorized("session ended; log in again")
+    if session.expires_at <= now or session.last_seen_at + idle_limit <= now:
+        raise Unauthorized("session expired; log in again")
+    if not user.is_active:
+        raise Unauthorized("this account is disabled")
+    if now - session.last_seen_at > _TOUCH_INTERVAL:
+        session.last_seen_at = now
+    return session, user
+
+
+def end_session(db: Session, session: LoginSession, user: User, client: ClientInfo) -> None:
+    session.revoked_at = utcnow()
+    audit.record(
+        db, "auth.logout", actor=user, target_type="session", target_id=session.id, ip=client.ip
+    )
+
+
+def revoke_user_sessions(db: Session, user: User) -> None:
+    db.execute(
+        sa.update(LoginSession)
+        .where(LoginSession.user_id == user.id, LoginSession.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+    )
+
+
+# --- OIDC users --------------------------------------------------------------------
+
+
+def _claim_str(claims: dict[str, Any], name: str) -> str | None:
+    value = claims.get(name)
+    return value[:255] if isinstance(value, str) and value else None
+
+
+def _groups(claims: dict[str, Any], claim: str) -> list[str]:
+    value = claims.get(claim)
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list):
+        return [g for g in value if isinstance(g, str)][:500]
+    return []
+
+
+def upsert_oidc_user(db: Session, settings: Settings, claims: dict[str, Any]) -> User:
+    """Find or create the user for validated ID-token claims, identified by (iss, sub)."""
+    issuer = claims.get("iss")
+    subject = claims.get("sub")
+    if not isinstance(issuer, str) or not isinstance(subject, str) or not subject:
+        raise Unauthorized("identity token lacks iss or sub")
+    user = db.scalar(sa.select(User).where(User.issuer == issuer, User.subject == subject))
+    groups = _groups(claims, settings.oidc_groups_claim)
+    username = (
+        _claim_str(claims, settings.oidc_username_claim)
+        or _claim_str(claims, "preferred_username")
+        or _claim_str(claims, "email")
+        or subject[:255]
+    )
+    if user is None:
+        user = User(
+            issuer=issuer[:500],
+            subject=subject[:255],
+            username=username,
+            is_active=True,
+            is_admin=False,
+            groups=[],
+        )
+        db.add(user)
+    user.username = username
+    user.email = _claim_str(claims, "email")
+    user.display_name = _claim_str(claims, "name")
+    user.groups = groups
+    if settings.oidc_admin_groups:
+        # The IdP decides who is an admin once admin groups are configured.
+        user.is_admin = bool(set(groups) & set(settings.oidc_admin_groups))
+    db.flush()
+    if not user.is_active:
+        raise Forbidden("this account is disabled")
+    sync_group_memberships(db, settings, user)
+    return user
+
+
+def sync_group_memberships(db: Session, settings: Settings, user: User) -> None:
+    """Grant the project roles that the user's IdP groups map to; drop lapsed grants.
+
+    Memberships an owner set by hand are never touched.
+    """
+    wanted: dict[str, Role] = {}
+    for group in user.groups:
+        for project_name, role in settings.oidc_project_roles.get(group, {}).items():
+            if project_name not in wanted or role.allows(wanted[project_name]):
+                wanted[project_name] = role
+    projects = (
+        {p.name: p for p in db.scalars(sa.select(Project).where(Project.name.in_(wanted)))}
+        if wanted
+        else {}
+    )
+    existing = {
+        m.project_id: m
+        for m in db.scalars(sa.select(Membership).where(Membership.user_id == user.id))
+    }
+    granted: set[int] = set()
+    for name, role in wanted.items():
+        project = projects.get(name)
+        if project is None:
+            continue
+        granted.add(project.id)
+        membership = existing.get(project.id)
+        if membership is None:
+            db.add(Membership(project_id=project.id, user_id=user.id, role=role, source="idp"))
+            audit.record(
+                db,
+                "membership.grant",
+                actor=None,
+                actor_name="idp",
+                target_type="user",
+                target_id=user.id,
+                project_id=project.id,
+                role=role.value,
+                group_mapping=True,
+            )
+        elif membership.source == "idp" and membership.role != role:
+            membership.role = role
+    for project_id, membership in existing.items():
+        if membership.source == "idp" and project_id not in granted:
+            db.delete(membership)
+            audit.record(
+                db,
+                "membership.revoke",
+                actor=None,
+                actor_name="idp",
+                target_type="user",
+                target_id=user.id,
+                project_id=project_id,
+                group_mapping=True,
+            )
+    db.flush()

@@ -1,0 +1,202 @@
+"""The ``oculab`` command."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import logging
+import os
+import secrets
+import sys
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from pydantic import ValidationError
+
+from server.settings import Mode, Settings
+
+log = logging.getLogger("oculab")
+
+
+def _settings(mode: Mode) -> Settings:
+    try:
+        return Settings(mode=mode)
+    except ValidationError as exc:
+        messages = "; ".join(
+            (f"{'.'.join(str(p) for p in err['loc'])}: " if err["loc"] else "")
+            + err["msg"].removeprefix("Value error, ")
+            for err in exc.errors()
+        )
+        raise SystemExit(f"oculab: configuration error: {messages}") from None
+
+
+def _serve(settings: Settings, host: str, port: int) -> None:
+    import uvicorn
+
+    from server.app import create_app
+
+    app = create_app(settings)
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
+        log_level=settings.log_level,
+        access_log=False,
+    )
+
+
+def cmd_standalone(args: argparse.Namespace) -> None:
+    from server import migrate
+
+    settings = _settings(Mode.standalone)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.ensure_secret_key()
+    migrate.upgrade(settings.resolved_database_url)
+    password = _bootstrap_standalone(settings)
+    url = f"http://{args.host}:{args.port}"
+    print("", flush=True)
+    print(f"  Oculab is starting at {url}", flush=True)
+    print(f"  API docs:  {url}/docs", flush=True)
+    print(f"  Data:      {settings.data_dir.resolve()}", flush=True)
+    if password is not None:
+        print(f"  Login:     admin / {password}   (printed once; keep it)", flush=True)
+    else:
+        print("  Login:     admin (password as set on first start)", flush=True)
+    print("", flush=True)
+    _serve(settings, args.host, args.port)
+
+
+def _bootstrap_standalone(settings: Settings) -> str | None:
+    """First start: the local admin and the demo project. Returns a new password."""
+    from server.auth import service as auth
+    from server.demo.seed import seed_demo_project
+    from server.kit.db import make_engine, make_sessionmaker
+    from server.kit.storage import Storage
+
+    engine = make_engine(settings.resolved_database_url, pool_size=1)
+    password: str | None = None
+    try:
+        with make_sessionmaker(engine)() as db, db.begin():
+            admin = auth.get_local_user(db, "admin")
+            if admin is None:
+                password = settings.admin_password or secrets.token_urlsafe(12)
+                admin = auth.create_local_user(db, "admin", password, is_admin=True)
+                if settings.admin_password:
+                    password = "(from OCULAB_ADMIN_PASSWORD)"  # noqa: S105
+            marker = settings.data_dir / ".demo-seeded"
+            if settings.seed_demo and not marker.exists():
+                storage = Storage(settings.data_dir, fsync=settings.fsync)
+                storage.ensure_layout()
+                seed_demo_project(db, storage, settings, admin)
+                marker.write_text("1\n")
+    finally:
+        engine.dispose()
+    return password
+
+
+def cmd_api(args: argparse.Namespace) -> None:
+    from server import migrate
+
+    settings = _settings(Mode.server)
+    try:
+        at_head = migrate.is_at_head(settings.resolved_database_url)
+    except sa.exc.OperationalError as exc:
+        raise SystemExit(f"oculab: cannot reach the database: {exc.orig}") from None
+    if not at_head:
+        raise SystemExit(
+            "oculab: the database schema is not at the latest revision; run "
+            "`oculab migrate` first (the API never migrates on start-up)"
+        )
+    _serve(settings, args.host, args.port)
+
+
+def cmd_migrate(args: argparse.Namespace) -> None:
+    from server import migrate
+
+    settings = _settings(Mode.standalone)
+    if settings.database_url is None:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    migrate.upgrade(settings.resolved_database_url)
+    print(f"schema at {migrate.head_revision()}")
+
+
+def cmd_create_admin(args: argparse.Namespace) -> None:
+    from server.auth import service as auth
+    from server.kit.db import make_engine, make_sessionmaker
+
+    settings = _settings(Mode.standalone)
+    password = os.environ.get("OCULAB_ADMIN_PASSWORD") or ""
+    generated = False
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    elif not password and sys.stdin.isatty():
+        password = getpass.getpass(f"Password for {args.username}: ")
+    if not password:
+        password = secrets.token_urlsafe(12)
+        generated = True
+    engine = make_engine(settings.resolved_database_url, pool_size=1)
+    try:
+        with make_sessionmaker(engine)() as db, db.begin():
+            user = auth.get_local_user(db, args.username)
+            if user is None:
+                auth.create_local_user(db, args.username, password, is_admin=True)
+                action = "created"
+            else:
+                auth.set_password(db, user, password)
+                user.is_admin = True
+                user.is_active = True
+                action = "updated"
+    except Exception as exc:
+        from server.kit.errors import OculabError
+
+        if isinstance(exc, OculabError):
+            raise SystemExit(f"oculab: {exc.detail}") from None
+        raise
+    finally:
+        engine.dispose()
+    print(f"admin {args.username!r} {action}")
+    if generated:
+        print(f"password: {password}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="oculab", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    for name, func, help_text in (
+        (
+            "standalone",
+            cmd_standalone,
+            "API + in-process workers on SQLite and a local data dir (evaluation, single lab)",
+        ),
+        ("api", cmd_api, "the API server (server mode: Postgres, Redis, shared storage)"),
+    ):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("--host", default="127.0.0.1")
+        p.add_argument("--port", type=int, default=8000)
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("migrate", help="apply database migrations up to the latest revision")
+    p.set_defaults(func=cmd_migrate)
+
+    p = sub.add_parser("create-admin", help="create a local admin, or reset one's password")
+    p.add_argument("--username", default="admin")
+    p.add_argument(
+        "--password-stdin", action="store_true", help="read the password from standard input"
+    )
+    p.set_defaults(func=cmd_create_admin)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    args = build_parser().parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Synthetic data so a new user sees the whole loop offline."""

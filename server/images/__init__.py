@@ -1,0 +1,1 @@
+"""Images: streamed uploads into content-addressed storage, listing, files, thumbnails."""

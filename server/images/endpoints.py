@@ -1,0 +1,151 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response, status
+from fastapi.responses import FileResponse
+from starlette.concurrency import run_in_threadpool
+
+from server.auth.dependencies import Client, SettingsDep
+from server.images import service
+from server.images.auth import ImageOwner, ImageViewer
+from server.images.models import ImageStatus, Split
+from server.images.processing import CONTENT_TYPES
+from server.images.schemas import ImageRead, UploadResult
+from server.images.upload import receive_multipart
+from server.kit.db import DB
+from server.kit.errors import Unprocessable
+from server.kit.pagination import Cursor, Limit
+from server.kit.schemas import Page
+from server.kit.storage import Storage
+from server.projects.auth import ProjectOwner, ProjectViewer
+
+router = APIRouter(tags=["images"])
+
+# Content-addressed: the bytes behind a URL never change.
+_FILE_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'none'; sandbox",
+    "Cache-Control": "private, max-age=31536000, immutable",
+}
+
+
+def _storage(request: Request) -> Storage:
+    storage: Storage = request.app.state.storage
+    return storage
+
+
+@router.post(
+    "/api/projects/{project_id}/images",
+    status_code=status.HTTP_201_CREATED,
+    operation_id="upload_images",
+    openapi_extra={
+        "requestBody": {
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {
+                            "files": {
+                                "type": "array",
+                                "items": {"type": "string", "format": "binary"},
+                            }
+                        },
+                    }
+                }
+            },
+            "required": True,
+        }
+    },
+)
+async def upload_images(
+    request: Request,
+    response: Response,
+    access: ProjectOwner,
+    db: DB,
+    settings: SettingsDep,
+    client: Client,
+    split: Split | None = None,
+) -> UploadResult:
+    """Upload one or more images (multipart, any field name). Per-file outcome."""
+    storage = _storage(request)
+    form = await receive_multipart(
+        request.headers.get("content-type"),
+        request.stream(),
+        storage,
+        max_file_bytes=settings.max_upload_bytes,
+        max_files=settings.max_files_per_request,
+    )
+    if not form.files:
+        form.discard()
+        raise Unprocessable("no files in the request")
+    result = await run_in_threadpool(
+        service.ingest,
+        db,
+        storage,
+        settings,
+        access.project,
+        access.principal.user,
+        form.files,
+        split,
+    )
+    if result.created == 0:
+        response.status_code = status.HTTP_200_OK
+    return result
+
+
+@router.get("/api/projects/{project_id}/images", operation_id="list_images")
+def list_images(
+    access: ProjectViewer,
+    db: DB,
+    limit: Limit = 100,
+    cursor: Cursor = None,
+    status: Annotated[ImageStatus | None, Query()] = None,
+    split: Annotated[Split | None, Query()] = None,
+) -> Page[ImageRead]:
+    items, next_cursor = service.list_images(
+        db, access.project.id, status=status, split=split, limit=limit, cursor=cursor
+    )
+    return Page(items=items, next_cursor=next_cursor)
+
+
+@router.get("/api/images/{image_id}", operation_id="get_image")
+def get_image(access: ImageViewer) -> ImageRead:
+    return service.read(access.image)
+
+
+@router.get(
+    "/api/images/{image_id}/file", operation_id="get_image_file", response_class=FileResponse
+)
+def get_image_file(access: ImageViewer, request: Request) -> FileResponse:
+    image = access.image
+    return FileResponse(
+        service.file_path(_storage(request), image),
+        media_type=CONTENT_TYPES[image.format],
+        headers={**_FILE_HEADERS, "ETag": f'"{image.sha256}"'},
+        content_disposition_type="inline",
+        filename=image.filename,
+    )
+
+
+@router.get(
+    "/api/images/{image_id}/thumbnail",
+    operation_id="get_image_thumbnail",
+    response_class=FileResponse,
+)
+def get_image_thumbnail(
+    access: ImageViewer, request: Request, settings: SettingsDep
+) -> FileResponse:
+    image = access.image
+    return FileResponse(
+        service.thumbnail_path(_storage(request), settings, image),
+        media_type="image/jpeg",
+        headers={**_FILE_HEADERS, "ETag": f'"t-{image.sha256}"'},
+    )
+
+
+@router.delete(
+    "/api/images/{image_id}", status_code=status.HTTP_204_NO_CONTENT, operation_id="delete_image"
+)
+def delete_image(access: ImageOwner, request: Request, db: DB, client: Client) -> None:
+    service.delete(db, _storage(request), access.image, access.access.principal.user, client.ip)

@@ -1,0 +1,197 @@
+"""Streams a multipart request straight into temp files on the storage volume.
+
+Nothing is buffered whole in memory: each file part is hashed and written chunk by
+chunk, and a part over the per-file cap is drained and marked, not stored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from python_multipart.multipart import MultipartParser, parse_options_header
+
+from server.kit.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from server.kit.storage import HashingWriter, Storage
+
+_MAX_FIELD_BYTES = 64 * 1024
+_MAX_FIELDS = 100
+_MAX_HEADER_BYTES = 16 * 1024
+
+
+@dataclass
+class ReceivedFile:
+    field: str
+    filename: str
+    path: Path
+    size: int
+    sha256: str
+    too_large: bool
+
+
+@dataclass
+class ReceivedForm:
+    files: list[ReceivedFile] = field(default_factory=list)
+    fields: dict[str, str] = field(default_factory=dict)
+
+    def discard(self) -> None:
+        for received in self.files:
+            received.path.unlink(missing_ok=True)
+
+
+def _clean_filename(raw: bytes) -> str:
+    name = raw.decode("utf-8", errors="replace").replace("\x00", "")
+    # Browsers send base names, but some clients send paths; keep the last component.
+    name = name.replace("\\", "/").rsplit("/", 1)[-1].strip()
+    return name[:255] or "unnamed"
+
+
+async def receive_multipart(
+    content_type: str | None,
+    stream: AsyncIterator[bytes],
+    storage: Storage,
+    *,
+    max_file_bytes: int,
+    max_files: int,
+) -> ReceivedForm:
+    if not content_type:
+        raise UnsupportedMediaType("send the files as multipart/form-data")
+    ctype, params = parse_options_header(content_type)
+    if ctype != b"multipart/form-data":
+        raise UnsupportedMediaType("send the files as multipart/form-data")
+    boundary = params.get(b"boundary")
+    if not boundary:
+        raise BadRequest("multipart body without a boundary")
+
+    storage.tmp_dir.mkdir(parents=True, exist_ok=True)
+    form = ReceivedForm()
+    state: dict[str, object] = {}
+    header_name = bytearray()
+    header_value = bytearray()
+    headers: dict[bytes, bytes] = {}
+    header_bytes = 0
+    writer: HashingWriter | None = None
+    field_buffer = bytearray()
+    errors: list[Exception] = []
+
+    def fail(exc: Exception) -> None:
+        # Callbacks cannot raise through the C-less parser cleanly; record and stop.
+        if not errors:
+            errors.append(exc)
+
+    def on_part_begin() -> None:
+        nonlocal header_bytes
+        headers.clear()
+        header_bytes = 0
+        state.clear()
+
+    def on_header_field(data: bytes, start: int, end: int) -> None:
+        nonlocal header_bytes
+        header_bytes += end - start
+        header_name.extend(data[start:end])
+
+    def on_header_value(data: bytes, start: int, end: int) -> None:
+        nonlocal header_bytes
+        header_bytes += end - start
+        header_value.extend(data[start:end])
+
+    def on_header_end() -> None:
+        headers[bytes(header_name).lower()] = bytes(header_value)
+        header_name.clear()
+        header_value.clear()
+
+    def on_headers_finished() -> None:
+        nonlocal writer
+        if header_bytes > _MAX_HEADER_BYTES:
+            fail(BadRequest("multipart part headers too large"))
+            return
+        _, options = parse_options_header(headers.get(b"content-disposition", b""))
+        name = options.get(b"name")
+        if name is None:
+            fail(BadRequest("multipart part without a field name"))
+            return
+        state["name"] = name.decode("utf-8", errors="replace")
+        if b"filename" in options:
+            if len(form.files) >= max_files:
+                fail(PayloadTooLarge(f"too many files in one request (limit {max_files})"))
+                return
+            path = storage.temp_path(".upload")
+            writer = HashingWriter(path, max_file_bytes)
+            state["filename"] = _clean_filename(options[b"filename"])
+        else:
+            if len(form.fields) >= _MAX_FIELDS:
+                fail(BadRequest("too many form fields"))
+                return
+            writer = None
+            field_buffer.clear()
+
+    def on_part_data(data: bytes, start: int, end: int) -> None:
+        if errors:
+            return
+        if writer is not None:
+            writer.write(data[start:end])
+        else:
+            if len(field_buffer) + (end - start) > _MAX_FIELD_BYTES:
+                fail(BadRequest("form field too large"))
+                return
+            field_buffer.extend(data[start:end])
+
+    def on_part_end() -> None:
+        nonlocal writer
+        if errors or "name" not in state:
+            return
+        name = str(state["name"])
+        if writer is not None:
+            writer.close()
+            form.files.append(
+                ReceivedFile(
+                    field=name,
+                    filename=str(state["filename"]),
+                    path=writer.path,
+                    size=writer.size,
+                    sha256=writer.sha256,
+                    too_large=writer.too_large,
+                )
+            )
+            writer = None
+        else:
+            form.fields[name] = field_buffer.decode("utf-8", errors="replace")
+
+    parser = MultipartParser(
+        boundary,
+        {
+            "on_part_begin": on_part_begin,
+            "on_part_data": on_part_data,
+            "on_part_end": on_part_end,
+            "on_header_field": on_header_field,
+            "on_header_value": on_header_value,
+            "on_header_end": on_header_end,
+            "on_headers_finished": on_headers_finished,
+        },
+    )
+    try:
+        async for chunk in stream:
+            parser.write(chunk)
+            if errors:
+                raise errors[0]
+        parser.finalize()
+        if errors:
+            raise errors[0]
+    except Exception as exc:
+        if writer is not None:
+            writer.discard()
+        form.discard()
+        if isinstance(exc, BadRequest | PayloadTooLarge | UnsupportedMediaType):
+            raise
+        if exc.__class__.__name__ == "ClientDisconnect":
+            raise BadRequest("upload interrupted") from exc
+        if exc.__class__.__module__.startswith("python_multipart"):
+            raise BadRequest(f"malformed multipart body: {exc}") from exc
+        raise
+    if writer is not None:
+        # The body ended inside a file part: a truncated upload.
+        writer.discard()
+        form.discard()
+        raise BadRequest("multipart body ended before the last part was complete")
+    return form

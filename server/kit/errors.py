@@ -1,0 +1,98 @@
+"""Domain errors and the one handler that renders them as ``{"detail": ...}``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+
+class OculabError(Exception):
+    status_code = 400
+    headers: dict[str, str] | None = None
+
+    def __init__(self, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.extra = extra
+
+
+class BadRequest(OculabError):
+    status_code = 400
+
+
+class Unauthorized(OculabError):
+    status_code = 401
+    headers = {"WWW-Authenticate": "Bearer"}
+
+
+class Forbidden(OculabError):
+    status_code = 403
+
+
+class NotFound(OculabError):
+    status_code = 404
+
+
+class Conflict(OculabError):
+    status_code = 409
+
+
+class PayloadTooLarge(OculabError):
+    status_code = 413
+
+
+class UnsupportedMediaType(OculabError):
+    status_code = 415
+
+
+class Unprocessable(OculabError):
+    status_code = 422
+
+
+class TooManyRequests(OculabError):
+    status_code = 429
+
+    def __init__(self, detail: str, retry_after: int) -> None:
+        super().__init__(detail)
+        self.headers = {"Retry-After": str(retry_after)}
+
+
+class BadGateway(OculabError):
+    status_code = 502
+
+
+class ServiceUnavailable(OculabError):
+    status_code = 503
+
+
+def _location(loc: tuple[Any, ...] | list[Any]) -> str:
+    return ".".join(str(part) for part in loc)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(OculabError)
+    async def _domain(request: Request, exc: OculabError) -> JSONResponse:
+        return JSONResponse(
+            {"detail": exc.detail, **exc.extra},
+            status_code=exc.status_code,
+            headers=exc.headers,
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"loc": list(err.get("loc", ())), "msg": err.get("msg", ""), "type": err.get("type")}
+            for err in exc.errors()
+        ]
+        detail = "; ".join(f"{_location(e['loc'])}: {e['msg']}" for e in errors) or "invalid input"
+        return JSONResponse({"detail": detail, "errors": errors}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse(
+            {"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
+        )

@@ -1,0 +1,62 @@
+"""Pydantic base classes and constrained types shared by every domain's schemas."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Generic, TypeVar
+
+from fastapi import Path
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from server.kit.db import MAX_ID
+
+
+def _walk_reject_nul(value: Any) -> None:
+    # Postgres text cannot hold NUL; refusing it here keeps it a 422, never a 500.
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError("text must not contain NUL characters")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _walk_reject_nul(key)
+            _walk_reject_nul(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _walk_reject_nul(item)
+
+
+class Schema(BaseModel):
+    """Request bodies: unknown fields are an error, not silently dropped."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, str_strip_whitespace=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul(cls, data: Any) -> Any:
+        _walk_reject_nul(data)
+        return data
+
+
+class ReadSchema(BaseModel):
+    """Response bodies, built from ORM rows."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be blank")
+    return value
+
+
+Name = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_not_blank)]
+Description = Annotated[str, Field(max_length=10_000)]
+Id = Annotated[int, Field(ge=1, le=MAX_ID)]
+PathId = Annotated[int, Path(ge=1, le=MAX_ID)]
+
+
+T = TypeVar("T")
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    next_cursor: str | None

@@ -1,0 +1,1 @@
+"""Projects, their ordered class lists and their members."""

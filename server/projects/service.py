@@ -1,0 +1,255 @@
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from server.annotations.models import Annotation
+from server.audit import service as audit
+from server.auth.dependencies import Principal
+from server.auth.models import User
+from server.images import service as images
+from server.images.models import Image, ImageStatus
+from server.kit.errors import Conflict, NotFound
+from server.kit.pagination import decode_cursor, encode_cursor
+from server.kit.roles import Role
+from server.kit.storage import Storage
+from server.projects.auth import ProjectAccess, member_project_ids
+from server.projects.models import Membership, Project
+from server.projects.schemas import (
+    ImageCounts,
+    MemberRead,
+    ProjectCreate,
+    ProjectDetail,
+    ProjectRead,
+    ProjectUpdate,
+)
+
+
+def read(project: Project, role: Role) -> ProjectRead:
+    return ProjectRead.model_validate({**_columns(project), "role": role})
+
+
+def _columns(project: Project) -> dict[str, object]:
+    return {
+        "id": project.id,
+        "name": project.name,
+        "description": project.description,
+        "classes": project.classes,
+        "created_at": project.created_at,
+        "updated_at": project.updated_at,
+    }
+
+
+def create(db: Session, principal: Principal, body: ProjectCreate, ip: str | None) -> ProjectRead:
+    project = Project(
+        name=body.name.strip(),
+        description=body.description,
+        classes=body.classes,
+        created_by=principal.user.id,
+    )
+    db.add(project)
+    db.flush()
+    db.add(Membership(project_id=project.id, user_id=principal.user.id, role=Role.owner))
+    audit.record(
+        db,
+        "project.create",
+        actor=principal.user,
+        target_type="project",
+        target_id=project.id,
+        project_id=project.id,
+        ip=ip,
+        name=project.name,
+    )
+    db.flush()
+    return read(project, Role.owner)
+
+
+def list_visible(
+    db: Session, principal: Principal, limit: int, cursor: str | None
+) -> tuple[list[ProjectRead], str | None]:
+    after = decode_cursor(cursor)
+    stmt = (
+        sa.select(Project, Membership.role)
+        .outerjoin(
+            Membership,
+            sa.and_(Membership.project_id == Project.id, Membership.user_id == principal.user.id),
+        )
+        .where(Project.id.in_(member_project_ids(principal)))
+        .order_by(Project.id)
+        .limit(limit + 1)
+    )
+    if after is not None:
+        stmt = stmt.where(Project.id > after)
+    rows = db.execute(stmt).all()
+    items = [
+        read(project, Role.owner if principal.user.is_admin else role)
+        for project, role in rows[:limit]
+    ]
+    next_cursor = encode_cursor(items[-1].id) if len(rows) > limit else None
+    return items, next_cursor
+
+
+def detail(db: Session, access: ProjectAccess) -> ProjectDetail:
+    counts = ImageCounts()
+    for status, n in db.execute(
+        sa.select(Image.status, sa.func.count())
+        .where(Image.project_id == access.project.id)
+        .group_by(Image.status)
+    ).all():
+        setattr(counts, ImageStatus(status).value, n)
+        counts.total += n
+    return ProjectDetail.model_validate(
+        {**_columns(access.project), "role": access.role, "images": counts}
+    )
+
+
+def update(db: Session, access: ProjectAccess, body: ProjectUpdate, ip: str | None) -> ProjectRead:
+    project = access.project
+    changes = body.model_dump(exclude_unset=True, exclude_none=True)
+    if "classes" in changes:
+        _check_classes_still_cover_boxes(db, project.id, len(changes["classes"]))
+    if "name" in changes:
+        changes["name"] = changes["name"].strip()
+    for field, value in changes.items():
+        setattr(project, field, value)
+    db.flush()
+    if changes:
+        audit.record(
+            db,
+            "project.update",
+            actor=access.principal.user,
+            target_type="project",
+            target_id=project.id,
+            project_id=project.id,
+            ip=ip,
+            fields=sorted(changes),
+        )
+    return read(project, access.role)
+
+
+def _check_classes_still_cover_boxes(db: Session, project_id: int, n_classes: int) -> None:
+    highest = db.scalar(
+        sa.select(sa.func.max(Annotation.class_id))
+        .join(Image, Image.id == Annotation.image_id)
+        .where(Image.project_id == project_id)
+    )
+    if highest is not None and highest >= n_classes:
+        raise Conflict(
+            f"class id {highest} is used by existing boxes; rename or append classes "
+            "instead of removing them"
+        )
+
+
+def delete(db: Session, storage: Storage, access: ProjectAccess, ip: str | None) -> None:
+    project = access.project
+    shas = list(db.scalars(sa.select(Image.sha256).where(Image.project_id == project.id)))
+    db.execute(
+        sa.delete(Annotation).where(
+            Annotation.image_id.in_(sa.select(Image.id).where(Image.project_id == project.id))
+        )
+    )
+    db.execute(sa.delete(Image).where(Image.project_id == project.id))
+    db.execute(sa.delete(Membership).where(Membership.project_id == project.id))
+    db.delete(project)
+    audit.record(
+        db,
+        "project.delete",
+        actor=access.principal.user,
+        target_type="project",
+        target_id=project.id,
+        project_id=project.id,
+        ip=ip,
+        name=project.name,
+        images=len(shas),
+    )
+    db.flush()
+    images.schedule_blob_gc(db, storage, shas)
+
+
+# --- members -----------------------------------------------------------------------
+
+
+def list_members(db: Session, project_id: int) -> list[MemberRead]:
+    rows = db.execute(
+        sa.select(Membership, User)
+        .join(User, User.id == Membership.user_id)
+        .where(Membership.project_id == project_id)
+        .order_by(User.username, User.id)
+    ).all()
+    return [_member(m, u) for m, u in rows]
+
+
+def _member(membership: Membership, user: User) -> MemberRead:
+    return MemberRead(
+        user_id=user.id,
+        username=user.username,
+        display_name=user.display_name,
+        email=user.email,
+        role=membership.role,
+        source=membership.source,
+    )
+
+
+def _owner_count(db: Session, project_id: int) -> int:
+    return (
+        db.scalar(
+            sa.select(sa.func.count())
+            .select_from(Membership)
+            .where(Membership.project_id == project_id, Membership.role == Role.owner)
+        )
+        or 0
+    )
+
+
+def put_member(
+    db: Session, access: ProjectAccess, user_id: int, role: Role, ip: str | None
+) -> MemberRead:
+    project_id = access.project.id
+    user = db.get(User, user_id)
+    if user is None or not user.is_active:
+        raise NotFound("user not found")
+    membership = db.get(Membership, (project_id, user_id))
+    previous = membership.role if membership else None
+    if membership is None:
+        membership = Membership(project_id=project_id, user_id=user_id, role=role, source="manual")
+        db.add(membership)
+    else:
+        if previous is Role.owner and role is not Role.owner and _owner_count(db, project_id) <= 1:
+            raise Conflict("a project needs at least one owner")
+        membership.role = role
+        membership.source = "manual"
+    db.flush()
+    if previous != role:
+        audit.record(
+            db,
+            "membership.set",
+            actor=access.principal.user,
+            target_type="user",
+            target_id=user_id,
+            project_id=project_id,
+            ip=ip,
+            role=role.value,
+            previous=previous.value if previous else None,
+        )
+    return _member(membership, user)
+
+
+def remove_member(db: Session, access: ProjectAccess, user_id: int, ip: str | None) -> None:
+    project_id = access.project.id
+    membership = db.get(Membership, (project_id, user_id))
+    if membership is None:
+        raise NotFound("member not found")
+    if membership.role is Role.owner and _owner_count(db, project_id) <= 1:
+        raise Conflict("a project needs at least one owner")
+    db.delete(membership)
+    audit.record(
+        db,
+        "membership.remove",
+        actor=access.principal.user,
+        target_type="user",
+        target_id=user_id,
+        project_id=project_id,
+        ip=ip,
+        role=membership.role.value,
+    )
+    db.flush()

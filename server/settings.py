@@ -1,0 +1,142 @@
+"""All configuration, from ``OCULAB_*`` environment variables.
+
+One class, built once per process and handed down explicitly: no module-level globals.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from server.kit.roles import Role
+
+
+class Mode(StrEnum):
+    standalone = "standalone"
+    server = "server"
+
+
+_INSECURE_SECRETS = {"", "changeme", "change-me", "secret", "oculab"}
+
+
+def _split_list(value: Any) -> Any:
+    """Accept ``a,b,c`` or a JSON list for list-valued settings."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="OCULAB_", extra="ignore")
+
+    mode: Mode = Mode.standalone
+    data_dir: Path = Path("./oculab-data")
+    database_url: str | None = None
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    # The externally visible base URL (``https://oculab.lab.example``). Used to build the
+    # OIDC redirect URI and to decide whether cookies are ``Secure``. Empty: derived from
+    # each request (uvicorn honours X-Forwarded-* from ``forwarded_allow_ips``).
+    public_url: str = ""
+    forwarded_allow_ips: str = "127.0.0.1"
+    secret_key: str = ""
+    log_level: str = "info"
+
+    # Sessions and local accounts
+    session_max_age_hours: float = Field(default=168, gt=0)
+    session_idle_timeout_hours: float = Field(default=24, gt=0)
+    local_accounts: bool = True
+    admin_password: str = ""
+
+    # OIDC single sign-on
+    oidc_issuer: str = ""
+    oidc_discovery_url: str = ""
+    oidc_client_id: str = ""
+    oidc_client_secret: str = ""
+    oidc_scopes: str = "openid profile email"
+    oidc_groups_claim: str = "groups"
+    oidc_username_claim: str = "preferred_username"
+    oidc_admin_groups: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # {"<idp group>": {"<project name>": "owner|annotator|viewer"}}
+    oidc_project_roles: dict[str, dict[str, Role]] = Field(default_factory=dict)
+    oidc_clock_skew_seconds: int = Field(default=60, ge=0, le=600)
+    # When set, ``Authorization: Bearer <JWT>`` issued by the IdP for this audience is
+    # accepted (validated against the IdP's JWKS, issuer, audience and expiry).
+    oidc_jwt_audience: str = ""
+    oidc_timeout_seconds: float = Field(default=10, gt=0)
+
+    # Uploads and images
+    max_upload_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
+    max_request_bytes: int = Field(default=4 * 1024 * 1024 * 1024, gt=0)
+    max_json_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
+    max_files_per_request: int = Field(default=1000, gt=0)
+    max_image_pixels: int = Field(default=40_000_000, gt=0)
+    max_boxes_per_image: int = Field(default=5000, gt=0)
+    thumbnail_size: int = Field(default=256, ge=32, le=1024)
+    fsync: bool = True
+
+    # Abuse limits (per client address and per account, per minute)
+    login_rate_limit_per_minute: int = Field(default=10, gt=0)
+    token_rate_limit_per_minute: int = Field(default=20, gt=0)
+
+    # Demo data seeded on the first standalone start
+    seed_demo: bool = True
+
+    @field_validator("oidc_admin_groups", mode="before")
+    @classmethod
+    def _parse_groups(cls, value: Any) -> Any:
+        return _split_list(value)
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.mode is Mode.server:
+            if not self.database_url:
+                raise ValueError("OCULAB_DATABASE_URL is required in server mode")
+            if self.secret_key in _INSECURE_SECRETS or len(self.secret_key) < 32:
+                raise ValueError(
+                    "OCULAB_SECRET_KEY must be set to a random value of at least 32 "
+                    "characters in server mode (e.g. `openssl rand -hex 32`)"
+                )
+        if self.oidc_enabled and not self.oidc_client_id:
+            raise ValueError("OCULAB_OIDC_CLIENT_ID is required when OIDC is configured")
+        return self
+
+    @property
+    def oidc_enabled(self) -> bool:
+        return bool(self.oidc_issuer or self.oidc_discovery_url)
+
+    @property
+    def oidc_metadata_url(self) -> str:
+        if self.oidc_discovery_url:
+            return self.oidc_discovery_url
+        return self.oidc_issuer.rstrip("/") + "/.well-known/openid-configuration"
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'oculab.db').resolve()}"
+
+    def ensure_secret_key(self) -> None:
+        """Standalone mode keeps a generated key in the data dir so sessions survive restarts."""
+        if self.secret_key:
+            return
+        path = self.data_dir / "secret_key"
+        if path.exists():
+            self.secret_key = path.read_text().strip()
+            return
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_hex(32)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(key)
+        tmp.chmod(0o600)
+        tmp.replace(path)
+        self.secret_key = key

@@ -1,0 +1,20 @@
+"""Imports every domain's ORM models so ``Base.metadata`` is complete (alembic, tests)."""
+
+from server.annotations.models import Annotation
+from server.audit.models import AuditEvent
+from server.auth.models import ApiToken, LoginSession, User
+from server.images.models import Image
+from server.kit.db import Base
+from server.projects.models import Membership, Project
+
+__all__ = [
+    "Annotation",
+    "ApiToken",
+    "AuditEvent",
+    "Base",
+    "Image",
+    "LoginSession",
+    "Membership",
+    "Project",
+    "User",
+]

@@ -1,0 +1,1 @@
+"""Personal API tokens for scripts and CI pipelines."""

@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+import datetime as dt
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from server.audit import service as audit
+from server.auth.models import ApiToken, User
+from server.kit.db import utcnow
+from server.kit.errors import Conflict, NotFound, Unauthorized
+from server.kit.secrets import API_TOKEN_PREFIX, new_token, token_hash
+
+MAX_ACTIVE_TOKENS = 50
+_TOUCH_INTERVAL = dt.timedelta(seconds=60)
+
+
+def create(
+    db: Session, user: User, name: str, expires_in_days: int | None, ip: str | None
+) -> tuple[ApiToken, str]:
+    now = utcnow()
+    active = db.scalar(
+        sa.select(sa.func.count())
+        .select_from(ApiToken)
+        .where(
+            ApiToken.user_id == user.id,
+            ApiToken.revoked_at.is_(None),
+            sa.or_(ApiToken.expires_at.is_(None), ApiToken.expires_at > now),
+        )
+    )
+    if (active or 0) >= MAX_ACTIVE_TOKENS:
+        raise Conflict(f"at most {MAX_ACTIVE_TOKENS} active tokens; revoke one first")
+    secret = new_token(API_TOKEN_PREFIX)
+    token = ApiToken(
+        user_id=user.id,
+        name=name,
+        token_hash=token_hash(secret),
+        prefix=secret[: len(API_TOKEN_PREFIX) + 6],
+        created_at=now,
+        expires_at=now + dt.timedelta(days=expires_in_days) if expires_in_days else None,
+    )
+    db.add(token)
+    db.flush()
+    audit.record(
+        db, "token.create", actor=user, target_type="token", target_id=token.id, ip=ip, name=name
+    )
+    return token, secret
+
+
+def list_for(db: Session, user: User) -> list[ApiToken]:
+    return list(
+        db.scalars(sa.select(ApiToken).where(ApiToken.user_id == user.id).order_by(ApiToken.id))
+    )
+
+
+def revoke(db: Session, user: User, token_id: int, ip: str | None) -> None:
+    token = db.scalar(
+        sa.select(ApiToken).where(ApiToken.id == token_id, ApiToken.user_id == user.id)
+    )
+    if token is None:
+        raise NotFound("token not found")
+    if token.revoked_at is None:
+        token.revoked_at = utcnow()
+        audit.record(
+            db,
+            "token.revoke",
+            actor=user,
+            target_type="token",
+            target_id=token.id,
+            ip=ip,
+            name=token.name,
+        )
+
+
+def authenticate(db: Session, secret: str) -> User:
+    row = db.execute(
+        sa.select(ApiToken, User)
+        .join(User, User.id == ApiToken.user_id)
+        .where(ApiToken.token_hash == token_hash(secret))
+    ).first()
+    if row is None:
+        raise Unauthorized("invalid API token")
+    token, user = row
+    now = utcnow()
+    if token.revoked_at is not None:
+        raise Unauthorized("API token has been revoked")
+    if token.expires_at is not None and token.expires_at <= now:
+        raise Unauthorized("API token has expired")
+    if not user.is_active:
+        raise Unauthorized("this account is disabled")
+    if token.last_used_at is None or now - token.last_used_at > _TOUCH_INTERVAL:
+        token.last_used_at = now
+    return user

@@ -1,0 +1,1 @@
+"""The user directory, so project owners can find people to add."""

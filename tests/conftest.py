@@ -1,0 +1,185 @@
+"""Test fixtures: a real database (SQLite or PostgreSQL), real storage, the real app.
+
+Pick the database with ``OCULAB_TEST_DATABASE=sqlite|postgres`` (``make test`` runs
+both). The schema is built once per session with the real migrations; every test
+then starts from empty tables.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session
+
+from server import migrate
+from server.app import create_app
+from server.kit.db import make_engine, make_sessionmaker
+from server.settings import Mode, Settings
+from server.tables import Base
+from tests.factories import ApiClient, Factory
+
+BACKEND = os.environ.get("OCULAB_TEST_DATABASE", "sqlite")
+PG_BASE = os.environ.get("OCULAB_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432")
+
+# The developer's own OCULAB_* variables must not leak into the tests.
+for _name in list(os.environ):
+    if _name.startswith("OCULAB_") and not _name.startswith("OCULAB_TEST_"):
+        del os.environ[_name]
+
+
+def pytest_report_header() -> str:
+    return f"oculab test database: {BACKEND}"
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if BACKEND == "sqlite":
+        path = tmp_path_factory.mktemp("db") / "oculab-test.db"
+        url = f"sqlite:///{path}"
+        migrate.upgrade(url)
+        yield url
+        return
+    if BACKEND != "postgres":
+        raise RuntimeError(f"unknown OCULAB_TEST_DATABASE={BACKEND!r}")
+    name = f"oculab_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(f"{PG_BASE}/postgres", autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = f"{PG_BASE}/{name}"
+    try:
+        migrate.upgrade(url)
+        yield url
+    finally:
+        with psycopg.connect(f"{PG_BASE}/postgres", autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def engine(database_url: str) -> Iterator[sa.Engine]:
+    engine = make_engine(database_url, pool_size=2)
+    yield engine
+    engine.dispose()
+
+
+def _empty_tables(engine: sa.Engine) -> None:
+    tables = [t.name for t in Base.metadata.sorted_tables]
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(sa.text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+        else:
+            for name in reversed(tables):
+                conn.execute(sa.text(f"DELETE FROM {name}"))
+
+
+@pytest.fixture(autouse=True)
+def _clean_database(engine: sa.Engine) -> Iterator[None]:
+    yield
+    _empty_tables(engine)
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def make_settings(database_url: str, data_dir: Path) -> Callable[..., Settings]:
+    def build(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "mode": Mode.standalone,
+            "data_dir": data_dir,
+            "database_url": database_url,
+            "secret_key": "test-secret-key-" + "x" * 32,
+            "seed_demo": False,
+            "fsync": False,
+        }
+        values.update(overrides)
+        return Settings(**values)
+
+    return build
+
+
+@pytest.fixture
+def settings(make_settings: Callable[..., Settings]) -> Settings:
+    return make_settings()
+
+
+@pytest.fixture
+def make_app(make_settings: Callable[..., Settings]) -> Iterator[Callable[..., FastAPI]]:
+    apps: list[FastAPI] = []
+
+    def build(**overrides: Any) -> FastAPI:
+        app = create_app(make_settings(**overrides))
+        apps.append(app)
+        return app
+
+    yield build
+    for app in apps:
+        app.state.engine.dispose()
+
+
+@pytest.fixture
+def app(make_app: Callable[..., FastAPI]) -> FastAPI:
+    return make_app()
+
+
+@pytest.fixture
+def client(app: FastAPI) -> Iterator[TestClient]:
+    with TestClient(app) as client:
+        yield client
+
+
+@pytest.fixture
+def db(app: FastAPI) -> Iterator[Session]:
+    """A session for arranging and inspecting state; each `with db.begin()` commits."""
+    with make_sessionmaker(app.state.engine)() as session:
+        yield session
+
+
+@pytest.fixture
+def factory(app: FastAPI) -> Factory:
+    return Factory(app)
+
+
+@pytest.fixture
+def admin(factory: Factory) -> ApiClient:
+    return factory.client(factory.user("root", is_admin=True))
+
+
+@pytest.fixture
+def alice(factory: Factory) -> ApiClient:
+    return factory.client(factory.user("alice"))
+
+
+@pytest.fixture
+def bob(factory: Factory) -> ApiClient:
+    return factory.client(factory.user("bob"))
+
+
+@pytest.fixture
+def factory_for() -> Callable[[FastAPI], Factory]:
+    return Factory
+
+
+@pytest.fixture
+def fresh_database_url(tmp_path: Path) -> Iterator[str]:
+    """An empty database (no schema) on the backend under test."""
+    if BACKEND == "sqlite":
+        yield f"sqlite:///{tmp_path / 'fresh.db'}"
+        return
+    name = f"oculab_fresh_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(f"{PG_BASE}/postgres", autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{PG_BASE}/{name}"
+    finally:
+        with psycopg.connect(f"{PG_BASE}/postgres", autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -1,0 +1,181 @@
+"""The `oculab` command, run as real processes."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+OCULAB = [sys.executable, "-m", "server.cli"]
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OCULAB_")}
+    env.update(extra)
+    return env
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    def __init__(self, args: list[str], env: dict[str, str], port: int) -> None:
+        self.port = port
+        self.base = f"http://127.0.0.1:{port}"
+        self.proc = subprocess.Popen(
+            [*OCULAB, *args, "--port", str(port)], env=env, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True,
+        )
+        self.output = ""
+
+    def wait_healthy(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"server exited: {self.stop()}")
+            try:
+                if httpx.get(f"{self.base}/api/health").status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        raise AssertionError(f"server did not become healthy: {self.stop()}")
+
+    def stop(self) -> str:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        assert self.proc.stdout is not None
+        self.output += self.proc.stdout.read()
+        return self.output
+
+
+@pytest.fixture
+def servers() -> Iterator[list[Server]]:
+    started: list[Server] = []
+    yield started
+    for server in started:
+        server.stop()
+
+
+def test_standalone_first_start_creates_admin_and_demo_then_reuses_data(
+    tmp_path: Path, servers: list[Server]
+) -> None:
+    data = tmp_path / "oculab-data"
+    env = _env(OCULAB_DATA_DIR=str(data))
+    first = Server(["standalone"], env, _free_port())
+    servers.append(first)
+    first.wait_healthy()
+    # The banner is printed before uvicorn starts; read it from the process output.
+    output = first.stop()
+    match = re.search(r"Login:\s+admin / (\S+)", output)
+    assert match, output
+    password = match.group(1)
+    assert "http://127.0.0.1:" in output
+
+    second = Server(["standalone"], env, _free_port())
+    servers.append(second)
+    second.wait_healthy()
+    client = httpx.Client(base_url=second.base)
+    login = client.post("/api/auth/local/login", json={"username": "admin", "password": password})
+    assert login.status_code == 200, login.text
+    projects = client.get("/api/projects").json()["items"]
+    assert [p["name"] for p in projects] == ["Demo: shapes"]
+    detail = client.get(f"/api/projects/{projects[0]['id']}").json()
+    assert detail["images"]["total"] == 24
+    assert detail["images"]["reviewed"] == 24
+    output = second.stop()
+    assert password not in output  # printed once only
+    assert (data / "oculab.db").exists()
+
+
+def test_admin_password_comes_from_the_environment(tmp_path: Path, servers: list[Server]) -> None:
+    env = _env(OCULAB_DATA_DIR=str(tmp_path / "d"), OCULAB_ADMIN_PASSWORD="from-env-pass",
+               OCULAB_SEED_DEMO="false")
+    server = Server(["standalone"], env, _free_port())
+    servers.append(server)
+    server.wait_healthy()
+    response = httpx.post(f"{server.base}/api/auth/local/login",
+                          json={"username": "admin", "password": "from-env-pass"})
+    assert response.status_code == 200
+    assert "from-env-pass" not in server.stop()
+
+
+def test_api_refuses_to_start_before_migrations(fresh_database_url: str, tmp_path: Path,
+                                                servers: list[Server]) -> None:
+    env = _env(OCULAB_DATABASE_URL=fresh_database_url, OCULAB_SECRET_KEY="k" * 40,
+               OCULAB_DATA_DIR=str(tmp_path / "d"))
+    result = subprocess.run([*OCULAB, "api", "--port", str(_free_port())], env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert "oculab migrate" in result.stderr
+    migrated = subprocess.run([*OCULAB, "migrate"], env=env, capture_output=True, text=True,
+                              timeout=120)
+    assert migrated.returncode == 0, migrated.stderr
+    server = Server(["api"], env, _free_port())
+    servers.append(server)
+    server.wait_healthy()
+    ready = httpx.get(f"{server.base}/api/ready")
+    assert ready.status_code == 200
+    # Server mode seeds no admin: create one with the CLI, then log in.
+    created = subprocess.run([*OCULAB, "create-admin", "--username", "it-admin",
+                              "--password-stdin"], env=env, input="a long password\n",
+                             capture_output=True, text=True, timeout=60)
+    assert created.returncode == 0, created.stderr
+    login = httpx.post(f"{server.base}/api/auth/local/login",
+                       json={"username": "it-admin", "password": "a long password"})
+    assert login.status_code == 200
+    assert login.json()["is_admin"] is True
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({}, "OCULAB_DATABASE_URL is required"),
+        ({"OCULAB_DATABASE_URL": "sqlite:////tmp/x.db", "OCULAB_SECRET_KEY": "changeme"},
+         "OCULAB_SECRET_KEY"),
+        ({"OCULAB_DATABASE_URL": "sqlite:////tmp/x.db", "OCULAB_SECRET_KEY": "k" * 40,
+          "OCULAB_OIDC_ISSUER": "https://idp.example"}, "OCULAB_OIDC_CLIENT_ID"),
+        ({"OCULAB_DATABASE_URL": "sqlite:////tmp/x.db", "OCULAB_SECRET_KEY": "k" * 40,
+          "OCULAB_OIDC_PROJECT_ROLES": '{"g": {"P": "superuser"}}'}, "oidc_project_roles"),
+    ],
+)
+def test_api_reports_configuration_errors_clearly(env: dict[str, str], message: str) -> None:
+    result = subprocess.run([*OCULAB, "api"], env=_env(**env), capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode != 0
+    assert "configuration error" in result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_create_admin_resets_an_existing_password(fresh_database_url: str, tmp_path: Path) -> None:
+    env = _env(OCULAB_DATABASE_URL=fresh_database_url, OCULAB_DATA_DIR=str(tmp_path / "d"))
+    subprocess.run([*OCULAB, "migrate"], env=env, check=True, capture_output=True, timeout=120)
+    first = subprocess.run([*OCULAB, "create-admin"], env=env, capture_output=True, text=True,
+                           timeout=60, stdin=subprocess.DEVNULL)
+    assert first.returncode == 0
+    assert "created" in first.stdout
+    assert re.search(r"password: \S+", first.stdout)
+    short = subprocess.run([*OCULAB, "create-admin", "--password-stdin"], env=env, input="x\n",
+                           capture_output=True, text=True, timeout=60)
+    assert short.returncode != 0
+    assert "at least 8" in short.stderr
+    again = subprocess.run([*OCULAB, "create-admin", "--password-stdin"], env=env,
+                           input="another long one\n", capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0
+    assert "updated" in again.stdout
