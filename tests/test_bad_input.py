@@ -35,8 +35,9 @@ def test_oversized_chunked_json_body_is_413(
             yield b"y" * 100
         yield b'"}'
 
-    response = alice.post("/api/projects", content=chunks(),
-                          headers={"content-type": "application/json"})
+    response = alice.post(
+        "/api/projects", content=chunks(), headers={"content-type": "application/json"}
+    )
     assert response.status_code == 413
     assert f.count(Project) == 0
 
@@ -51,8 +52,11 @@ def test_nul_bytes_in_text_are_422_on_every_backend(alice: ApiClient, factory: F
 
 
 def test_non_utf8_json_is_400(alice: ApiClient) -> None:
-    response = alice.post("/api/projects", content=b'{"name": "\xff\xfe"}',
-                          headers={"content-type": "application/json"})
+    response = alice.post(
+        "/api/projects",
+        content=b'{"name": "\xff\xfe"}',
+        headers={"content-type": "application/json"},
+    )
     assert response.status_code == 400
 
 

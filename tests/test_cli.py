@@ -35,8 +35,11 @@ class Server:
         self.port = port
         self.base = f"http://127.0.0.1:{port}"
         self.proc = subprocess.Popen(
-            [*OCULAB, *args, "--port", str(port)], env=env, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, text=True,
+            [*OCULAB, *args, "--port", str(port)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         self.output = ""
 
@@ -104,27 +107,42 @@ def test_standalone_first_start_creates_admin_and_demo_then_reuses_data(
 
 
 def test_admin_password_comes_from_the_environment(tmp_path: Path, servers: list[Server]) -> None:
-    env = _env(OCULAB_DATA_DIR=str(tmp_path / "d"), OCULAB_ADMIN_PASSWORD="from-env-pass",
-               OCULAB_SEED_DEMO="false")
+    env = _env(
+        OCULAB_DATA_DIR=str(tmp_path / "d"),
+        OCULAB_ADMIN_PASSWORD="from-env-pass",
+        OCULAB_SEED_DEMO="false",
+    )
     server = Server(["standalone"], env, _free_port())
     servers.append(server)
     server.wait_healthy()
-    response = httpx.post(f"{server.base}/api/auth/local/login",
-                          json={"username": "admin", "password": "from-env-pass"})
+    response = httpx.post(
+        f"{server.base}/api/auth/local/login",
+        json={"username": "admin", "password": "from-env-pass"},
+    )
     assert response.status_code == 200
     assert "from-env-pass" not in server.stop()
 
 
-def test_api_refuses_to_start_before_migrations(fresh_database_url: str, tmp_path: Path,
-                                                servers: list[Server]) -> None:
-    env = _env(OCULAB_DATABASE_URL=fresh_database_url, OCULAB_SECRET_KEY="k" * 40,
-               OCULAB_DATA_DIR=str(tmp_path / "d"))
-    result = subprocess.run([*OCULAB, "api", "--port", str(_free_port())], env=env,
-                            capture_output=True, text=True, timeout=60)
+def test_api_refuses_to_start_before_migrations(
+    fresh_database_url: str, tmp_path: Path, servers: list[Server]
+) -> None:
+    env = _env(
+        OCULAB_DATABASE_URL=fresh_database_url,
+        OCULAB_SECRET_KEY="k" * 40,
+        OCULAB_DATA_DIR=str(tmp_path / "d"),
+    )
+    result = subprocess.run(
+        [*OCULAB, "api", "--port", str(_free_port())],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode != 0
     assert "oculab migrate" in result.stderr
-    migrated = subprocess.run([*OCULAB, "migrate"], env=env, capture_output=True, text=True,
-                              timeout=120)
+    migrated = subprocess.run(
+        [*OCULAB, "migrate"], env=env, capture_output=True, text=True, timeout=120
+    )
     assert migrated.returncode == 0, migrated.stderr
     server = Server(["api"], env, _free_port())
     servers.append(server)
@@ -132,12 +150,19 @@ def test_api_refuses_to_start_before_migrations(fresh_database_url: str, tmp_pat
     ready = httpx.get(f"{server.base}/api/ready")
     assert ready.status_code == 200
     # Server mode seeds no admin: create one with the CLI, then log in.
-    created = subprocess.run([*OCULAB, "create-admin", "--username", "it-admin",
-                              "--password-stdin"], env=env, input="a long password\n",
-                             capture_output=True, text=True, timeout=60)
+    created = subprocess.run(
+        [*OCULAB, "create-admin", "--username", "it-admin", "--password-stdin"],
+        env=env,
+        input="a long password\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert created.returncode == 0, created.stderr
-    login = httpx.post(f"{server.base}/api/auth/local/login",
-                       json={"username": "it-admin", "password": "a long password"})
+    login = httpx.post(
+        f"{server.base}/api/auth/local/login",
+        json={"username": "it-admin", "password": "a long password"},
+    )
     assert login.status_code == 200
     assert login.json()["is_admin"] is True
 
@@ -146,17 +171,32 @@ def test_api_refuses_to_start_before_migrations(fresh_database_url: str, tmp_pat
     ("env", "message"),
     [
         ({}, "OCULAB_DATABASE_URL is required"),
-        ({"OCULAB_DATABASE_URL": "sqlite:////tmp/x.db", "OCULAB_SECRET_KEY": "changeme"},
-         "OCULAB_SECRET_KEY"),
-        ({"OCULAB_DATABASE_URL": "sqlite:////tmp/x.db", "OCULAB_SECRET_KEY": "k" * 40,
-          "OCULAB_OIDC_ISSUER": "https://idp.example"}, "OCULAB_OIDC_CLIENT_ID"),
-        ({"OCULAB_DATABASE_URL": "sqlite:////tmp/x.db", "OCULAB_SECRET_KEY": "k" * 40,
-          "OCULAB_OIDC_PROJECT_ROLES": '{"g": {"P": "superuser"}}'}, "oidc_project_roles"),
+        (
+            {"OCULAB_DATABASE_URL": "sqlite:////tmp/x.db", "OCULAB_SECRET_KEY": "changeme"},
+            "OCULAB_SECRET_KEY",
+        ),
+        (
+            {
+                "OCULAB_DATABASE_URL": "sqlite:////tmp/x.db",
+                "OCULAB_SECRET_KEY": "k" * 40,
+                "OCULAB_OIDC_ISSUER": "https://idp.example",
+            },
+            "OCULAB_OIDC_CLIENT_ID",
+        ),
+        (
+            {
+                "OCULAB_DATABASE_URL": "sqlite:////tmp/x.db",
+                "OCULAB_SECRET_KEY": "k" * 40,
+                "OCULAB_OIDC_PROJECT_ROLES": '{"g": {"P": "superuser"}}',
+            },
+            "oidc_project_roles",
+        ),
     ],
 )
 def test_api_reports_configuration_errors_clearly(env: dict[str, str], message: str) -> None:
-    result = subprocess.run([*OCULAB, "api"], env=_env(**env), capture_output=True, text=True,
-                            timeout=60)
+    result = subprocess.run(
+        [*OCULAB, "api"], env=_env(**env), capture_output=True, text=True, timeout=60
+    )
     assert result.returncode != 0
     assert "configuration error" in result.stderr
     assert message in result.stderr
@@ -166,16 +206,34 @@ def test_api_reports_configuration_errors_clearly(env: dict[str, str], message: 
 def test_create_admin_resets_an_existing_password(fresh_database_url: str, tmp_path: Path) -> None:
     env = _env(OCULAB_DATABASE_URL=fresh_database_url, OCULAB_DATA_DIR=str(tmp_path / "d"))
     subprocess.run([*OCULAB, "migrate"], env=env, check=True, capture_output=True, timeout=120)
-    first = subprocess.run([*OCULAB, "create-admin"], env=env, capture_output=True, text=True,
-                           timeout=60, stdin=subprocess.DEVNULL)
+    first = subprocess.run(
+        [*OCULAB, "create-admin"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
     assert first.returncode == 0
     assert "created" in first.stdout
     assert re.search(r"password: \S+", first.stdout)
-    short = subprocess.run([*OCULAB, "create-admin", "--password-stdin"], env=env, input="x\n",
-                           capture_output=True, text=True, timeout=60)
+    short = subprocess.run(
+        [*OCULAB, "create-admin", "--password-stdin"],
+        env=env,
+        input="x\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert short.returncode != 0
     assert "at least 8" in short.stderr
-    again = subprocess.run([*OCULAB, "create-admin", "--password-stdin"], env=env,
-                           input="another long one\n", capture_output=True, text=True, timeout=60)
+    again = subprocess.run(
+        [*OCULAB, "create-admin", "--password-stdin"],
+        env=env,
+        input="another long one\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert again.returncode == 0
     assert "updated" in again.stdout

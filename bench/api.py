@@ -1,0 +1,789 @@
+"""End-to-end API benchmark: a real ``oculab api`` process on a scratch PostgreSQL database.
+
+Run from the repository root::
+
+    .venv/bin/python bench/api.py [--images 2000 --rows 100000 --seconds 15 --clients 8]
+
+Progress goes to stderr. Stdout gets a human-readable summary and, as its last line,
+one line of JSON with every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import hashlib
+import io
+import itertools
+import json
+import math
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import psycopg
+from PIL import Image
+from psycopg import sql
+
+# Cursors are opaque to clients; the bench builds one directly only to reach a deep page
+# of the 100k-row project without walking a thousand pages first.
+from server.kit.pagination import encode_cursor
+
+HOST = "127.0.0.1"
+REDIS_URL = "redis://127.0.0.1:6379/15"
+DEFAULT_PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+OCULAB = str(Path(sys.executable).with_name("oculab"))
+ADMIN_USERNAME = "bench"
+PAGE_SIZE = 100
+UPLOAD_BATCH = 100
+IMAGE_SIZE = (128, 96)
+BOXES = [
+    {"class_id": 0, "x": 0.1, "y": 0.1, "w": 0.2, "h": 0.2},
+    {"class_id": 1, "x": 0.4, "y": 0.4, "w": 0.2, "h": 0.3},
+    {"class_id": 2, "x": 0.6, "y": 0.1, "w": 0.3, "h": 0.25},
+]
+HTTP_TIMEOUT = httpx.Timeout(300.0, connect=10.0)
+WARMUP_REQUESTS = 5
+MIB = 1024 * 1024
+
+Results = dict[str, float | int]
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Options:
+    images: int
+    rows: int
+    seconds: float
+    clients: int
+    repeats: int
+    pg_admin_url: str
+
+
+def parse_options(argv: Sequence[str] | None = None) -> Options:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--images", type=int, default=2000, help="images to upload")
+    parser.add_argument("--rows", type=int, default=100_000, help="rows for the big project")
+    parser.add_argument("--seconds", type=float, default=15.0, help="annotation load duration")
+    parser.add_argument("--clients", type=int, default=8, help="concurrent annotation clients")
+    parser.add_argument("--repeats", type=int, default=50, help="samples per latency figure")
+    parser.add_argument("--pg-admin-url", default=DEFAULT_PG_ADMIN_URL)
+    args = parser.parse_args(argv)
+    if args.images < 1 or args.rows < PAGE_SIZE * 3 or args.clients < 1 or args.repeats < 1:
+        parser.error("need --images >= 1, --rows >= 300, --clients >= 1, --repeats >= 1")
+    return Options(
+        args.images, args.rows, args.seconds, args.clients, args.repeats, args.pg_admin_url
+    )
+
+
+def progress(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+# --- statistics ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Latency:
+    p50_ms: float
+    p95_ms: float
+
+    @classmethod
+    def of(cls, seconds: Sequence[float]) -> Latency:
+        return cls(percentile_ms(seconds, 50), percentile_ms(seconds, 95))
+
+
+def percentile_ms(seconds: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile, in milliseconds."""
+    if not seconds:
+        return math.nan
+    ordered = sorted(seconds)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1] * 1000
+
+
+def ratio(numerator: float, denominator: float) -> float:
+    return numerator / denominator if denominator > 0 else math.nan
+
+
+def sample(action: Callable[[], object], repeats: int) -> list[float]:
+    """Durations of ``repeats`` calls, after a few untimed warm-up calls."""
+    for _ in range(WARMUP_REQUESTS):
+        action()
+    durations = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        action()
+        durations.append(time.perf_counter() - start)
+    return durations
+
+
+# --- environment: database, data dir, server ------------------------------------------
+
+
+@dataclass(frozen=True)
+class Deployment:
+    database_url: str
+    data_dir: Path
+    secret_key: str
+
+    def env(self) -> dict[str, str]:
+        # Inherited OCULAB_* settings would make the run depend on the caller's shell.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("OCULAB_")}
+        env.update(
+            OCULAB_DATABASE_URL=self.database_url,
+            OCULAB_DATA_DIR=str(self.data_dir),
+            OCULAB_SECRET_KEY=self.secret_key,
+            OCULAB_REDIS_URL=REDIS_URL,
+            OCULAB_LOGIN_RATE_LIMIT_PER_MINUTE="1000",
+            OCULAB_TOKEN_RATE_LIMIT_PER_MINUTE="1000",
+        )
+        return env
+
+
+@contextlib.contextmanager
+def scratch_database(admin_url: str) -> Iterator[str]:
+    name = f"oculab_bench_{secrets.token_hex(4)}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    progress(f"created database {name}")
+    try:
+        yield urlsplit(admin_url)._replace(path=f"/{name}").geturl()
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+        progress(f"dropped database {name}")
+
+
+@contextlib.contextmanager
+def scratch_dir() -> Iterator[Path]:
+    root = Path(tempfile.mkdtemp(prefix="oculab-bench-"))
+    try:
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def run_oculab(deployment: Deployment, *args: str, stdin: str | None = None) -> str:
+    done = subprocess.run(
+        [OCULAB, *args],
+        env=deployment.env(),
+        input=stdin,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise BenchError(f"oculab {' '.join(args)} failed ({done.returncode}):\n{done.stderr}")
+    return done.stdout.strip()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def die_with_parent() -> None:
+    # PR_SET_PDEATHSIG: the server still goes away if this script is SIGKILLed.
+    if sys.platform == "linux":
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
+
+
+@dataclass(frozen=True)
+class Server:
+    process: subprocess.Popen[bytes]
+    base_url: str
+    log_path: Path
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def wait_healthy(server: Server, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise BenchError(f"the server exited with {server.process.returncode}")
+        with contextlib.suppress(httpx.TransportError):
+            if httpx.get(f"{server.base_url}/api/health", timeout=2).status_code == 200:
+                return
+        time.sleep(0.2)
+    raise BenchError(f"the server did not become healthy within {timeout:.0f} s")
+
+
+def print_log_tail(log_path: Path, lines: int = 40) -> None:
+    with contextlib.suppress(OSError):
+        tail = log_path.read_text(errors="replace").splitlines()[-lines:]
+        print("--- server log (tail) ---", *tail, "---", sep="\n", file=sys.stderr)
+
+
+@contextlib.contextmanager
+def running_server(deployment: Deployment, log_path: Path) -> Iterator[Server]:
+    port = free_port()
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [OCULAB, "api", "--host", HOST, "--port", str(port)],
+            env=deployment.env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=die_with_parent,
+        )
+    server = Server(process, f"http://{HOST}:{port}", log_path)
+    try:
+        wait_healthy(server)
+        progress(f"server pid {process.pid} healthy at {server.base_url}")
+        yield server
+    except BaseException:
+        stop(process)
+        print_log_tail(log_path)
+        raise
+    finally:
+        stop(process)
+
+
+def memory_mib(pid: int) -> dict[str, float]:
+    """VmHWM (peak resident set) and VmRSS of a live process, in MiB."""
+    values: dict[str, float] = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("VmHWM", "VmRSS"):
+            values[key] = int(rest.split()[0]) / 1024  # reported in kB
+    return values
+
+
+# --- HTTP helpers ------------------------------------------------------------------------
+
+
+def http_client(base_url: str, token: str | None = None) -> httpx.Client:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.Client(base_url=base_url, headers=headers, timeout=HTTP_TIMEOUT)
+
+
+def expect(response: httpx.Response, *statuses: int) -> Any:
+    if response.status_code not in statuses:
+        raise BenchError(
+            f"{response.request.method} {response.request.url} -> {response.status_code}: "
+            f"{response.text[:500]}"
+        )
+    return response.json() if response.content else None
+
+
+def create_api_token(base_url: str, password: str) -> str:
+    with http_client(base_url) as session:
+        me = expect(
+            session.post(
+                "/api/auth/local/login", json={"username": ADMIN_USERNAME, "password": password}
+            ),
+            200,
+        )
+        created = expect(
+            session.post(
+                "/api/tokens", json={"name": "bench"}, headers={"X-CSRF-Token": me["csrf_token"]}
+            ),
+            201,
+        )
+    token: str = created["token"]
+    return token
+
+
+def create_project(client: httpx.Client, name: str) -> int:
+    body = expect(
+        client.post("/api/projects", json={"name": name, "classes": ["a", "b", "c"]}), 201
+    )
+    project_id: int = body["id"]
+    return project_id
+
+
+def list_page(
+    client: httpx.Client, project_id: int, cursor: str | None = None, **filters: str
+) -> dict[str, Any]:
+    params: dict[str, str | int] = {"limit": PAGE_SIZE, **filters}
+    if cursor is not None:
+        params["cursor"] = cursor
+    page: dict[str, Any] = expect(
+        client.get(f"/api/projects/{project_id}/images", params=params), 200
+    )
+    return page
+
+
+# --- phase: upload -----------------------------------------------------------------------
+
+
+def noise_jpegs(count: int) -> list[bytes]:
+    width, height = IMAGE_SIZE
+    images = []
+    for _ in range(count):
+        img = Image.frombytes("RGB", IMAGE_SIZE, os.urandom(width * height * 3))
+        out = io.BytesIO()
+        img.save(out, format="JPEG", quality=90)
+        images.append(out.getvalue())
+    return images
+
+
+def raw_disk_seconds(images: Sequence[bytes], directory: Path) -> float:
+    """What storing the bytes costs with no server: hash, write, fsync per file."""
+    directory.mkdir()
+    start = time.perf_counter()
+    for index, data in enumerate(images):
+        hashlib.sha256(data).hexdigest()
+        with open(directory / f"{index}.jpg", "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+    return time.perf_counter() - start
+
+
+def upload_all(
+    client: httpx.Client, project_id: int, images: Sequence[bytes]
+) -> tuple[list[int], float]:
+    """Uploads in batches; returns the created image ids and the wall time."""
+    ids: list[int] = []
+    start = time.perf_counter()
+    for first in range(0, len(images), UPLOAD_BATCH):
+        batch = images[first : first + UPLOAD_BATCH]
+        files = [
+            ("files", (f"noise_{first + i:06d}.jpg", data, "image/jpeg"))
+            for i, data in enumerate(batch)
+        ]
+        result = expect(client.post(f"/api/projects/{project_id}/images", files=files), 201)
+        if result["created"] != len(batch):
+            raise BenchError(f"upload created {result['created']} of {len(batch)}: {result}")
+        ids.extend(item["image_id"] for item in result["items"])
+    return ids, time.perf_counter() - start
+
+
+def bench_upload(
+    client: httpx.Client, project_id: int, count: int, root: Path
+) -> tuple[list[int], Results]:
+    progress(f"generating {count} noise JPEGs {IMAGE_SIZE[0]}x{IMAGE_SIZE[1]}")
+    images = noise_jpegs(count)
+    progress("raw disk baseline (sha256 + write + fsync per file)")
+    raw_seconds = raw_disk_seconds(images, root / "raw-disk")
+    progress(f"uploading {count} images in requests of {UPLOAD_BATCH}")
+    ids, upload_seconds = upload_all(client, project_id, images)
+    api_rate = count / upload_seconds
+    raw_rate = count / raw_seconds
+    return ids, {
+        "upload_images": count,
+        "upload_bytes_mean": sum(map(len, images)) // count,
+        "upload_seconds": upload_seconds,
+        "upload_images_per_s": api_rate,
+        "upload_raw_disk_images_per_s": raw_rate,
+        "upload_ratio": ratio(raw_rate, api_rate),
+    }
+
+
+# --- phase: annotations ----------------------------------------------------------------
+
+
+def put_boxes(client: httpx.Client, image_id: int, base_revision: int) -> httpx.Response:
+    return client.put(
+        f"/api/images/{image_id}/annotations", json={"base_revision": base_revision, "boxes": BOXES}
+    )
+
+
+def seed_annotations(base_url: str, token: str, image_ids: Sequence[int], workers: int) -> Results:
+    progress(f"saving {len(BOXES)} boxes on each of {len(image_ids)} images")
+    local = threading.local()
+
+    def save(image_id: int) -> None:
+        if not hasattr(local, "client"):
+            local.client = http_client(base_url, token)
+        expect(put_boxes(local.client, image_id, 0), 200)
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(save, image_ids))
+    elapsed = time.perf_counter() - start
+    return {"seed_annotations_seconds": elapsed, "seed_annotations_per_s": len(image_ids) / elapsed}
+
+
+@dataclass
+class SaveStats:
+    put_seconds: list[float] = field(default_factory=list)
+    get_seconds: list[float] = field(default_factory=list)
+    saves: int = 0
+    conflicts: int = 0
+    errors: int = 0
+    first_error: str | None = None
+
+
+def save_loop(
+    base_url: str,
+    token: str,
+    image_ids: Sequence[int],
+    seconds: float,
+    start_line: threading.Barrier,
+    stats: SaveStats,
+) -> None:
+    """One annotator: read an image's annotations, save boxes on that revision, repeat."""
+    with http_client(base_url, token) as client:
+        start_line.wait()
+        deadline = time.perf_counter() + seconds
+        for image_id in itertools.cycle(image_ids):
+            if time.perf_counter() >= deadline:
+                return
+            started = time.perf_counter()
+            current = client.get(f"/api/images/{image_id}/annotations")
+            stats.get_seconds.append(time.perf_counter() - started)
+            if current.status_code != 200:
+                stats.errors += 1
+                stats.first_error = stats.first_error or f"GET {current.status_code}"
+                continue
+            started = time.perf_counter()
+            saved = put_boxes(client, image_id, current.json()["revision"])
+            stats.put_seconds.append(time.perf_counter() - started)
+            if saved.status_code == 200:
+                stats.saves += 1
+            elif saved.status_code == 409:
+                stats.conflicts += 1
+            else:
+                stats.errors += 1
+                stats.first_error = stats.first_error or f"PUT {saved.status_code}: {saved.text}"
+
+
+def bench_saves(
+    base_url: str, token: str, image_ids: Sequence[int], clients: int, seconds: float
+) -> Results:
+    progress(f"annotation saves: {clients} clients for {seconds:.0f} s")
+    stats = [SaveStats() for _ in range(clients)]
+    start_line = threading.Barrier(clients + 1)
+    threads = [
+        threading.Thread(
+            target=save_loop,
+            args=(base_url, token, image_ids[i::clients], seconds, start_line, stats[i]),
+            daemon=True,
+        )
+        for i in range(clients)
+    ]
+    for thread in threads:
+        thread.start()
+    start_line.wait()
+    start = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - start
+    puts = [s for st in stats for s in st.put_seconds]
+    gets = [s for st in stats for s in st.get_seconds]
+    errors = sum(st.errors for st in stats)
+    if errors:
+        first = next(st.first_error for st in stats if st.first_error)
+        progress(f"WARNING: {errors} failed requests during the save load; first: {first}")
+    put_latency, get_latency = Latency.of(puts), Latency.of(gets)
+    saves = sum(st.saves for st in stats)
+    return {
+        "save_clients": clients,
+        "save_seconds": elapsed,
+        "save_p50_ms": put_latency.p50_ms,
+        "save_p95_ms": put_latency.p95_ms,
+        "save_get_p50_ms": get_latency.p50_ms,
+        "save_get_p95_ms": get_latency.p95_ms,
+        "saves": saves,
+        "saves_per_s": saves / elapsed,
+        "save_conflicts": sum(st.conflicts for st in stats),
+        "save_errors": errors,
+    }
+
+
+# --- phase: listing ----------------------------------------------------------------------
+
+
+def cursor_for_page(client: httpx.Client, project_id: int, page: int) -> str | None:
+    cursor: str | None = None
+    for _ in range(page - 1):
+        cursor = list_page(client, project_id, cursor)["next_cursor"]
+        if cursor is None:
+            raise BenchError(f"the project has fewer than {page} pages")
+    return cursor
+
+
+def api_page_latency(
+    client: httpx.Client, project_id: int, repeats: int, cursor: str | None = None, **filters: str
+) -> list[float]:
+    def fetch() -> None:
+        if not list_page(client, project_id, cursor, **filters)["items"]:
+            raise BenchError("an image page came back empty")
+
+    return sample(fetch, repeats)
+
+
+def sql_page_latency(
+    conn: psycopg.Connection[Any],
+    project_id: int,
+    after_id: int,
+    repeats: int,
+    status: str | None = None,
+) -> list[float]:
+    """The floor under the list endpoint: the same keyset query, straight to PostgreSQL."""
+    query = "SELECT * FROM images WHERE project_id = %s AND id > %s"
+    params: list[Any] = [project_id, after_id]
+    if status is not None:
+        query += " AND status = %s"
+        params.append(status)
+    query += f" ORDER BY id LIMIT {PAGE_SIZE + 1}"
+
+    def fetch() -> None:
+        if not conn.execute(query, params).fetchall():
+            raise BenchError("the SQL page came back empty")
+
+    return sample(fetch, repeats)
+
+
+def bench_list(
+    client: httpx.Client,
+    conn: psycopg.Connection[Any],
+    project_id: int,
+    image_ids: Sequence[int],
+    repeats: int,
+) -> Results:
+    deep_page = min(20, math.ceil(len(image_ids) / PAGE_SIZE))
+    progress(f"list latency: page 1 and page {deep_page}, {repeats} samples each")
+    p1 = Latency.of(api_page_latency(client, project_id, repeats))
+    cursor = cursor_for_page(client, project_id, deep_page)
+    p20 = Latency.of(api_page_latency(client, project_id, repeats, cursor))
+    after_deep = sorted(image_ids)[(deep_page - 1) * PAGE_SIZE - 1] if deep_page > 1 else 0
+    sql_p1 = sql_page_latency(conn, project_id, 0, repeats)
+    sql_p20 = sql_page_latency(conn, project_id, after_deep, repeats)
+    sql_all = Latency.of(sql_p1 + sql_p20)
+    return {
+        "list_deep_page": deep_page,
+        "list_p1_p50_ms": p1.p50_ms,
+        "list_p1_p95_ms": p1.p95_ms,
+        "list_p20_p50_ms": p20.p50_ms,
+        "list_p20_p95_ms": p20.p95_ms,
+        "list_sql_p1_p95_ms": Latency.of(sql_p1).p95_ms,
+        "list_sql_p20_p95_ms": Latency.of(sql_p20).p95_ms,
+        "list_sql_p50_ms": sql_all.p50_ms,
+        "list_sql_p95_ms": sql_all.p95_ms,
+        "list_p1_ratio": ratio(p1.p95_ms, Latency.of(sql_p1).p95_ms),
+        "list_p20_ratio": ratio(p20.p95_ms, Latency.of(sql_p20).p95_ms),
+    }
+
+
+# --- phase: 100k rows --------------------------------------------------------------------
+
+INSERT_ROWS = """
+INSERT INTO images (project_id, sha256, filename, format, width, height, size_bytes,
+                    status, split, revision, created_at)
+SELECT %(project_id)s,
+       md5(g::text) || md5('bench-' || g::text),
+       'synthetic_' || g || '.jpg',
+       'jpeg', 640, 480, 40000 + g %% 20000,
+       (ARRAY['unlabeled', 'predicted', 'reviewed'])[1 + g %% 3],
+       CASE g %% 5 WHEN 0 THEN NULL WHEN 1 THEN 'val' ELSE 'train' END,
+       0, now()
+FROM generate_series(1, %(rows)s) AS g
+"""
+
+
+def insert_rows(conn: psycopg.Connection[Any], project_id: int, rows: int) -> tuple[int, float]:
+    """Fills the project with synthetic rows; returns its highest image id and the time."""
+    start = time.perf_counter()
+    with conn.transaction():
+        conn.execute(INSERT_ROWS, {"project_id": project_id, "rows": rows})
+    conn.execute("ANALYZE images")
+    elapsed = time.perf_counter() - start
+    row = conn.execute("SELECT max(id) FROM images WHERE project_id = %s", [project_id]).fetchone()
+    assert row is not None
+    return int(row[0]), elapsed
+
+
+def bench_rows(
+    client: httpx.Client, conn: psycopg.Connection[Any], rows: int, repeats: int
+) -> Results:
+    project_id = create_project(client, "bench-100k")
+    progress(f"inserting {rows} image rows with SQL")
+    max_id, insert_seconds = insert_rows(conn, project_id, rows)
+    deep_after = max_id - PAGE_SIZE - PAGE_SIZE // 2
+    progress(f"list latency at {rows} rows: page 1, deep page, status=reviewed")
+    api = {
+        "list": api_page_latency(client, project_id, repeats),
+        "deep": api_page_latency(client, project_id, repeats, encode_cursor(deep_after)),
+        "status": api_page_latency(client, project_id, repeats, status="reviewed"),
+    }
+    raw = {
+        "list": sql_page_latency(conn, project_id, 0, repeats),
+        "deep": sql_page_latency(conn, project_id, deep_after, repeats),
+        "status": sql_page_latency(conn, project_id, 0, repeats, status="reviewed"),
+    }
+    results: Results = {"rows_100k_rows": rows, "rows_100k_insert_seconds": insert_seconds}
+    for kind in api:
+        api_latency, sql_latency = Latency.of(api[kind]), Latency.of(raw[kind])
+        results[f"rows_100k_{kind}_p50_ms"] = api_latency.p50_ms
+        results[f"rows_100k_{kind}_p95_ms"] = api_latency.p95_ms
+        results[f"rows_100k_sql_{kind}_p95_ms"] = sql_latency.p95_ms
+        results[f"rows_100k_{kind}_ratio"] = ratio(api_latency.p95_ms, sql_latency.p95_ms)
+    pooled = Latency.of([s for samples in raw.values() for s in samples])
+    results["rows_100k_sql_p50_ms"] = pooled.p50_ms
+    results["rows_100k_sql_p95_ms"] = pooled.p95_ms
+    return results
+
+
+# --- orchestration ------------------------------------------------------------------------
+
+
+def prepare(deployment: Deployment, password: str) -> None:
+    progress("oculab migrate")
+    run_oculab(deployment, "migrate")
+    progress("oculab create-admin")
+    run_oculab(
+        deployment,
+        "create-admin",
+        "--username",
+        ADMIN_USERNAME,
+        "--password-stdin",
+        stdin=password + "\n",
+    )
+
+
+def run_phases(
+    options: Options, server: Server, database_url: str, root: Path, password: str
+) -> Results:
+    token = create_api_token(server.base_url, password)
+    results: Results = {}
+    with (
+        http_client(server.base_url, token) as client,
+        psycopg.connect(database_url, autocommit=True) as conn,
+    ):
+        project_id = create_project(client, "bench")
+        image_ids, upload = bench_upload(client, project_id, options.images, root)
+        results |= upload
+        results |= seed_annotations(server.base_url, token, image_ids, options.clients)
+        results |= bench_list(client, conn, project_id, image_ids, options.repeats)
+        results |= bench_saves(server.base_url, token, image_ids, options.clients, options.seconds)
+        results["server_peak_rss_mib_before_rows"] = memory_mib(server.process.pid)["VmHWM"]
+        results |= bench_rows(client, conn, options.rows, options.repeats)
+    memory = memory_mib(server.process.pid)
+    results["server_peak_rss_mib"] = memory["VmHWM"]
+    results["server_rss_mib"] = memory["VmRSS"]
+    return results
+
+
+def run_benchmark(options: Options) -> Results:
+    password = secrets.token_urlsafe(18)
+    with scratch_database(options.pg_admin_url) as database_url, scratch_dir() as root:
+        deployment = Deployment(
+            database_url=database_url,
+            data_dir=root / "data",
+            secret_key=secrets.token_urlsafe(48),
+        )
+        deployment.data_dir.mkdir()
+        prepare(deployment, password)
+        with running_server(deployment, root / "server.log") as server:
+            return run_phases(options, server, database_url, root, password)
+
+
+SUMMARY = [
+    ("Upload ({upload_images} JPEGs, ~{upload_bytes_mean} B each, requests of 100)", None),
+    ("  API", "{upload_images_per_s:.1f} images/s ({upload_seconds:.2f} s)"),
+    ("  raw disk (sha256 + write + fsync)", "{upload_raw_disk_images_per_s:.1f} images/s"),
+    ("  raw disk / API", "{upload_ratio:.1f}x"),
+    (
+        "Seeding 3 boxes per image",
+        "{seed_annotations_seconds:.2f} s ({seed_annotations_per_s:.1f} saves/s)",
+    ),
+    ("List, limit 100", None),
+    ("  page 1", "p50 {list_p1_p50_ms:.2f} ms, p95 {list_p1_p95_ms:.2f} ms"),
+    ("  page {list_deep_page}", "p50 {list_p20_p50_ms:.2f} ms, p95 {list_p20_p95_ms:.2f} ms"),
+    ("  raw SQL keyset query", "p50 {list_sql_p50_ms:.2f} ms, p95 {list_sql_p95_ms:.2f} ms"),
+    (
+        "  API / SQL (p95)",
+        "page 1 {list_p1_ratio:.1f}x, page {list_deep_page} {list_p20_ratio:.1f}x",
+    ),
+    ("Annotation saves ({save_clients} clients, {save_seconds:.1f} s)", None),
+    ("  PUT latency", "p50 {save_p50_ms:.2f} ms, p95 {save_p95_ms:.2f} ms"),
+    ("  GET latency", "p50 {save_get_p50_ms:.2f} ms, p95 {save_get_p95_ms:.2f} ms"),
+    (
+        "  throughput",
+        "{saves_per_s:.1f} saves/s ({saves} saves, {save_conflicts} conflicts,"
+        " {save_errors} errors)",
+    ),
+    ("List at {rows_100k_rows} rows (inserted in {rows_100k_insert_seconds:.1f} s)", None),
+    (
+        "  page 1",
+        "p50 {rows_100k_list_p50_ms:.2f} ms, p95 {rows_100k_list_p95_ms:.2f} ms"
+        " ({rows_100k_list_ratio:.1f}x SQL)",
+    ),
+    (
+        "  deep page",
+        "p50 {rows_100k_deep_p50_ms:.2f} ms, p95 {rows_100k_deep_p95_ms:.2f} ms"
+        " ({rows_100k_deep_ratio:.1f}x SQL)",
+    ),
+    (
+        "  status=reviewed",
+        "p50 {rows_100k_status_p50_ms:.2f} ms,"
+        " p95 {rows_100k_status_p95_ms:.2f} ms ({rows_100k_status_ratio:.1f}x SQL)",
+    ),
+    (
+        "  raw SQL keyset query",
+        "p50 {rows_100k_sql_p50_ms:.2f} ms, p95 {rows_100k_sql_p95_ms:.2f} ms",
+    ),
+    (
+        "Server memory",
+        "peak RSS {server_peak_rss_mib:.1f} MiB (before the 100k rows"
+        " {server_peak_rss_mib_before_rows:.1f} MiB), RSS at end {server_rss_mib:.1f} MiB",
+    ),
+]
+
+
+def print_summary(results: Results) -> None:
+    print("Oculab API benchmark")
+    for label, value in SUMMARY:
+        heading = label.format(**results)
+        print(heading if value is None else f"{heading + ':':<40} {value.format(**results)}")
+
+
+def json_ready(results: Results) -> dict[str, float | int | None]:
+    """Rounded figures; a ratio without a denominator becomes null rather than NaN."""
+    return {
+        k: (None if math.isnan(v) else round(v, 3)) if isinstance(v, float) else v
+        for k, v in results.items()
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    # Turn SIGTERM into an exception so the cleanup (server, database, temp dir) runs.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    options = parse_options(argv)
+    try:
+        results = run_benchmark(options)
+    except BenchError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 1
+    print_summary(results)
+    print(json.dumps(json_ready(results), allow_nan=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
