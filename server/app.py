@@ -11,6 +11,7 @@ from fastapi.responses import RedirectResponse
 from fastapi.routing import APIRoute
 from PIL import Image as PILImage
 from prometheus_client import CollectorRegistry
+from starlette.concurrency import run_in_threadpool
 from starlette.middleware.sessions import SessionMiddleware
 
 from server import __version__
@@ -20,6 +21,11 @@ from server.auth.endpoints import router as auth_router
 from server.auth.oidc import OidcClient
 from server.health.endpoints import router as health_router
 from server.images.endpoints import router as images_router
+from server.jobs.endpoints import router as jobs_router
+from server.jobs.events import WAKER_KEY, Waker
+from server.jobs.kinds import load_kinds
+from server.jobs.metrics import JobsCollector
+from server.jobs.stream import EventHub
 from server.kit.bodylimit import BodyLimitMiddleware
 from server.kit.db import make_engine, make_sessionmaker
 from server.kit.errors import install_error_handlers
@@ -36,12 +42,19 @@ def _unique_operation_id(route: APIRoute) -> str:
     return route.name
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: Settings, *, run_jobs: bool = False) -> FastAPI:
+    """The API. ``run_jobs`` (standalone) also runs the scheduler and in-process
+    workers on the stub broker for as long as the app lives."""
     settings.ensure_secret_key()
     engine = make_engine(settings.resolved_database_url)
     storage = Storage(settings.data_dir, fsync=settings.fsync)
     storage.ensure_layout()
     registry = CollectorRegistry()
+    kinds = load_kinds(settings)
+    waker = Waker()
+    maker = make_sessionmaker(engine, info={WAKER_KEY: waker})
+    event_hub = EventHub(settings.resolved_database_url)
+    registry.register(JobsCollector(maker, settings))
     # Pillow's own bomb guard follows our pixel budget (it errors at twice this).
     PILImage.MAX_IMAGE_PIXELS = settings.max_image_pixels
 
@@ -55,10 +68,23 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        yield
-        engine.dispose()
-        if redis_client is not None:
-            redis_client.close()
+        jobs = None
+        if run_jobs:
+            from workers.inprocess import InProcessJobs
+
+            jobs = InProcessJobs(settings, maker, storage, kinds, waker)
+            await run_in_threadpool(jobs.start)
+        app.state.in_process_jobs = jobs
+        event_hub.start()
+        try:
+            yield
+        finally:
+            await event_hub.stop()
+            if jobs is not None:
+                await run_in_threadpool(jobs.stop)
+            engine.dispose()
+            if redis_client is not None:
+                redis_client.close()
 
     app = FastAPI(
         title="Oculab",
@@ -69,7 +95,12 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.settings = settings
     app.state.engine = engine
-    app.state.sessionmaker = make_sessionmaker(engine)
+    app.state.sessionmaker = maker
+    app.state.kinds = kinds
+    app.state.waker = waker
+    app.state.event_hub = event_hub
+    app.state.redis = redis_client
+    app.state.in_process_jobs = None
     app.state.storage = storage
     app.state.registry = registry
     app.state.rate_limiter = rate_limiter
@@ -84,6 +115,7 @@ def create_app(settings: Settings) -> FastAPI:
         projects_router,
         images_router,
         annotations_router,
+        jobs_router,
         admin_router,
     ):
         app.include_router(router)

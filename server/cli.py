@@ -7,7 +7,10 @@ import getpass
 import logging
 import os
 import secrets
+import signal
 import sys
+import tempfile
+import threading
 from collections.abc import Sequence
 
 import sqlalchemy as sa
@@ -30,12 +33,12 @@ def _settings(mode: Mode) -> Settings:
         raise SystemExit(f"oculab: configuration error: {messages}") from None
 
 
-def _serve(settings: Settings, host: str, port: int) -> None:
+def _serve(settings: Settings, host: str, port: int, *, run_jobs: bool = False) -> None:
     import uvicorn
 
     from server.app import create_app
 
-    app = create_app(settings)
+    app = create_app(settings, run_jobs=run_jobs)
     uvicorn.run(
         app,
         host=host,
@@ -65,7 +68,7 @@ def cmd_standalone(args: argparse.Namespace) -> None:
     else:
         print("  Login:     admin (password as set on first start)", flush=True)
     print("", flush=True)
-    _serve(settings, args.host, args.port)
+    _serve(settings, args.host, args.port, run_jobs=True)
 
 
 def _bootstrap_standalone(settings: Settings) -> str | None:
@@ -110,6 +113,111 @@ def cmd_api(args: argparse.Namespace) -> None:
             "`oculab migrate` first (the API never migrates on start-up)"
         )
     _serve(settings, args.host, args.port)
+
+
+def _require_schema(settings: Settings) -> None:
+    from server import migrate
+
+    try:
+        at_head = migrate.is_at_head(settings.resolved_database_url)
+    except sa.exc.OperationalError as exc:
+        raise SystemExit(f"oculab: cannot reach the database: {exc.orig}") from None
+    if not at_head:
+        raise SystemExit(
+            "oculab: the database schema is not at the latest revision; run `oculab migrate` first"
+        )
+
+
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+
+    def handler(signum: int, _frame: object) -> None:
+        log.info("received %s; stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    return stop
+
+
+def cmd_worker(args: argparse.Namespace) -> None:
+    settings = _settings(Mode.server)
+    pools = args.pool or [settings.gpu_pool]
+    unknown = [p for p in pools if p not in settings.pools]
+    if unknown:
+        raise SystemExit(
+            f"oculab: unknown pool(s) {', '.join(unknown)}; configured: "
+            f"{', '.join(settings.pools)} (OCULAB_POOLS)"
+        )
+    _require_schema(settings)
+    if args.metrics_port:
+        # Read by Dramatiq's Prometheus middleware when it is imported.
+        os.environ.setdefault("dramatiq_prom_port", str(args.metrics_port))
+        os.environ.setdefault("dramatiq_prom_db", tempfile.mkdtemp(prefix="oculab-prom-"))
+
+    from server.jobs.kinds import load_kinds
+    from server.kit.db import make_engine, make_sessionmaker
+    from server.kit.storage import Storage
+    from workers.broker import get_broker
+    from workers.runner import ActorBody, Worker
+
+    kinds = load_kinds(settings)
+    body = ActorBody()
+    broker = get_broker(settings, kinds, stub=False, prometheus=bool(args.metrics_port), body=body)
+    engine = make_engine(settings.resolved_database_url, pool_size=(args.slots or 4) + 2)
+    storage = Storage(settings.data_dir, fsync=settings.fsync)
+    storage.ensure_layout()
+    worker = Worker(settings, broker, make_sessionmaker(engine), storage, pools, slots=args.slots)
+    body.worker = worker
+    stop = _stop_on_signals()
+    broker.emit_after("process_boot")
+    if args.metrics_port:
+        from dramatiq.middleware.prometheus import _run_exposition_server
+
+        threading.Thread(target=_run_exposition_server, daemon=True, name="metrics").start()
+    worker.start()
+    stop.wait()
+    worker.stop()
+    broker.close()
+    engine.dispose()
+
+
+def cmd_scheduler(args: argparse.Namespace) -> None:
+    settings = _settings(Mode.server)
+    _require_schema(settings)
+
+    from server.jobs.kinds import load_kinds
+    from server.jobs.scheduler import Admission, Scheduler
+    from server.kit.db import make_engine, make_sessionmaker
+    from workers.broker import get_broker, message_exists, send
+
+    kinds = load_kinds(settings)
+    broker = get_broker(settings, kinds, stub=False)
+    engine = make_engine(settings.resolved_database_url, pool_size=2)
+
+    def send_admission(admission: Admission, limit_ms: int) -> str | None:
+        return send(
+            broker,
+            kind=admission.kind,
+            pool=admission.pool,
+            job_id=admission.job_id,
+            message_ref=admission.message_ref,
+            time_limit_ms=limit_ms,
+        )
+
+    scheduler = Scheduler(
+        settings,
+        make_sessionmaker(engine),
+        kinds,
+        send_admission,
+        message_exists=lambda pool, ref: message_exists(broker, pool, ref),
+    )
+    stop = _stop_on_signals()
+    listen_url = settings.resolved_database_url if engine.dialect.name == "postgresql" else None
+    log.info("scheduler running for pools %s", ", ".join(settings.pools))
+    scheduler.run_forever(stop, listen_url)
+    broker.close()
+    engine.dispose()
 
 
 def cmd_migrate(args: argparse.Namespace) -> None:
@@ -178,6 +286,24 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--port", type=int, default=8000)
         p.set_defaults(func=func)
 
+    p = sub.add_parser("worker", help="run jobs from one or more pools (server mode)")
+    p.add_argument(
+        "--pool", action="append", help="pool to consume (repeatable; default: the first GPU pool)"
+    )
+    p.add_argument(
+        "--slots", type=int, default=None, help="jobs at once (default: one per GPU, else 1)"
+    )
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=9191,
+        help="port for Dramatiq's Prometheus metrics (0 turns it off)",
+    )
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("scheduler", help="admit queued jobs fairly and recover lost ones")
+    p.set_defaults(func=cmd_scheduler)
+
     p = sub.add_parser("migrate", help="apply database migrations up to the latest revision")
     p.set_defaults(func=cmd_migrate)
 
@@ -194,6 +320,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # Alembic announces every plugin it loads at INFO; the migration lines are enough.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     args = build_parser().parse_args(argv)
     args.func(args)
 

@@ -6,6 +6,7 @@ One class, built once per process and handed down explicitly: no module-level gl
 from __future__ import annotations
 
 import json
+import re
 import secrets
 from enum import StrEnum
 from pathlib import Path
@@ -22,6 +23,7 @@ class Mode(StrEnum):
     server = "server"
 
 
+_POOL_NAME = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
 _INSECURE_SECRETS = {"", "changeme", "change-me", "secret", "oculab"}
 
 
@@ -90,7 +92,33 @@ class Settings(BaseSettings):
     # Demo data seeded on the first standalone start
     seed_demo: bool = True
 
-    @field_validator("oidc_admin_groups", mode="before")
+    # Jobs and workers. Pools are Dramatiq queues; names in ``cpu_pools`` are CPU pools,
+    # every other pool is a GPU pool (one job per GPU).
+    pools: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["gpu", "cpu"])
+    cpu_pools: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["cpu"])
+    gpu_jobs_per_user: int = Field(default=2, ge=1)
+    cpu_jobs_per_user: int = Field(default=4, ge=1)
+    job_max_attempts: int = Field(default=3, ge=1, le=20)
+    heartbeat_interval_seconds: float = Field(default=5, gt=0)
+    heartbeat_timeout_seconds: float = Field(default=30, gt=0)
+    scheduler_interval_seconds: float = Field(default=1, gt=0)
+    # A message the scheduler sent is considered lost if Redis no longer holds it after
+    # this long (e.g. Redis restarted empty); the job is then sent again.
+    message_check_grace_seconds: float = Field(default=5, ge=0)
+    gpu_job_time_limit_hours: float = Field(default=72, gt=0)
+    cpu_job_time_limit_hours: float = Field(default=6, gt=0)
+    worker_shutdown_timeout_seconds: float = Field(default=60, gt=0)
+    # Extra modules whose import registers more job kinds (plugins, test kinds).
+    job_modules: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # In-process worker slots of ``oculab standalone``.
+    standalone_gpu_slots: int = Field(default=1, ge=0, le=16)
+    standalone_cpu_slots: int = Field(default=2, ge=0, le=64)
+    max_import_bytes: int = Field(default=20 * 1024**3, gt=0)
+    max_import_entries: int = Field(default=200_000, gt=0)
+    max_import_unpacked_bytes: int = Field(default=100 * 1024**3, gt=0)
+    max_import_ratio: int = Field(default=200, gt=1)
+
+    @field_validator("oidc_admin_groups", "pools", "cpu_pools", "job_modules", mode="before")
     @classmethod
     def _parse_groups(cls, value: Any) -> Any:
         return _split_list(value)
@@ -105,9 +133,30 @@ class Settings(BaseSettings):
                     "OCULAB_SECRET_KEY must be set to a random value of at least 32 "
                     "characters in server mode (e.g. `openssl rand -hex 32`)"
                 )
+        for pool in self.pools:
+            if not _POOL_NAME.match(pool):
+                raise ValueError(f"pool name {pool!r} must match {_POOL_NAME.pattern}")
+        if not self.cpu_pool:
+            raise ValueError("at least one pool must be a CPU pool (imports, exports)")
         if self.oidc_enabled and not self.oidc_client_id:
             raise ValueError("OCULAB_OIDC_CLIENT_ID is required when OIDC is configured")
         return self
+
+    @property
+    def cpu_pool(self) -> str:
+        """The pool imports, exports and model inspection run in."""
+        return next((p for p in self.pools if p in self.cpu_pools), "")
+
+    @property
+    def gpu_pool(self) -> str:
+        """The default pool for training and auto-labeling."""
+        return next((p for p in self.pools if p not in self.cpu_pools), self.cpu_pool)
+
+    def is_gpu_pool(self, pool: str) -> bool:
+        return pool not in self.cpu_pools
+
+    def jobs_per_user(self, pool: str) -> int:
+        return self.gpu_jobs_per_user if self.is_gpu_pool(pool) else self.cpu_jobs_per_user
 
     @property
     def oidc_enabled(self) -> bool:

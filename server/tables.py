@@ -4,6 +4,7 @@ from server.annotations.models import Annotation
 from server.audit.models import AuditEvent
 from server.auth.models import ApiToken, LoginSession, User
 from server.images.models import Image
+from server.jobs.models import Job, JobEvent, Quota, WorkerRow
 from server.kit.db import Base
 from server.projects.models import Membership, Project
 
@@ -13,8 +14,12 @@ __all__ = [
     "AuditEvent",
     "Base",
     "Image",
+    "Job",
+    "JobEvent",
     "LoginSession",
     "Membership",
     "Project",
+    "Quota",
     "User",
+    "WorkerRow",
 ]

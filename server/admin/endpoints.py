@@ -2,12 +2,22 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Path, Query, Request, status
 
 from server.admin import service
 from server.admin.schemas import AuditRead, UserAdminRead, UserCreate, UserUpdate
 from server.auth import service as auth
 from server.auth.dependencies import AdminPrincipal, Client, SettingsDep
+from server.jobs import queue
+from server.jobs import service as jobs
+from server.jobs.schemas import (
+    DiagnosticJobs,
+    DrainUpdate,
+    JobRead,
+    PriorityUpdate,
+    QuotaPut,
+    QuotaRead,
+)
 from server.kit.db import DB, MAX_ID
 from server.kit.errors import Conflict
 from server.kit.pagination import Cursor, Limit
@@ -59,3 +69,71 @@ def audit_log(
 ) -> Page[AuditRead]:
     items, next_cursor = service.list_audit(db, limit, cursor, action, project_id)
     return Page(items=items, next_cursor=next_cursor)
+
+
+# --- the GPU queue ---------------------------------------------------------------------
+
+
+@router.get("/queue", operation_id="admin_queue")
+def queue_view(principal: AdminPrincipal, db: DB, settings: SettingsDep) -> queue.QueueView:
+    return queue.view(db, settings)
+
+
+@router.post("/jobs/{job_id}/priority", operation_id="admin_job_priority")
+def job_priority(
+    job_id: PathId, body: PriorityUpdate, principal: AdminPrincipal, db: DB, client: Client
+) -> JobRead:
+    job = queue.set_priority(db, job_id, body.priority, principal.user, client.ip)
+    return jobs.read(db, job)
+
+
+@router.post("/workers/{worker_id}/drain", operation_id="admin_drain_worker")
+def drain_worker(
+    worker_id: Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")],
+    principal: AdminPrincipal,
+    db: DB,
+    client: Client,
+    body: DrainUpdate | None = None,
+) -> dict[str, object]:
+    draining = body.draining if body is not None else True
+    worker = queue.drain(db, worker_id, draining, principal.user, client.ip)
+    return {"id": worker.id, "draining": worker.draining}
+
+
+@router.get("/quotas", operation_id="admin_list_quotas")
+def list_quotas(principal: AdminPrincipal, db: DB) -> list[QuotaRead]:
+    return queue.list_quotas(db)
+
+
+@router.put("/quotas", operation_id="admin_put_quota")
+def put_quota(
+    body: QuotaPut, principal: AdminPrincipal, db: DB, settings: SettingsDep, client: Client
+) -> list[QuotaRead]:
+    queue.put_quota(db, settings, body, principal.user, client.ip)
+    return queue.list_quotas(db)
+
+
+@router.post("/diagnostics/jobs", status_code=201, operation_id="admin_diagnostic_jobs")
+def diagnostic_jobs(
+    body: DiagnosticJobs,
+    principal: AdminPrincipal,
+    db: DB,
+    settings: SettingsDep,
+    request: Request,
+) -> list[JobRead]:
+    """Submits no-op (or sleeping) jobs to a pool: a smoke test of workers and queue."""
+    kind = "diagnostics.sleep" if body.seconds else "diagnostics.noop"
+    created = [
+        jobs.submit(
+            db,
+            settings,
+            request.app.state.kinds,
+            kind=kind,
+            user=principal.user,
+            project_id=None,
+            params={"seconds": body.seconds},
+            pool=body.pool,
+        )
+        for _ in range(body.count)
+    ]
+    return [jobs.read(db, job, position=None) for job in created]

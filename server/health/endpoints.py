@@ -28,6 +28,13 @@ def _checks(request: Request) -> dict[str, str]:
     except Exception as exc:
         log.warning("readiness: database check failed: %s", exc)
         results["database"] = f"unavailable: {exc.__class__.__name__}"
+    redis_client = request.app.state.redis
+    if redis_client is not None:
+        try:
+            redis_client.ping()
+            results["broker"] = "ok"
+        except Exception as exc:
+            results["broker"] = f"unavailable: {exc.__class__.__name__}"
     try:
         request.app.state.storage.check_writable()
         results["storage"] = "ok"

@@ -106,8 +106,8 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
     )
 
 
-def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(bind=engine, expire_on_commit=False, autoflush=False)
+def make_sessionmaker(engine: Engine, info: dict[str, Any] | None = None) -> sessionmaker[Session]:
+    return sessionmaker(bind=engine, expire_on_commit=False, autoflush=False, info=info or {})
 
 
 def get_db(request: Request) -> Iterator[Session]:

@@ -1,0 +1,1 @@
+"""Jobs: Postgres-held state for work that Dramatiq delivers to worker pools."""

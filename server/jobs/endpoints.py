@@ -1,0 +1,110 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import FileResponse, StreamingResponse
+
+from server.auth.dependencies import Client, CurrentPrincipal
+from server.jobs import service
+from server.jobs.auth import JobManager, JobViewer
+from server.jobs.models import JobState
+from server.jobs.schemas import JobEventRead, JobRead
+from server.jobs.stream import stream_job
+from server.kit.db import DB, MAX_ID
+from server.kit.errors import NotFound
+from server.kit.pagination import Cursor, Limit
+from server.kit.schemas import Page
+from server.kit.storage import Storage
+
+router = APIRouter(prefix="/api/jobs", tags=["jobs"])
+
+
+@router.get("", operation_id="list_jobs")
+def list_jobs(
+    principal: CurrentPrincipal,
+    db: DB,
+    project_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+    state: JobState | None = None,
+    mine: bool = False,
+    limit: Limit = 100,
+    cursor: Cursor = None,
+) -> Page[JobRead]:
+    items, next_cursor = service.list_for(
+        db, principal, project_id=project_id, state=state, mine=mine, limit=limit, cursor=cursor
+    )
+    return Page(items=items, next_cursor=next_cursor)
+
+
+@router.get("/{job_id}", operation_id="get_job")
+def get_job(job: JobViewer, db: DB) -> JobRead:
+    return service.read(db, job)
+
+
+@router.post("/{job_id}/cancel", operation_id="cancel_job")
+def cancel_job(job: JobManager, principal: CurrentPrincipal, db: DB, client: Client) -> JobRead:
+    return service.read(db, service.cancel(db, job, principal.user, client.ip))
+
+
+@router.get("/{job_id}/logs", operation_id="job_logs")
+def job_logs(
+    job: JobViewer, db: DB, after: Annotated[int, Query(ge=0, le=MAX_ID)] = 0
+) -> list[JobEventRead]:
+    return service.events_after(db, job.id, after, ("log", "state"))
+
+
+@router.get("/{job_id}/metrics", operation_id="job_metrics")
+def job_metrics(job: JobViewer, db: DB) -> list[JobEventRead]:
+    return service.events_after(db, job.id, 0, ("metrics",))
+
+
+@router.get("/{job_id}/artifact", operation_id="job_artifact", response_class=FileResponse)
+def job_artifact(job: JobViewer, request: Request) -> FileResponse:
+    if job.state != JobState.succeeded or not job.artifact_path:
+        raise NotFound("this job has no artifact (yet)")
+    storage: Storage = request.app.state.storage
+    path = storage.root / job.artifact_path
+    if not path.is_file():
+        raise NotFound("the artifact is missing from storage")
+    return FileResponse(
+        path,
+        media_type="application/zip",
+        filename=path.name,
+        headers={"X-Content-Type-Options": "nosniff"},
+    )
+
+
+@router.get("/{job_id}/events", operation_id="job_events", response_class=StreamingResponse)
+async def job_events(
+    job: JobViewer,
+    request: Request,
+    after: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
+    last_event_id: Annotated[str | None, Header(max_length=20)] = None,
+) -> StreamingResponse:
+    """Server-sent events: `snapshot`, then `state`, `progress`, `log`, `metrics`, `end`."""
+    if last_event_id and last_event_id.isdigit():
+        after = max(after, int(last_event_id))
+    maker = request.app.state.sessionmaker
+    job_id = job.id
+
+    def snapshot() -> JobRead:
+        with maker() as db:
+            return service.read(db, service.get(db, job_id))
+
+    def fetch(last: int) -> list[JobEventRead]:
+        with maker() as db:
+            return service.events_after(db, job_id, last)
+
+    return StreamingResponse(
+        stream_job(
+            job_id,
+            after,
+            snapshot=snapshot,
+            fetch=fetch,
+            hub=request.app.state.event_hub,
+            is_disconnected=request.is_disconnected,
+            poll_seconds=0.5,
+        ),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

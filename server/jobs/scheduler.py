@@ -1,0 +1,333 @@
+"""Admits queued jobs to their pool's queue, fairly, and repairs what faults break.
+
+Each tick, under a lock only one scheduler can hold:
+
+1. reconcile: jobs whose worker stopped heart-beating go back to the queue (or fail
+   after ``max_attempts``); admitted jobs whose message vanished from Redis are
+   un-admitted so they are sent again;
+2. admit: per pool, as many jobs as live worker slots are free, in fair order, never
+   past a user's concurrent-job limit.
+
+The rows are committed before any message is sent; a message whose send or
+bookkeeping failed is noticed by step 1 later.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import secrets
+import threading
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import psycopg
+import sqlalchemy as sa
+from sqlalchemy.orm import Session, sessionmaker
+
+from server.jobs import events
+from server.jobs.kinds import JobKind, time_limit_ms
+from server.jobs.models import Job, JobState, Quota, WorkerRow
+from server.kit.db import utcnow
+from server.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# pg_try_advisory_xact_lock key: "oculab scheduler"
+_LOCK_KEY = 0x0C01AB5C
+
+
+@dataclass(frozen=True)
+class Admission:
+    job_id: int
+    kind: str
+    pool: str
+    message_ref: str
+
+
+Sender = Callable[[Admission, int], str | None]  # (admission, time limit ms) -> broker id
+MessageCheck = Callable[[str, str], bool]  # (pool, broker message id) -> still there?
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+# --- fair order ------------------------------------------------------------------------
+
+
+def fair_order(waiting: Sequence[Job], last_admitted: dict[int | None, dt.datetime]) -> list[Job]:
+    """Priority first; within a priority, round-robin over users, least recently served
+    user first; within a user, oldest job first. Nobody starves by submitting many."""
+    per_user_seq: dict[tuple[int, int | None], int] = defaultdict(int)
+    keyed: list[tuple[tuple[int, int, dt.datetime, int], Job]] = []
+    for job in sorted(waiting, key=lambda j: (-j.priority, j.id)):
+        slot = (job.priority, job.created_by)
+        per_user_seq[slot] += 1
+        served = last_admitted.get(job.created_by, _EPOCH)
+        keyed.append(((-job.priority, per_user_seq[slot], served, job.id), job))
+    keyed.sort(key=lambda item: item[0])
+    return [job for _, job in keyed]
+
+
+def last_admitted_by_user(db: Session, pool: str) -> dict[int | None, dt.datetime]:
+    rows = db.execute(
+        sa.select(Job.created_by, sa.func.max(Job.admitted_at))
+        .where(Job.pool == pool, Job.admitted_at.is_not(None))
+        .group_by(Job.created_by)
+    ).all()
+    return {user: at for user, at in rows if at is not None}
+
+
+def waiting_jobs(db: Session, pool: str) -> list[Job]:
+    return list(
+        db.scalars(
+            sa.select(Job).where(
+                Job.pool == pool,
+                Job.state == JobState.queued,
+                Job.admitted_at.is_(None),
+                Job.cancel_requested.is_(False),
+            )
+        )
+    )
+
+
+def positions(db: Session, pool: str) -> dict[int, int]:
+    """1-based place in line of every waiting job of a pool."""
+    order = fair_order(waiting_jobs(db, pool), last_admitted_by_user(db, pool))
+    return {job.id: index for index, job in enumerate(order, start=1)}
+
+
+# --- capacity ----------------------------------------------------------------------------
+
+
+def live_workers(db: Session, settings: Settings, now: dt.datetime) -> list[WorkerRow]:
+    cutoff = now - dt.timedelta(seconds=settings.heartbeat_timeout_seconds)
+    return list(
+        db.scalars(
+            sa.select(WorkerRow).where(
+                WorkerRow.last_heartbeat >= cutoff, WorkerRow.stopped_at.is_(None)
+            )
+        )
+    )
+
+
+def pool_capacity(workers: Iterable[WorkerRow], pool: str) -> int:
+    return sum(w.slots for w in workers if pool in w.pools and not w.draining)
+
+
+def in_flight_by_user(db: Session, pool: str) -> dict[int | None, int]:
+    rows = db.execute(
+        sa.select(Job.created_by, sa.func.count())
+        .where(
+            Job.pool == pool,
+            sa.or_(
+                Job.state == JobState.running,
+                sa.and_(Job.state == JobState.queued, Job.admitted_at.is_not(None)),
+            ),
+        )
+        .group_by(Job.created_by)
+    ).all()
+    return {user: n for user, n in rows}
+
+
+def user_limits(db: Session, pool: str) -> dict[int, int]:
+    return {
+        user_id: limit
+        for user_id, limit in db.execute(
+            sa.select(Quota.user_id, Quota.max_running).where(Quota.pool == pool)
+        ).all()
+    }
+
+
+# --- the tick ----------------------------------------------------------------------------
+
+
+class Scheduler:
+    def __init__(
+        self,
+        settings: Settings,
+        maker: sessionmaker[Session],
+        kinds: dict[str, JobKind],
+        send: Sender,
+        message_exists: MessageCheck | None,
+    ) -> None:
+        self.settings = settings
+        self.maker = maker
+        self.kinds = kinds
+        self.send = send
+        self.message_exists = message_exists
+        self._wake = threading.Event()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def tick(self) -> list[Admission]:
+        """One pass: reconcile, then admit. Returns what was sent."""
+        with self.maker() as db, db.begin():
+            if not self._lock(db):
+                return []
+            now = utcnow()
+            self._requeue_lost_workers(db, now)
+            self._unadmit_lost_messages(db, now)
+            admissions = self._admit(db, now)
+        sent: dict[int, str | None] = {}
+        for admission in admissions:
+            kind = self.kinds.get(admission.kind)
+            if kind is None:
+                continue
+            try:
+                sent[admission.job_id] = self.send(
+                    admission, time_limit_ms(self.settings, kind, admission.pool)
+                )
+            except Exception:
+                # The row says admitted but no message exists; the reconciler resends.
+                log.warning("sending job %s failed", admission.job_id, exc_info=True)
+        ids = {job_id: ref for job_id, ref in sent.items() if ref}
+        if ids:
+            try:
+                with self.maker() as db, db.begin():
+                    for job_id, ref in ids.items():
+                        db.execute(
+                            sa.update(Job)
+                            .where(Job.id == job_id)
+                            .values(broker_message_id=ref)
+                            .execution_options(synchronize_session=False)
+                        )
+            except Exception:
+                log.warning("recording broker message ids failed", exc_info=True)
+        return admissions
+
+    def _lock(self, db: Session) -> bool:
+        if db.get_bind().dialect.name != "postgresql":
+            return True  # SQLite: BEGIN IMMEDIATE already serialises writers
+        return bool(db.scalar(sa.select(sa.func.pg_try_advisory_xact_lock(_LOCK_KEY))))
+
+    def _requeue_lost_workers(self, db: Session, now: dt.datetime) -> None:
+        cutoff = now - dt.timedelta(seconds=self.settings.heartbeat_timeout_seconds)
+        stale = db.scalars(
+            sa.select(Job)
+            .where(Job.state == JobState.running, Job.heartbeat_at < cutoff)
+            .with_for_update(skip_locked=True)
+        ).all()
+        for job in stale:
+            lost_worker = job.worker_id
+            if job.attempts >= job.max_attempts:
+                job.state = JobState.failed
+                job.finished_at = now
+                job.error = (
+                    f"the worker running it stopped responding on attempt "
+                    f"{job.attempts} of {job.max_attempts}"
+                )
+                events.add(db, job.id, "state", {"state": "failed", "error": job.error})
+            else:
+                job.state = JobState.queued
+                events.add(
+                    db, job.id, "state", {"state": "queued", "reason": f"worker {lost_worker} lost"}
+                )
+            job.worker_id = None
+            job.gpu_index = None
+            job.admitted_at = None
+            job.message_ref = None
+            job.broker_message_id = None
+            log.warning("job %s: worker %s lost; now %s", job.id, lost_worker, job.state)
+
+    def _unadmit_lost_messages(self, db: Session, now: dt.datetime) -> None:
+        if self.message_exists is None:
+            return
+        cutoff = now - dt.timedelta(seconds=self.settings.message_check_grace_seconds)
+        admitted = db.scalars(
+            sa.select(Job).where(
+                Job.state == JobState.queued,
+                Job.admitted_at.is_not(None),
+                Job.admitted_at < cutoff,
+            )
+        ).all()
+        for job in admitted:
+            ref = job.broker_message_id
+            try:
+                present = ref is not None and self.message_exists(job.pool, ref)
+            except Exception:
+                log.warning("cannot check the broker for job %s", job.id, exc_info=True)
+                return
+            if not present:
+                job.admitted_at = None
+                job.message_ref = None
+                job.broker_message_id = None
+                log.warning("job %s: its message is gone from the broker; sending again", job.id)
+
+    def _admit(self, db: Session, now: dt.datetime) -> list[Admission]:
+        workers = live_workers(db, self.settings, now)
+        admissions: list[Admission] = []
+        for pool in self.settings.pools:
+            capacity = pool_capacity(workers, pool)
+            busy = in_flight_by_user(db, pool)
+            free = capacity - sum(busy.values())
+            if free <= 0:
+                continue
+            waiting = waiting_jobs(db, pool)
+            if not waiting:
+                continue
+            limits = user_limits(db, pool)
+            default_limit = self.settings.jobs_per_user(pool)
+            for job in fair_order(waiting, last_admitted_by_user(db, pool)):
+                if free <= 0:
+                    break
+                user = job.created_by
+                limit = limits.get(user, default_limit) if user is not None else default_limit
+                if busy.get(user, 0) >= limit:
+                    continue
+                job.admitted_at = now
+                job.message_ref = secrets.token_hex(16)
+                busy[user] = busy.get(user, 0) + 1
+                free -= 1
+                admissions.append(Admission(job.id, job.kind, pool, job.message_ref))
+        db.flush()
+        return admissions
+
+    # --- loops -------------------------------------------------------------------------
+
+    def run_forever(self, stop: threading.Event, database_url: str | None = None) -> None:
+        """Ticks every interval, sooner when woken (NOTIFY on Postgres, wake() here)."""
+        listener = _Listener(database_url) if database_url else None
+        while not stop.is_set():
+            try:
+                self.tick()
+            except Exception:
+                log.warning("scheduler tick failed; retrying", exc_info=True)
+            interval = self.settings.scheduler_interval_seconds
+            if listener is not None:
+                listener.wait(interval)
+            else:
+                self._wake.wait(interval)
+            self._wake.clear()
+        if listener is not None:
+            listener.close()
+
+
+class _Listener:
+    """LISTEN on the scheduler channel; reconnects after Postgres restarts."""
+
+    def __init__(self, database_url: str) -> None:
+        self.url = database_url.replace("postgresql+psycopg://", "postgresql://", 1)
+        self.conn: psycopg.Connection | None = None
+
+    def _connect(self) -> psycopg.Connection:
+        if self.conn is None or self.conn.closed:
+            self.conn = psycopg.connect(self.url, autocommit=True, connect_timeout=5)
+            self.conn.execute(f"LISTEN {events.SCHEDULER_CHANNEL}")
+        return self.conn
+
+    def wait(self, timeout: float) -> None:
+        try:
+            for _ in self._connect().notifies(timeout=timeout, stop_after=1):
+                pass
+        except psycopg.Error:
+            self.close()
+            threading.Event().wait(timeout)
+
+    def close(self) -> None:
+        if self.conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                self.conn.close()
+            self.conn = None

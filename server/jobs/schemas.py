@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any
+
+from pydantic import Field
+
+from server.jobs.models import JobState
+from server.kit.schemas import ReadSchema, Schema
+
+
+class JobRead(ReadSchema):
+    id: int
+    kind: str
+    project_id: int | None
+    state: JobState
+    progress: float
+    message: str
+    pool: str
+    priority: int
+    position: int | None = Field(
+        default=None, description="Place in the pool's line while waiting (1 = next)."
+    )
+    worker: str | None
+    gpu: int | None
+    attempts: int
+    max_attempts: int
+    created_by: int | None
+    created_by_name: str | None = None
+    created_at: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    error: str | None
+    params: dict[str, Any]
+    result: dict[str, Any] | None
+    has_artifact: bool
+
+
+class JobEventRead(ReadSchema):
+    id: int
+    created_at: dt.datetime
+    kind: str
+    data: dict[str, Any]
+
+
+class PriorityUpdate(Schema):
+    priority: Annotated[int, Field(ge=-1000, le=1000)]
+
+
+class DrainUpdate(Schema):
+    draining: bool = True
+
+
+class QuotaPut(Schema):
+    user_id: Annotated[int, Field(ge=1, le=2**63 - 1)]
+    pool: Annotated[str, Field(min_length=1, max_length=40)]
+    max_running: Annotated[int, Field(ge=0, le=1000)] | None = Field(
+        description="null removes the quota (the default limit applies again)"
+    )
+
+
+class QuotaRead(ReadSchema):
+    user_id: int
+    username: str | None = None
+    pool: str
+    max_running: int
+
+
+class DiagnosticJobs(Schema):
+    pool: Annotated[str, Field(min_length=1, max_length=40)]
+    count: Annotated[int, Field(ge=1, le=1000)] = 1
+    seconds: Annotated[float, Field(ge=0, le=3600)] = 0

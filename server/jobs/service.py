@@ -1,0 +1,178 @@
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from server.audit import service as audit
+from server.auth.dependencies import Principal
+from server.auth.models import User
+from server.jobs import events, scheduler
+from server.jobs.kinds import JobKind, default_pool
+from server.jobs.models import Job, JobEvent, JobState
+from server.jobs.schemas import JobEventRead, JobRead
+from server.kit.db import utcnow
+from server.kit.errors import Conflict, NotFound, Unprocessable
+from server.kit.pagination import decode_cursor, encode_cursor
+from server.projects.auth import member_project_ids
+from server.settings import Settings
+
+
+def submit(
+    db: Session,
+    settings: Settings,
+    kinds: dict[str, JobKind],
+    *,
+    kind: str,
+    user: User | None,
+    project_id: int | None,
+    params: dict[str, Any],
+    pool: str | None = None,
+    priority: int = 0,
+) -> Job:
+    """Records a job. It waits in the table until the scheduler admits it."""
+    spec = kinds.get(kind)
+    if spec is None:
+        raise Unprocessable(f"unknown job kind {kind!r}")
+    pool = pool or default_pool(settings, spec)
+    if pool not in settings.pools:
+        raise Unprocessable(f"unknown pool {pool!r}; pools: {', '.join(settings.pools)}")
+    job = Job(
+        kind=kind,
+        project_id=project_id,
+        created_by=user.id if user else None,
+        pool=pool,
+        priority=priority,
+        state=JobState.queued,
+        progress=0.0,
+        message="",
+        attempts=0,
+        max_attempts=settings.job_max_attempts,
+        params=params,
+        created_at=utcnow(),
+    )
+    db.add(job)
+    db.flush()
+    events.add(db, job.id, "state", {"state": "queued"})
+    events.wake_scheduler(db)
+    return job
+
+
+def read(db: Session, job: Job, *, position: int | None = None) -> JobRead:
+    if position is None and job.state == JobState.queued and job.admitted_at is None:
+        position = scheduler.positions(db, job.pool).get(job.id)
+    elif job.state == JobState.queued and job.admitted_at is not None:
+        position = 0  # handed to the broker, about to start
+    creator = db.get(User, job.created_by) if job.created_by else None
+    return JobRead(
+        id=job.id,
+        kind=job.kind,
+        project_id=job.project_id,
+        state=job.state,
+        progress=job.progress,
+        message=job.message,
+        pool=job.pool,
+        priority=job.priority,
+        position=position,
+        worker=job.worker_id,
+        gpu=job.gpu_index,
+        attempts=job.attempts,
+        max_attempts=job.max_attempts,
+        created_by=job.created_by,
+        created_by_name=creator.username if creator else None,
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        error=job.error,
+        params=job.params,
+        result=job.result,
+        has_artifact=bool(job.artifact_path),
+    )
+
+
+def visible_jobs(principal: Principal) -> sa.ColumnElement[bool]:
+    if principal.user.is_admin:
+        return sa.true()
+    return sa.or_(
+        Job.project_id.in_(member_project_ids(principal)),
+        Job.created_by == principal.user.id,
+    )
+
+
+def list_for(
+    db: Session,
+    principal: Principal,
+    *,
+    project_id: int | None,
+    state: JobState | None,
+    mine: bool,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[JobRead], str | None]:
+    before = decode_cursor(cursor)
+    stmt = sa.select(Job).where(visible_jobs(principal)).order_by(Job.id.desc()).limit(limit + 1)
+    if project_id is not None:
+        stmt = stmt.where(Job.project_id == project_id)
+    if state is not None:
+        stmt = stmt.where(Job.state == state)
+    if mine:
+        stmt = stmt.where(Job.created_by == principal.user.id)
+    if before is not None:
+        stmt = stmt.where(Job.id < before)
+    rows = list(db.scalars(stmt))
+    pools = {job.pool for job in rows if job.state == JobState.queued}
+    places: dict[int, int] = {}
+    for pool in pools:
+        places.update(scheduler.positions(db, pool))
+    items = [read(db, job, position=places.get(job.id)) for job in rows[:limit]]
+    return items, encode_cursor(items[-1].id) if len(rows) > limit else None
+
+
+def cancel(db: Session, job: Job, user: User, ip: str | None) -> Job:
+    """Queued: canceled at once and never runs. Running: stops at its next progress."""
+    if job.state.finished:
+        raise Conflict(f"the job already {job.state.value}")
+    if job.state == JobState.queued:
+        job.state = JobState.canceled
+        job.finished_at = utcnow()
+        job.cancel_requested = True
+        job.message = "canceled before it started"
+        events.add(db, job.id, "state", {"state": "canceled"})
+        events.wake_scheduler(db)
+    else:
+        job.cancel_requested = True
+        events.add(db, job.id, "log", {"line": f"cancel requested by {user.username}"})
+    audit.record(
+        db,
+        "job.cancel",
+        actor=user,
+        target_type="job",
+        target_id=job.id,
+        project_id=job.project_id,
+        ip=ip,
+        kind=job.kind,
+    )
+    db.flush()
+    return job
+
+
+def events_after(
+    db: Session, job_id: int, after: int, kinds: tuple[str, ...] = ()
+) -> list[JobEventRead]:
+    stmt = (
+        sa.select(JobEvent)
+        .where(JobEvent.job_id == job_id, JobEvent.id > after)
+        .order_by(JobEvent.id)
+        .limit(1000)
+    )
+    if kinds:
+        stmt = stmt.where(JobEvent.kind.in_(kinds))
+    return [JobEventRead.model_validate(e) for e in db.scalars(stmt)]
+
+
+def get(db: Session, job_id: int) -> Job:
+    job = db.get(Job, job_id)
+    if job is None:
+        raise NotFound("job not found")
+    return job

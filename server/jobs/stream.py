@@ -1,0 +1,139 @@
+"""Server-sent events for one job: a snapshot, then every event row as it lands.
+
+Rows are read from the database; on PostgreSQL one LISTEN connection per API process
+wakes the streams as soon as a worker commits an event, elsewhere they poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections import defaultdict
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import psycopg
+
+from server.jobs.events import EVENTS_CHANNEL
+
+log = logging.getLogger(__name__)
+
+FINISHED = {"succeeded", "failed", "canceled"}
+
+
+class EventHub:
+    """Wakes SSE streams waiting on a job id."""
+
+    def __init__(self, database_url: str | None) -> None:
+        self._url = (
+            database_url.replace("postgresql+psycopg://", "postgresql://", 1)
+            if database_url and database_url.startswith(("postgresql", "postgres://"))
+            else None
+        )
+        self._waiters: dict[int, set[asyncio.Event]] = defaultdict(set)
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def live(self) -> bool:
+        return self._url is not None
+
+    def start(self) -> None:
+        if self._url is not None and self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._listen())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _listen(self) -> None:
+        assert self._url is not None
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    self._url, autocommit=True, connect_timeout=5
+                ) as conn:
+                    await conn.execute(f"LISTEN {EVENTS_CHANNEL}")
+                    async for notify in conn.notifies():
+                        with contextlib.suppress(ValueError):
+                            self._wake(int(notify.payload))
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("job event listener lost its connection; reconnecting", exc_info=True)
+                # Wake everyone so streams fall back to reading the table.
+                for job_id in list(self._waiters):
+                    self._wake(job_id)
+                await asyncio.sleep(1)
+
+    def _wake(self, job_id: int) -> None:
+        for event in self._waiters.get(job_id, ()):
+            event.set()
+
+    async def wait(self, job_id: int, seconds: float) -> None:
+        event = asyncio.Event()
+        self._waiters[job_id].add(event)
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(seconds):
+                    await event.wait()
+        finally:
+            self._waiters[job_id].discard(event)
+            if not self._waiters[job_id]:
+                self._waiters.pop(job_id, None)
+
+
+def format_sse(event: str, data: Any, event_id: int | None = None) -> str:
+    lines = []
+    if event_id is not None:
+        lines.append(f"id: {event_id}")
+    lines.append(f"event: {event}")
+    lines.append("data: " + json.dumps(data, default=str, separators=(",", ":")))
+    return "\n".join(lines) + "\n\n"
+
+
+async def stream_job(
+    job_id: int,
+    after: int,
+    *,
+    snapshot: Callable[[], Any],
+    fetch: Callable[[int], list[Any]],
+    hub: EventHub,
+    is_disconnected: Callable[[], Any],
+    poll_seconds: float,
+    keepalive_seconds: float = 15.0,
+) -> AsyncIterator[str]:
+    """Yields the job's snapshot, then events after ``after``, until it finishes."""
+    from starlette.concurrency import run_in_threadpool
+
+    job = await run_in_threadpool(snapshot)
+    yield format_sse("snapshot", job.model_dump(mode="json"))
+    finished = job.state.value in FINISHED
+    last = after
+    idle = 0.0
+    while True:
+        rows = await run_in_threadpool(fetch, last)
+        for row in rows:
+            last = row.id
+            yield format_sse(row.kind, row.data, row.id)
+            if row.kind == "state" and row.data.get("state") in FINISHED:
+                finished = True
+        if finished and not rows:
+            yield format_sse("end", {"job_id": job_id})
+            return
+        if rows:
+            idle = 0.0
+            continue
+        if await is_disconnected():
+            return
+        # With LISTEN a notify wakes us at once; the timeout only bounds a missed one.
+        wait = 5.0 if hub.live else poll_seconds
+        await hub.wait(job_id, wait)
+        idle += wait
+        if idle >= keepalive_seconds:
+            idle = 0.0
+            yield ": keepalive\n\n"

@@ -1,0 +1,115 @@
+"""Standalone mode's job machinery: the stub broker, one in-process worker per pool, and
+the scheduler on a thread. The same actors, runtime and scheduler as server mode."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+
+import dramatiq
+import sqlalchemy as sa
+from sqlalchemy.orm import Session, sessionmaker
+
+from server.jobs import events
+from server.jobs.kinds import JobKind
+from server.jobs.models import Job, JobState, WorkerRow
+from server.jobs.scheduler import Admission, Scheduler
+from server.kit.db import utcnow
+from server.kit.storage import Storage
+from server.settings import Settings
+from workers.broker import get_broker, send
+from workers.runner import ActorBody, Worker
+
+log = logging.getLogger(__name__)
+
+
+class InProcessJobs:
+    def __init__(
+        self,
+        settings: Settings,
+        maker: sessionmaker[Session],
+        storage: Storage,
+        kinds: dict[str, JobKind],
+        waker: events.Waker,
+    ) -> None:
+        self.settings = settings
+        self.maker = maker
+        self.workers: dict[str, Worker] = {}
+        # One stub broker per pool, each consumed by that pool's worker threads.
+        self.brokers: dict[str, dramatiq.Broker] = {}
+        for pool in settings.pools:
+            slots = (
+                settings.standalone_gpu_slots
+                if settings.is_gpu_pool(pool)
+                else settings.standalone_cpu_slots
+            )
+            if slots <= 0:
+                continue
+            body = ActorBody()
+            broker = get_broker(settings, kinds, stub=True, body=body)
+            # Standalone never claims a GPU per slot: in-process jobs share the device.
+            worker = Worker(settings, broker, maker, storage, [pool], slots=slots, gpu_indices=[])
+            body.worker = worker
+            self.workers[pool] = worker
+            self.brokers[pool] = broker
+
+        def send_admission(admission: Admission, limit_ms: int) -> str | None:
+            return send(
+                self.brokers[admission.pool],
+                kind=admission.kind,
+                pool=admission.pool,
+                job_id=admission.job_id,
+                message_ref=admission.message_ref,
+                time_limit_ms=limit_ms,
+            )
+
+        self.scheduler = Scheduler(settings, maker, kinds, send_admission, message_exists=None)
+        waker.target = self.scheduler.wake
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        recover_after_restart(self.maker, self.settings)
+        for pool, worker in self.workers.items():
+            self.brokers[pool].emit_after("process_boot")
+            worker.start()
+        self._thread = threading.Thread(
+            target=self.scheduler.run_forever, args=(self._stop,), name="scheduler", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.scheduler.wake()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        for pool, worker in self.workers.items():
+            worker.stop(timeout_seconds=10)
+            self.brokers[pool].close()
+
+
+def recover_after_restart(maker: sessionmaker[Session], settings: Settings) -> None:
+    """Everything in flight lived in this process's memory and died with it: mark the
+    old in-process workers stopped and let the jobs they held queue again."""
+    now = utcnow()
+    with maker() as db, db.begin():
+        db.execute(
+            sa.update(WorkerRow)
+            .where(WorkerRow.stopped_at.is_(None))
+            .values(stopped_at=now, draining=True)
+        )
+        stale = now - dt.timedelta(seconds=settings.heartbeat_timeout_seconds + 1)
+        # Running jobs look like a lost worker to the reconciler (attempts count).
+        db.execute(
+            sa.update(Job)
+            .where(Job.state == JobState.running)
+            .values(heartbeat_at=stale)
+            .execution_options(synchronize_session=False)
+        )
+        db.execute(
+            sa.update(Job)
+            .where(Job.state == JobState.queued, Job.admitted_at.is_not(None))
+            .values(admitted_at=None, message_ref=None, broker_message_id=None)
+            .execution_options(synchronize_session=False)
+        )
