@@ -116,8 +116,8 @@ def settings(make_settings: Callable[..., Settings]) -> Settings:
 def make_app(make_settings: Callable[..., Settings]) -> Iterator[Callable[..., FastAPI]]:
     apps: list[FastAPI] = []
 
-    def build(**overrides: Any) -> FastAPI:
-        app = create_app(make_settings(**overrides))
+    def build(*, run_jobs: bool = False, **overrides: Any) -> FastAPI:
+        app = create_app(make_settings(**overrides), run_jobs=run_jobs)
         apps.append(app)
         return app
 

@@ -49,7 +49,10 @@ class InProcessJobs:
             body = ActorBody()
             broker = get_broker(settings, kinds, stub=True, body=body)
             # Standalone never claims a GPU per slot: in-process jobs share the device.
-            worker = Worker(settings, broker, maker, storage, [pool], slots=slots, gpu_indices=[])
+            # An in-memory queue is cheap to poll; stopping waits one poll at most.
+            worker = Worker(
+                settings, broker, maker, storage, [pool], slots=slots, gpu_indices=[], poll_ms=200
+            )
             body.worker = worker
             self.workers[pool] = worker
             self.brokers[pool] = broker

@@ -42,12 +42,14 @@ class Worker:
         *,
         slots: int | None = None,
         gpu_indices: list[int] | None = None,
+        poll_ms: int = 1000,
     ) -> None:
         self.settings = settings
         self.broker = broker
         self.maker = maker
         self.storage = storage
         self.pools = pools
+        self.poll_ms = poll_ms
         gpu_pool = any(settings.is_gpu_pool(p) for p in pools)
         self.gpu_indices = (
             (gpu_info.detect() if gpu_indices is None else gpu_indices) if gpu_pool else []
@@ -68,7 +70,12 @@ class Worker:
 
     def start(self) -> None:
         self._register()
-        worker = dramatiq.Worker(self.broker, queues=set(self.pools), worker_threads=self.slots)
+        worker = dramatiq.Worker(
+            self.broker,
+            queues=set(self.pools),
+            worker_threads=self.slots,
+            worker_timeout=self.poll_ms,
+        )
         # Hold no more messages than can run: an idle worker elsewhere gets the rest.
         worker.queue_prefetch = self.slots
         worker.start()
@@ -88,6 +95,9 @@ class Worker:
     def stop(self, timeout_seconds: float | None = None) -> None:
         """Stops taking work; running jobs are interrupted and hand themselves back."""
         timeout = timeout_seconds or self.settings.worker_shutdown_timeout_seconds
+        # Stopping, not draining: Dramatiq's stop() ends consumption, and a paused
+        # consumer would sleep through its restart delay first.
+        self._draining = True
         self._set_draining()
         if self._dramatiq is not None:
             self._dramatiq.stop(timeout=int(timeout * 1000))
@@ -172,9 +182,9 @@ class Worker:
             self._pause_consumers()
 
     def _set_draining(self) -> None:
+        # The scheduler stops counting our slots; Dramatiq's stop() ends consumption.
         with self.maker() as db, db.begin():
             db.execute(sa.update(WorkerRow).where(WorkerRow.id == self.id).values(draining=True))
-        self._pause_consumers()
 
     def _pause_consumers(self) -> None:
         # Consumers only: running jobs carry on; nothing new is fetched.

@@ -254,6 +254,9 @@ class Scheduler:
                 job.admitted_at = None
                 job.message_ref = None
                 job.broker_message_id = None
+                events.add(
+                    db, job.id, "log", {"line": "the broker lost its message; sending it again"}
+                )
                 log.warning("job %s: its message is gone from the broker; sending again", job.id)
 
     def _admit(self, db: Session, now: dt.datetime) -> list[Admission]:

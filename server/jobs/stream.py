@@ -32,7 +32,9 @@ class EventHub:
             if database_url and database_url.startswith(("postgresql", "postgres://"))
             else None
         )
-        self._waiters: dict[int, set[asyncio.Event]] = defaultdict(set)
+        self._waiters: dict[int, set[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = (
+            defaultdict(set)
+        )
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -71,18 +73,19 @@ class EventHub:
                 await asyncio.sleep(1)
 
     def _wake(self, job_id: int) -> None:
-        for event in self._waiters.get(job_id, ()):
-            event.set()
+        # Waiters may live on another event loop (each TestClient has its own).
+        for loop, event in list(self._waiters.get(job_id, ())):
+            loop.call_soon_threadsafe(event.set)
 
     async def wait(self, job_id: int, seconds: float) -> None:
-        event = asyncio.Event()
-        self._waiters[job_id].add(event)
+        waiter = (asyncio.get_running_loop(), asyncio.Event())
+        self._waiters[job_id].add(waiter)
         try:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(seconds):
-                    await event.wait()
+                    await waiter[1].wait()
         finally:
-            self._waiters[job_id].discard(event)
+            self._waiters[job_id].discard(waiter)
             if not self._waiters[job_id]:
                 self._waiters.pop(job_id, None)
 

@@ -1,0 +1,420 @@
+"""Faults with real processes: `oculab scheduler` and `oculab worker` on PostgreSQL and
+Redis. Workers are SIGKILLed, Redis is flushed, PostgreSQL is restarted."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session, sessionmaker
+
+from server import migrate
+from server.auth.models import User
+from server.jobs import service as jobs
+from server.jobs.kinds import load_kinds
+from server.jobs.models import Job, JobEvent, JobState
+from server.kit.db import make_engine, make_sessionmaker
+from server.settings import Mode, Settings
+from tests.conftest import BACKEND
+from tests.jobkinds import completions
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(BACKEND != "postgres", reason="server mode: PostgreSQL and Redis"),
+]
+
+REDIS_URL = "redis://127.0.0.1:6379/14"
+REPO = Path(__file__).resolve().parent.parent
+FINISHED = (JobState.succeeded, JobState.failed, JobState.canceled)
+
+
+class Cluster:
+    """A scheduler and workers as subprocesses, against one database and Redis."""
+
+    def __init__(self, database_url: str, data_dir: Path, **settings: str) -> None:
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("OCULAB_")}
+        self.env.update(
+            {
+                "OCULAB_DATABASE_URL": database_url,
+                "OCULAB_REDIS_URL": REDIS_URL,
+                "OCULAB_DATA_DIR": str(data_dir),
+                "OCULAB_SECRET_KEY": "fault-tests-" + "k" * 32,
+                "OCULAB_JOB_MODULES": "tests.jobkinds",
+                "OCULAB_HEARTBEAT_INTERVAL_SECONDS": "0.5",
+                "OCULAB_HEARTBEAT_TIMEOUT_SECONDS": "3",
+                "OCULAB_SCHEDULER_INTERVAL_SECONDS": "0.25",
+                "OCULAB_MESSAGE_CHECK_GRACE_SECONDS": "1",
+                "OCULAB_WORKER_SHUTDOWN_TIMEOUT_SECONDS": "10",
+                "OCULAB_FSYNC": "false",
+                "PYTHONPATH": str(REPO),
+            }
+        )
+        self.env.update({f"OCULAB_{k.upper()}": v for k, v in settings.items()})
+        self.settings = Settings(
+            mode=Mode.server,
+            **{
+                k.removeprefix("OCULAB_").lower(): v
+                for k, v in self.env.items()
+                if k.startswith("OCULAB_") and k != "OCULAB_MODE"
+            },
+        )
+        self.data_dir = data_dir
+        self.engine = make_engine(database_url, pool_size=4)
+        self.maker: sessionmaker[Session] = make_sessionmaker(self.engine)
+        self.kinds = load_kinds(self.settings)
+        self.scheduler: subprocess.Popen[bytes] | None = None
+        self.workers: list[subprocess.Popen[bytes]] = []
+        self._logs: list[Any] = []
+
+    def _spawn(self, *args: str) -> subprocess.Popen[bytes]:
+        log = open(self.data_dir / f"{args[0]}-{len(self._logs)}.log", "wb")  # noqa: SIM115
+        self._logs.append(log)
+        return subprocess.Popen(
+            [sys.executable, "-m", "server.cli", *args],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+        )
+
+    def start_scheduler(self) -> None:
+        self.scheduler = self._spawn("scheduler")
+
+    def start_worker(self, pool: str = "cpu", slots: int = 1) -> subprocess.Popen[bytes]:
+        proc = self._spawn("worker", "--pool", pool, "--slots", str(slots), "--metrics-port", "0")
+        self.workers.append(proc)
+        return proc
+
+    def restart_dead_workers(self) -> int:
+        dead = [proc for proc in self.workers if proc.poll() is not None]
+        for proc in dead:
+            self.workers.remove(proc)
+            self.start_worker()
+        return len(dead)
+
+    def wait_for_workers(self, n: int, timeout: float = 30) -> None:
+        from server.jobs.models import WorkerRow
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.maker() as db:
+                live = db.scalar(
+                    sa.select(sa.func.count())
+                    .select_from(WorkerRow)
+                    .where(WorkerRow.stopped_at.is_(None))
+                )
+            if (live or 0) >= n:
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"fewer than {n} workers registered:\n{self.logs()}")
+
+    def user(self, name: str) -> int:
+        with self.maker() as db, db.begin():
+            user = User(
+                issuer="local",
+                subject=name,
+                username=name,
+                is_admin=False,
+                is_active=True,
+                groups=[],
+            )
+            db.add(user)
+            db.flush()
+            return user.id
+
+    def submit(
+        self, kind: str, user_id: int | None = None, pool: str | None = None, **params: Any
+    ) -> int:
+        with self.maker() as db, db.begin():
+            user = db.get(User, user_id) if user_id else None
+            return jobs.submit(
+                db,
+                self.settings,
+                self.kinds,
+                kind=kind,
+                user=user,
+                project_id=None,
+                params=params,
+                pool=pool,
+            ).id
+
+    def job(self, job_id: int) -> Job:
+        with self.maker() as db:
+            job = db.get(Job, job_id)
+            assert job is not None
+            return job
+
+    def wait(
+        self, job_ids: list[int], states: tuple[JobState, ...] = FINISHED, timeout: float = 60
+    ) -> list[Job]:
+        deadline = time.monotonic() + timeout
+        while True:
+            with self.maker() as db:
+                rows = list(db.scalars(sa.select(Job).where(Job.id.in_(job_ids))))
+            if len(rows) == len(job_ids) and all(j.state in states for j in rows):
+                return sorted(rows, key=lambda j: j.id)
+            if time.monotonic() > deadline:
+                summary = Counter(j.state.value for j in rows)
+                raise AssertionError(f"jobs not in {states}: {summary}\n{self.logs()}")
+            time.sleep(0.1)
+
+    def logs(self) -> str:
+        out = []
+        for path in sorted(self.data_dir.glob("*.log")):
+            if path.name == "side-effects.log":
+                continue
+            out.append(f"--- {path.name}\n{path.read_text(errors='replace')[-3000:]}")
+        return "\n".join(out)
+
+    def stop(self) -> None:
+        procs = [p for p in [self.scheduler, *self.workers] if p is not None]
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        for log in self._logs:
+            log.close()
+        self.engine.dispose()
+
+
+@pytest.fixture
+def cluster_factory(fresh_database_url: str, tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
+    migrate.upgrade(fresh_database_url)
+    client = redis.Redis.from_url(REDIS_URL)
+    client.flushdb()
+    made: list[Cluster] = []
+
+    def make(**settings: str) -> Cluster:
+        data = tmp_path / f"cluster{len(made)}"
+        data.mkdir()
+        cluster = Cluster(fresh_database_url, data, **settings)
+        made.append(cluster)
+        return cluster
+
+    yield make
+    for cluster in made:
+        cluster.stop()
+    client.flushdb()
+    client.close()
+
+
+def _pid(worker_id: str) -> int:
+    return int(worker_id.rsplit("-", 2)[-2])
+
+
+def test_sigkilled_worker_job_finishes_elsewhere_once(
+    cluster_factory: Callable[..., Cluster],
+) -> None:
+    c = cluster_factory()
+    c.start_scheduler()
+    c.start_worker()
+    c.start_worker()
+    c.wait_for_workers(2)
+    job_id = c.submit("test.sleep_count", seconds=4)
+    running = c.wait([job_id], (JobState.running,), timeout=30)[0]
+    victim = running.worker_id
+    assert victim is not None
+    os.kill(_pid(victim), signal.SIGKILL)
+    done = c.wait([job_id], timeout=60)[0]
+    assert done.state == JobState.succeeded, c.logs()
+    assert done.attempts == 2
+    assert done.worker_id != victim
+    assert completions(c.data_dir).count(job_id) == 1
+
+
+def test_flushing_redis_loses_no_job_and_runs_none_twice(
+    cluster_factory: Callable[..., Cluster],
+) -> None:
+    c = cluster_factory(cpu_jobs_per_user="50")
+    c.start_scheduler()
+    workers = [c.start_worker(slots=2), c.start_worker(slots=2)]
+    c.wait_for_workers(2)
+    broker = redis.Redis.from_url(REDIS_URL)
+    # Freeze the workers so admitted messages are certainly waiting in Redis.
+    for proc in workers:
+        proc.send_signal(signal.SIGSTOP)
+    user = c.user("busy")
+    ids = [c.submit("test.sleep_count", user, seconds=0.2) for _ in range(50)]
+    deadline = time.monotonic() + 30
+    while not broker.hlen("dramatiq:cpu.msgs"):
+        assert time.monotonic() < deadline, c.logs()
+        time.sleep(0.05)
+    broker.flushall()
+    for proc in workers:
+        proc.send_signal(signal.SIGCONT)
+    # And once more while jobs are running and their messages are in flight.
+    while len(completions(c.data_dir)) < 10:
+        assert time.monotonic() < deadline + 30, c.logs()
+        time.sleep(0.05)
+    broker.flushall()
+    done = c.wait(ids, timeout=120)
+    assert [j.state for j in done] == [JobState.succeeded] * 50, c.logs()
+    counts = Counter(completions(c.data_dir))
+    assert set(counts) == set(ids)
+    assert max(counts.values()) == 1  # nothing ran to completion twice
+    with c.maker() as db:
+        resent = db.scalar(
+            sa.select(sa.func.count(sa.distinct(JobEvent.job_id))).where(
+                JobEvent.kind == "log", JobEvent.data["line"].as_string().like("%lost its message%")
+            )
+        )
+    # The messages the flush destroyed were noticed and sent again.
+    assert resent, c.logs()
+
+
+def test_postgres_restart_makes_ready_503_then_recovers(
+    make_app: Callable[..., Any], database_url: str
+) -> None:
+    app = make_app()
+    stop_errors: list[str] = []
+    with TestClient(app) as client:
+        assert client.get("/api/ready").status_code == 200
+        cluster_dir = "/etc/postgresql"
+        version = sorted(os.listdir(cluster_dir))[0]
+        ctl = ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main"]
+        # Requests keep flowing while the database goes away and comes back.
+        results: list[int] = []
+        stop = threading.Event()
+
+        def hammer() -> None:
+            while not stop.is_set():
+                try:
+                    results.append(client.get("/api/ready").status_code)
+                except Exception as exc:
+                    stop_errors.append(repr(exc))
+                time.sleep(0.05)
+
+        thread = threading.Thread(target=hammer)
+        thread.start()
+        try:
+            subprocess.run([*ctl, "stop", "-m", "fast"], check=True, timeout=60)
+            time.sleep(1)
+            down = client.get("/api/ready")
+            assert down.status_code == 503
+            assert down.json()["checks"]["database"].startswith("unavailable")
+        finally:
+            subprocess.run([*ctl, "start"], check=True, timeout=60)
+        deadline = time.monotonic() + 30
+        while client.get("/api/ready").status_code != 200:
+            assert time.monotonic() < deadline, "the API did not recover"
+            time.sleep(0.2)
+        stop.set()
+        thread.join()
+        assert 503 in results
+        assert results[-1] == 200
+        assert set(results) <= {200, 503}
+        # Ordinary endpoints work again on the same process and pool.
+        assert client.get("/api/auth/config").status_code == 200
+    assert stop_errors == []
+
+
+def test_a_job_that_always_crashes_fails_after_max_attempts(
+    cluster_factory: Callable[..., Cluster],
+) -> None:
+    c = cluster_factory(job_max_attempts="3")
+    c.start_scheduler()
+    c.start_worker()
+    c.wait_for_workers(1)
+    job_id = c.submit("test.crash")
+    # Like Kubernetes: restart workers that die.
+    deadline = time.monotonic() + 90
+    restarts = 0
+    while c.job(job_id).state not in FINISHED:
+        assert time.monotonic() < deadline, c.logs()
+        restarts += c.restart_dead_workers()
+        time.sleep(0.2)
+    job = c.job(job_id)
+    assert job.state == JobState.failed
+    assert job.attempts == 3
+    assert "stopped responding" in (job.error or "")
+    assert restarts >= 3
+
+
+def test_fair_share_and_per_user_limits_hold(cluster_factory: Callable[..., Cluster]) -> None:
+    c = cluster_factory(cpu_jobs_per_user="1")
+    c.start_scheduler()
+    worker = c.start_worker(slots=2)
+    c.wait_for_workers(1)
+    first, second, third = c.user("first"), c.user("second"), c.user("third")
+    # Everyone has submitted before the first job finishes, however slow this machine.
+    worker.send_signal(signal.SIGSTOP)
+    ids = [c.submit("test.sleep_count", first, seconds=0.3) for _ in range(10)]
+    ids += [c.submit("test.sleep_count", second, seconds=0.3) for _ in range(10)]
+    lonely = c.submit("test.sleep_count", third, seconds=0.3)
+    ids.append(lonely)
+    worker.send_signal(signal.SIGCONT)
+    done = c.wait(ids, timeout=120)
+    assert all(j.state == JobState.succeeded for j in done), c.logs()
+    by_start = sorted(done, key=lambda j: j.started_at or j.created_at)
+    # The third user's single job is among the first three to start: right after the
+    # first user's and the second user's first jobs, not behind nineteen others.
+    assert lonely in [j.id for j in by_start[:3]]
+    for user in (first, second, third):
+        spans = sorted((j.started_at, j.finished_at) for j in done if j.created_by == user)
+        for (_, end), (start, _) in itertools.pairwise(spans):
+            assert start is not None
+            assert end is not None
+            assert start >= end, "a user ran two jobs at once past the limit of 1"
+
+
+def test_cancel_queued_and_running_with_real_workers(
+    cluster_factory: Callable[..., Cluster],
+) -> None:
+    c = cluster_factory()
+    c.start_scheduler()
+    c.start_worker()
+    c.wait_for_workers(1)
+    user = c.user("u")
+    waiting = c.submit("test.sleep_count", user, pool="gpu")  # no gpu worker: waits
+    running = c.submit("test.sleep_count", user, seconds=30)
+    c.wait([running], (JobState.running,))
+    with c.maker() as db, db.begin():
+        db_user = db.get(User, user)
+        assert db_user is not None
+        for job_id in (waiting, running):
+            job = db.get(Job, job_id)
+            assert job is not None
+            jobs.cancel(db, job, db_user, ip=None)
+    done = c.wait([waiting, running], timeout=15)
+    assert [j.state for j in done] == [JobState.canceled, JobState.canceled]
+    assert done[0].started_at is None
+    assert completions(c.data_dir) == []
+    # The worker is free for the next job.
+    after = c.submit("test.sleep_count", user, seconds=0.1)
+    assert c.wait([after])[0].state == JobState.succeeded
+
+
+def test_sigterm_hands_the_running_job_back(cluster_factory: Callable[..., Cluster]) -> None:
+    c = cluster_factory()
+    c.start_scheduler()
+    first = c.start_worker()
+    c.wait_for_workers(1)
+    job_id = c.submit("test.sleep_count", seconds=5)
+    c.wait([job_id], (JobState.running,))
+    c.start_worker()
+    c.wait_for_workers(2)
+    first.send_signal(signal.SIGTERM)
+    assert first.wait(timeout=30) == 0, c.logs()
+    done = c.wait([job_id], timeout=60)[0]
+    assert done.state == JobState.succeeded, c.logs()
+    # A graceful hand-back does not use up an attempt.
+    assert done.attempts == 1
+    assert completions(c.data_dir).count(job_id) == 1
