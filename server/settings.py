@@ -102,6 +102,10 @@ class Settings(BaseSettings):
     heartbeat_interval_seconds: float = Field(default=5, gt=0)
     heartbeat_timeout_seconds: float = Field(default=30, gt=0)
     scheduler_interval_seconds: float = Field(default=1, gt=0)
+    # Messages admitted ahead per CPU slot, so a worker finishing a short job finds the
+    # next one already in hand. GPU pools admit none ahead: their jobs are long and the
+    # fair order matters more than a few milliseconds.
+    cpu_admit_ahead: int = Field(default=1, ge=0, le=8)
     # A message the scheduler sent is considered lost if Redis no longer holds it after
     # this long (e.g. Redis restarted empty); the job is then sent again.
     message_check_grace_seconds: float = Field(default=5, ge=0)
@@ -154,6 +158,9 @@ class Settings(BaseSettings):
 
     def is_gpu_pool(self, pool: str) -> bool:
         return pool not in self.cpu_pools
+
+    def admit_ahead(self, pool: str) -> int:
+        return 0 if self.is_gpu_pool(pool) else self.cpu_admit_ahead
 
     def jobs_per_user(self, pool: str) -> int:
         return self.gpu_jobs_per_user if self.is_gpu_pool(pool) else self.cpu_jobs_per_user

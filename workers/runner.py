@@ -76,8 +76,11 @@ class Worker:
             worker_threads=self.slots,
             worker_timeout=self.poll_ms,
         )
-        # Hold no more messages than can run: an idle worker elsewhere gets the rest.
-        worker.queue_prefetch = self.slots
+        # Hold what can run plus what the scheduler admits ahead, no more: an idle worker
+        # elsewhere gets the rest.
+        worker.queue_prefetch = self.slots * (
+            1 + max((self.settings.admit_ahead(p) for p in self.pools), default=0)
+        )
         worker.start()
         self._dramatiq = worker
         self._heartbeat = threading.Thread(

@@ -19,9 +19,11 @@ import datetime as dt
 import logging
 import secrets
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Protocol, TypeVar, cast
 
 import psycopg
 import sqlalchemy as sa
@@ -56,11 +58,33 @@ _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 # --- fair order ------------------------------------------------------------------------
 
 
-def fair_order(waiting: Sequence[Job], last_admitted: dict[int | None, dt.datetime]) -> list[Job]:
+class Queued(Protocol):
+    @property
+    def id(self) -> int: ...
+    @property
+    def priority(self) -> int: ...
+    @property
+    def created_by(self) -> int | None: ...
+
+
+Q = TypeVar("Q", bound=Queued)
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """The few columns the scheduler needs: no ORM objects for thousands of rows."""
+
+    id: int
+    priority: int
+    created_by: int | None
+    kind: str
+
+
+def fair_order(waiting: Sequence[Q], last_admitted: dict[int | None, dt.datetime]) -> list[Q]:
     """Priority first; within a priority, round-robin over users, least recently served
     user first; within a user, oldest job first. Nobody starves by submitting many."""
     per_user_seq: dict[tuple[int, int | None], int] = defaultdict(int)
-    keyed: list[tuple[tuple[int, int, dt.datetime, int], Job]] = []
+    keyed: list[tuple[tuple[int, int, dt.datetime, int], Q]] = []
     for job in sorted(waiting, key=lambda j: (-j.priority, j.id)):
         slot = (job.priority, job.created_by)
         per_user_seq[slot] += 1
@@ -70,32 +94,61 @@ def fair_order(waiting: Sequence[Job], last_admitted: dict[int | None, dt.dateti
     return [job for _, job in keyed]
 
 
-def last_admitted_by_user(db: Session, pool: str) -> dict[int | None, dt.datetime]:
+def last_admitted_by_user(
+    db: Session, pool: str, users: set[int | None], now: dt.datetime
+) -> dict[int | None, dt.datetime]:
+    """When each of these users last had a job admitted (within a day: older service
+    ranks like none, which keeps this query off the whole job history)."""
+    if not users:
+        return {}
+    ids = [u for u in users if u is not None]
+    who: sa.ColumnElement[bool] = Job.created_by.in_(ids) if ids else sa.false()
+    if None in users:
+        who = sa.or_(who, Job.created_by.is_(None))
     rows = db.execute(
         sa.select(Job.created_by, sa.func.max(Job.admitted_at))
-        .where(Job.pool == pool, Job.admitted_at.is_not(None))
+        .where(Job.pool == pool, who, Job.admitted_at >= now - dt.timedelta(days=1))
         .group_by(Job.created_by)
     ).all()
     return {user: at for user, at in rows if at is not None}
 
 
-def waiting_jobs(db: Session, pool: str) -> list[Job]:
-    return list(
-        db.scalars(
-            sa.select(Job).where(
-                Job.pool == pool,
-                Job.state == JobState.queued,
-                Job.admitted_at.is_(None),
-                Job.cancel_requested.is_(False),
-            )
-        )
+def waiting_jobs(db: Session, pool: str, per_user: int | None = None) -> list[Waiting]:
+    """Jobs of a pool not yet admitted. ``per_user`` keeps only each user's first few
+    at each priority: admitting n jobs never needs more than n of anyone's."""
+    waiting = sa.and_(
+        Job.pool == pool,
+        Job.state == JobState.queued,
+        Job.admitted_at.is_(None),
+        Job.cancel_requested.is_(False),
     )
+    columns = (Job.id, Job.priority, Job.created_by, Job.kind)
+    if per_user is None:
+        rows = db.execute(sa.select(*columns).where(waiting)).all()
+    else:
+        ranked = (
+            sa.select(
+                *columns,
+                sa.func.row_number()
+                .over(partition_by=(Job.created_by, Job.priority), order_by=Job.id)
+                .label("seq"),
+            )
+            .where(waiting)
+            .subquery()
+        )
+        rows = db.execute(
+            sa.select(ranked.c.id, ranked.c.priority, ranked.c.created_by, ranked.c.kind).where(
+                ranked.c.seq <= per_user
+            )
+        ).all()
+    return [Waiting(*row) for row in rows]
 
 
 def positions(db: Session, pool: str) -> dict[int, int]:
     """1-based place in line of every waiting job of a pool."""
-    order = fair_order(waiting_jobs(db, pool), last_admitted_by_user(db, pool))
-    return {job.id: index for index, job in enumerate(order, start=1)}
+    waiting = waiting_jobs(db, pool)
+    served = last_admitted_by_user(db, pool, {w.created_by for w in waiting}, utcnow())
+    return {job.id: index for index, job in enumerate(fair_order(waiting, served), start=1)}
 
 
 # --- capacity ----------------------------------------------------------------------------
@@ -158,6 +211,7 @@ class Scheduler:
         self.send = send
         self.message_exists = message_exists
         self._wake = threading.Event()
+        self._last_reconcile = 0.0
 
     def wake(self) -> None:
         self._wake.set()
@@ -168,8 +222,11 @@ class Scheduler:
             if not self._lock(db):
                 return []
             now = utcnow()
-            self._requeue_lost_workers(db, now)
-            self._unadmit_lost_messages(db, now)
+            # Wake-ups (a job submitted or finished) come in bursts; repairs need not.
+            if time.monotonic() - self._last_reconcile >= self.settings.scheduler_interval_seconds:
+                self._requeue_lost_workers(db, now)
+                self._unadmit_lost_messages(db, now)
+                self._last_reconcile = time.monotonic()
             admissions = self._admit(db, now)
         sent: dict[int, str | None] = {}
         for admission in admissions:
@@ -265,27 +322,34 @@ class Scheduler:
         for pool in self.settings.pools:
             capacity = pool_capacity(workers, pool)
             busy = in_flight_by_user(db, pool)
-            free = capacity - sum(busy.values())
+            free = capacity * (1 + self.settings.admit_ahead(pool)) - sum(busy.values())
             if free <= 0:
                 continue
-            waiting = waiting_jobs(db, pool)
+            waiting = waiting_jobs(db, pool, per_user=free)
             if not waiting:
                 continue
             limits = user_limits(db, pool)
             default_limit = self.settings.jobs_per_user(pool)
-            for job in fair_order(waiting, last_admitted_by_user(db, pool)):
+            served = last_admitted_by_user(db, pool, {w.created_by for w in waiting}, now)
+            for job in fair_order(waiting, served):
                 if free <= 0:
                     break
                 user = job.created_by
                 limit = limits.get(user, default_limit) if user is not None else default_limit
                 if busy.get(user, 0) >= limit:
                     continue
-                job.admitted_at = now
-                job.message_ref = secrets.token_hex(16)
                 busy[user] = busy.get(user, 0) + 1
                 free -= 1
-                admissions.append(Admission(job.id, job.kind, pool, job.message_ref))
-        db.flush()
+                admissions.append(Admission(job.id, job.kind, pool, secrets.token_hex(16)))
+        if admissions:
+            # Core (not ORM) UPDATE: one executemany, no objects loaded.
+            table = cast(sa.Table, Job.__table__)
+            db.connection().execute(
+                sa.update(table)
+                .where(table.c.id == sa.bindparam("job_id"), table.c.state == JobState.queued)
+                .values(admitted_at=now, message_ref=sa.bindparam("ref")),
+                [{"job_id": a.job_id, "ref": a.message_ref} for a in admissions],
+            )
         return admissions
 
     # --- loops -------------------------------------------------------------------------
