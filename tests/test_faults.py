@@ -93,8 +93,12 @@ class Cluster:
     def start_scheduler(self) -> None:
         self.scheduler = self._spawn("scheduler")
 
-    def start_worker(self, pool: str = "cpu", slots: int = 1) -> subprocess.Popen[bytes]:
-        proc = self._spawn("worker", "--pool", pool, "--slots", str(slots), "--metrics-port", "0")
+    def start_worker(
+        self, pool: str = "cpu", slots: int = 1, metrics_port: int = 0
+    ) -> subprocess.Popen[bytes]:
+        proc = self._spawn(
+            "worker", "--pool", pool, "--slots", str(slots), "--metrics-port", str(metrics_port)
+        )
         self.workers.append(proc)
         return proc
 
@@ -418,3 +422,29 @@ def test_sigterm_hands_the_running_job_back(cluster_factory: Callable[..., Clust
     # A graceful hand-back does not use up an attempt.
     assert done.attempts == 1
     assert completions(c.data_dir).count(job_id) == 1
+
+
+def test_workers_export_dramatiq_metrics(cluster_factory: Callable[..., Cluster]) -> None:
+    import socket
+
+    import httpx
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    c = cluster_factory()
+    c.start_scheduler()
+    c.start_worker(metrics_port=port)
+    c.wait_for_workers(1)
+    job_id = c.submit("test.sleep_count", seconds=0.05)
+    assert c.wait([job_id])[0].state == JobState.succeeded
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            text = httpx.get(f"http://127.0.0.1:{port}/").text
+            if 'dramatiq_messages_total{actor_name="test.sleep_count"' in text:
+                break
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, c.logs()
+        time.sleep(0.2)
