@@ -60,6 +60,10 @@ test: lint typecheck pytest
 
 bench: install services
 	$(BIN)/python bench/api.py
+	$(BIN)/python bench/export.py
+	$(BIN)/python bench/job_queue.py
+	$(BIN)/python bench/autolabel.py
+	$(BIN)/python bench/train.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

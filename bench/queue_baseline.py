@@ -1,4 +1,4 @@
-"""The baseline for bench/queue.py: a plain Dramatiq actor on the same Redis.
+"""The baseline for bench/job_queue.py: a plain Dramatiq actor on the same Redis.
 
 Run by the bench as ``dramatiq bench.queue_baseline``; each message records when it
 was sent and when its actor started, in a Redis list.

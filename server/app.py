@@ -19,6 +19,9 @@ from server.admin.endpoints import router as admin_router
 from server.annotations.endpoints import router as annotations_router
 from server.auth.endpoints import router as auth_router
 from server.auth.oidc import OidcClient
+from server.autolabel.endpoints import router as autolabel_router
+from server.datasets.endpoints import router as datasets_router
+from server.demo.loop import start_demo_thread
 from server.health.endpoints import router as health_router
 from server.images.endpoints import router as images_router
 from server.jobs.endpoints import router as jobs_router
@@ -26,15 +29,17 @@ from server.jobs.events import WAKER_KEY, Waker
 from server.jobs.kinds import load_kinds
 from server.jobs.metrics import JobsCollector
 from server.jobs.stream import EventHub
-from server.kit.bodylimit import BodyLimitMiddleware
+from server.kit.bodylimit import IMPORT_ENVELOPE_BYTES, BodyLimitMiddleware
 from server.kit.db import make_engine, make_sessionmaker
 from server.kit.errors import install_error_handlers
 from server.kit.metrics import HttpMetrics, MetricsMiddleware
 from server.kit.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from server.kit.storage import Storage
+from server.models.endpoints import router as models_router
 from server.projects.endpoints import router as projects_router
 from server.settings import Mode, Settings
 from server.tokens.endpoints import router as tokens_router
+from server.training.endpoints import router as training_router
 from server.users.endpoints import router as users_router
 
 
@@ -42,9 +47,12 @@ def _unique_operation_id(route: APIRoute) -> str:
     return route.name
 
 
-def create_app(settings: Settings, *, run_jobs: bool = False) -> FastAPI:
+def create_app(
+    settings: Settings, *, run_jobs: bool = False, demo_owner: int | None = None
+) -> FastAPI:
     """The API. ``run_jobs`` (standalone) also runs the scheduler and in-process
-    workers on the stub broker for as long as the app lives."""
+    workers on the stub broker for as long as the app lives; ``demo_owner`` then runs
+    the demo loop for that user in the background once they are up (first start)."""
     settings.ensure_secret_key()
     engine = make_engine(settings.resolved_database_url)
     storage = Storage(settings.data_dir, fsync=settings.fsync)
@@ -74,6 +82,8 @@ def create_app(settings: Settings, *, run_jobs: bool = False) -> FastAPI:
 
             jobs = InProcessJobs(settings, maker, storage, kinds, waker)
             await run_in_threadpool(jobs.start)
+            if demo_owner is not None:
+                start_demo_thread(maker, settings, storage, kinds, demo_owner)
         app.state.in_process_jobs = jobs
         event_hub.start()
         try:
@@ -115,6 +125,10 @@ def create_app(settings: Settings, *, run_jobs: bool = False) -> FastAPI:
         projects_router,
         images_router,
         annotations_router,
+        datasets_router,
+        models_router,
+        training_router,
+        autolabel_router,
         jobs_router,
         admin_router,
     ):
@@ -138,6 +152,7 @@ def create_app(settings: Settings, *, run_jobs: bool = False) -> FastAPI:
         BodyLimitMiddleware,
         json_limit=settings.max_json_bytes,
         upload_limit=settings.max_request_bytes,
+        import_limit=settings.max_import_bytes + IMPORT_ENVELOPE_BYTES,
     )
     app.add_middleware(MetricsMiddleware, metrics=HttpMetrics(registry))
     return app

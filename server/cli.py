@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import fcntl
 import getpass
 import logging
 import os
@@ -12,6 +13,7 @@ import sys
 import tempfile
 import threading
 from collections.abc import Sequence
+from typing import IO
 
 import sqlalchemy as sa
 from pydantic import ValidationError
@@ -33,12 +35,19 @@ def _settings(mode: Mode) -> Settings:
         raise SystemExit(f"oculab: configuration error: {messages}") from None
 
 
-def _serve(settings: Settings, host: str, port: int, *, run_jobs: bool = False) -> None:
+def _serve(
+    settings: Settings,
+    host: str,
+    port: int,
+    *,
+    run_jobs: bool = False,
+    demo_owner: int | None = None,
+) -> None:
     import uvicorn
 
     from server.app import create_app
 
-    app = create_app(settings, run_jobs=run_jobs)
+    app = create_app(settings, run_jobs=run_jobs, demo_owner=demo_owner)
     uvicorn.run(
         app,
         host=host,
@@ -50,14 +59,32 @@ def _serve(settings: Settings, host: str, port: int, *, run_jobs: bool = False) 
     )
 
 
+def _lock_data_dir(settings: Settings) -> IO[str]:
+    """One standalone process per data dir: they would share SQLite and in-memory jobs."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(settings.data_dir / "standalone.lock", "w")  # noqa: SIM115 - held till exit
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise SystemExit(
+            f"oculab: another Oculab standalone process is using {settings.data_dir.resolve()}"
+        ) from None
+    return handle
+
+
 def cmd_standalone(args: argparse.Namespace) -> None:
     from server import migrate
 
     settings = _settings(Mode.standalone)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    lock = _lock_data_dir(settings)
     settings.ensure_secret_key()
     migrate.upgrade(settings.resolved_database_url)
-    password = _bootstrap_standalone(settings)
+    admin_id, password = _bootstrap_standalone(settings)
+    marker = settings.data_dir / ".demo-seeded"
+    demo_owner = None
+    if settings.seed_demo and not marker.exists():
+        marker.write_text("1\n")  # once, even if this first start is interrupted
+        demo_owner = admin_id
     url = f"http://{args.host}:{args.port}"
     print("", flush=True)
     print(f"  Oculab is starting at {url}", flush=True)
@@ -67,16 +94,18 @@ def cmd_standalone(args: argparse.Namespace) -> None:
         print(f"  Login:     admin / {password}   (printed once; keep it)", flush=True)
     else:
         print("  Login:     admin (password as set on first start)", flush=True)
+    if demo_owner is not None:
+        print("  Demo:      the 'Demo: shapes' project imports, trains, promotes and", flush=True)
+        print("             auto-labels in the background; watch GET /api/jobs", flush=True)
     print("", flush=True)
-    _serve(settings, args.host, args.port, run_jobs=True)
+    _serve(settings, args.host, args.port, run_jobs=True, demo_owner=demo_owner)
+    lock.close()
 
 
-def _bootstrap_standalone(settings: Settings) -> str | None:
-    """First start: the local admin and the demo project. Returns a new password."""
+def _bootstrap_standalone(settings: Settings) -> tuple[int, str | None]:
+    """First start: the local admin. Returns its id and a new password, if one was made."""
     from server.auth import service as auth
-    from server.demo.seed import seed_demo_project
     from server.kit.db import make_engine, make_sessionmaker
-    from server.kit.storage import Storage
 
     engine = make_engine(settings.resolved_database_url, pool_size=1)
     password: str | None = None
@@ -88,15 +117,73 @@ def _bootstrap_standalone(settings: Settings) -> str | None:
                 admin = auth.create_local_user(db, "admin", password, is_admin=True)
                 if settings.admin_password:
                     password = "(from OCULAB_ADMIN_PASSWORD)"  # noqa: S105
-            marker = settings.data_dir / ".demo-seeded"
-            if settings.seed_demo and not marker.exists():
-                storage = Storage(settings.data_dir, fsync=settings.fsync)
-                storage.ensure_layout()
-                seed_demo_project(db, storage, settings, admin)
-                marker.write_text("1\n")
+            admin_id = admin.id
     finally:
         engine.dispose()
-    return password
+    return admin_id, password
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    """Runs the demo loop in this process, on the standalone data dir, and reports."""
+    from server import migrate
+    from server.demo.loop import DemoFailed, DemoPlan, run_demo
+    from server.jobs.events import WAKER_KEY, Waker
+    from server.jobs.kinds import load_kinds
+    from server.kit.db import make_engine, make_sessionmaker
+    from server.kit.storage import Storage
+    from workers.inprocess import InProcessJobs
+
+    settings = _settings(Mode.standalone)
+    lock = _lock_data_dir(settings)
+    settings.ensure_secret_key()
+    migrate.upgrade(settings.resolved_database_url)
+    admin_id, password = _bootstrap_standalone(settings)
+    if password is not None:
+        print(f"local admin: admin / {password}   (printed once; keep it)")
+    engine = make_engine(settings.resolved_database_url)
+    waker = Waker()
+    maker = make_sessionmaker(engine, info={WAKER_KEY: waker})
+    storage = Storage(settings.data_dir, fsync=settings.fsync)
+    storage.ensure_layout()
+    kinds = load_kinds(settings)
+    machinery = InProcessJobs(settings, maker, storage, kinds, waker)
+    machinery.start()
+    plan = DemoPlan(epochs=args.epochs)
+    try:
+        report = run_demo(
+            maker,
+            settings,
+            storage,
+            kinds,
+            admin_id,
+            lambda line: print(f"  {line}", flush=True),
+            plan,
+        )
+    except DemoFailed as exc:
+        raise SystemExit(f"oculab demo: {exc}") from None
+    finally:
+        machinery.stop()
+        engine.dispose()
+        lock.close()
+    seconds = report.seconds
+    print("")
+    print(
+        f"Demo finished in {seconds['total']:.0f} s (import {seconds['import']:.0f} s, "
+        f"training {seconds['train']:.0f} s, auto-label {seconds['autolabel']:.0f} s)."
+    )
+    print(
+        f"  model {report.model_id}: mAP50 {report.metrics.get('mAP50', 0.0):.3f}, "
+        f"mAP50-95 {report.metrics.get('mAP50-95', 0.0):.3f} on the validation split"
+    )
+    print(
+        f"  auto-labeled {report.predicted_images} new images with "
+        f"{report.predicted_boxes} boxes to review"
+    )
+    print(
+        f"  look: `make run`, then GET /api/projects/{report.project_id}, "
+        f"/api/models/{report.model_id}, and "
+        f"/api/projects/{report.project_id}/images?status=predicted"
+    )
 
 
 def cmd_api(args: argparse.Namespace) -> None:
@@ -285,6 +372,13 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--host", default="127.0.0.1")
         p.add_argument("--port", type=int, default=8000)
         p.set_defaults(func=func)
+
+    p = sub.add_parser(
+        "demo",
+        help="run the whole loop on synthetic data, offline, and report (standalone data dir)",
+    )
+    p.add_argument("--epochs", type=int, default=50)
+    p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("worker", help="run jobs from one or more pools (server mode)")
     p.add_argument(

@@ -115,8 +115,16 @@ class Settings(BaseSettings):
     # Extra modules whose import registers more job kinds (plugins, test kinds).
     job_modules: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # In-process worker slots of ``oculab standalone``.
-    standalone_gpu_slots: int = Field(default=1, ge=0, le=16)
+    # None: one per GPU found, or 1 on the CPU; 0 runs no GPU pool worker at all.
+    standalone_gpu_slots: int | None = Field(default=None, ge=0, le=16)
     standalone_cpu_slots: int = Field(default=2, ge=0, le=64)
+    # Models and inference
+    max_model_bytes: int = Field(default=2 * 1024**3, gt=0)
+    max_predict_images: int = Field(default=16, ge=1, le=256)
+    # A predict request waits this long for a worker to start it, then answers 503.
+    predict_queue_seconds: float = Field(default=10, gt=0)
+    predict_timeout_seconds: float = Field(default=60, gt=0)
+    autolabel_batch: int = Field(default=16, ge=1, le=256)
     max_import_bytes: int = Field(default=20 * 1024**3, gt=0)
     max_import_entries: int = Field(default=200_000, gt=0)
     max_import_unpacked_bytes: int = Field(default=100 * 1024**3, gt=0)

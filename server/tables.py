@@ -6,6 +6,7 @@ from server.auth.models import ApiToken, LoginSession, User
 from server.images.models import Image
 from server.jobs.models import Job, JobEvent, Quota, WorkerRow
 from server.kit.db import Base
+from server.models.models import RegisteredModel
 from server.projects.models import Membership, Project
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "Membership",
     "Project",
     "Quota",
+    "RegisteredModel",
     "User",
     "WorkerRow",
 ]

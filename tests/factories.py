@@ -12,10 +12,23 @@ import sqlalchemy as sa
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from PIL import Image
+from sqlalchemy.orm import Session
 
+from server.annotations import service as annotation_service
+from server.annotations.schemas import AnnotationsPut, Box
+from server.auth.dependencies import Principal
 from server.auth.models import LOCAL_ISSUER, User
 from server.auth.passwords import hash_password
+from server.demo import shapes
+from server.images import service as images
+from server.images.models import Image as ImageRow
+from server.images.upload import ReceivedFile
 from server.kit.db import make_sessionmaker
+from server.kit.storage import HashingWriter, Storage
+from server.projects import service as projects
+from server.projects.models import Project
+from server.projects.schemas import ProjectCreate
+from server.settings import Settings
 from server.tokens import service as tokens
 
 
@@ -178,3 +191,51 @@ def png_bomb(width: int = 14000, height: int = 14000) -> bytes:
         + chunk(b"IDAT", bytes(idat))
         + chunk(b"IEND", b"")
     )
+
+
+# --- a labelled project, through the services -------------------------------------------
+
+
+def labeled_shapes_project(
+    db: Session, storage: Storage, settings: Settings, owner: User, n_images: int = 24
+) -> Project:
+    created = projects.create(
+        db,
+        Principal(user=owner, via="session"),
+        ProjectCreate(
+            name="Shapes",
+            description="Synthetic squares, circles and triangles with reviewed boxes.",
+            classes=shapes.CLASSES,
+        ),
+        ip=None,
+    )
+    project = db.get(Project, created.id)
+    assert project is not None
+    received: list[ReceivedFile] = []
+    truth: dict[str, list[shapes.ShapeBox]] = {}
+    for seed in range(n_images):
+        data, boxes = shapes.render(seed)
+        writer = HashingWriter(storage.temp_path(".upload"), settings.max_upload_bytes)
+        writer.write(data)
+        writer.close()
+        received.append(
+            ReceivedFile(
+                "files",
+                f"shape_{seed:04d}.png",
+                writer.path,
+                writer.size,
+                writer.sha256,
+                writer.too_large,
+            )
+        )
+        truth[writer.sha256] = boxes
+    images.ingest(db, storage, settings, project, owner, received, split=None)
+    for image in db.scalars(sa.select(ImageRow).where(ImageRow.project_id == project.id)):
+        body = AnnotationsPut(
+            base_revision=image.revision,
+            boxes=[
+                Box(class_id=b.class_id, x=b.x, y=b.y, w=b.w, h=b.h) for b in truth[image.sha256]
+            ],
+        )
+        annotation_service.save(db, settings, project, image, owner, body)
+    return project

@@ -75,7 +75,19 @@ def servers() -> Iterator[list[Server]]:
         server.stop()
 
 
-def test_standalone_first_start_creates_admin_and_demo_then_reuses_data(
+def _demo_started(db_file: Path) -> bool:
+    import sqlite3
+
+    if not db_file.exists():
+        return False
+    with sqlite3.connect(f"file:{db_file}?mode=ro", uri=True, timeout=5) as conn:
+        try:
+            return bool(conn.execute("SELECT count(*) FROM jobs").fetchone()[0])
+        except sqlite3.OperationalError:
+            return False
+
+
+def test_standalone_first_start_creates_admin_and_starts_the_demo_then_reuses_data(
     tmp_path: Path, servers: list[Server]
 ) -> None:
     data = tmp_path / "oculab-data"
@@ -83,12 +95,27 @@ def test_standalone_first_start_creates_admin_and_demo_then_reuses_data(
     first = Server(["standalone"], env, _free_port())
     servers.append(first)
     first.wait_healthy()
-    # The banner is printed before uvicorn starts; read it from the process output.
+    # A second standalone on the same data dir is refused, not half-started.
+    clash = subprocess.run(
+        [*OCULAB, "standalone", "--port", str(_free_port())],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert clash.returncode != 0
+    assert "another Oculab standalone process" in clash.stderr
+    # The demo starts in the background: a project and its import job appear.
+    deadline = time.monotonic() + 60
+    while not _demo_started(data / "oculab.db"):
+        assert time.monotonic() < deadline, first.stop()
+        time.sleep(0.2)
     output = first.stop()
     match = re.search(r"Login:\s+admin / (\S+)", output)
     assert match, output
     password = match.group(1)
     assert "http://127.0.0.1:" in output
+    assert "Demo:" in output
 
     second = Server(["standalone"], env, _free_port())
     servers.append(second)
@@ -98,11 +125,11 @@ def test_standalone_first_start_creates_admin_and_demo_then_reuses_data(
     assert login.status_code == 200, login.text
     projects = client.get("/api/projects").json()["items"]
     assert [p["name"] for p in projects] == ["Demo: shapes"]
-    detail = client.get(f"/api/projects/{projects[0]['id']}").json()
-    assert detail["images"]["total"] == 24
-    assert detail["images"]["reviewed"] == 24
+    jobs = client.get("/api/jobs", params={"project_id": projects[0]["id"]}).json()["items"]
+    assert "datasets.import" in {j["kind"] for j in jobs}
     output = second.stop()
     assert password not in output  # printed once only
+    assert "Demo:" not in output  # seeded once only
     assert (data / "oculab.db").exists()
 
 

@@ -39,19 +39,23 @@ class InProcessJobs:
         # One stub broker per pool, each consumed by that pool's worker threads.
         self.brokers: dict[str, dramatiq.Broker] = {}
         for pool in settings.pools:
-            slots = (
-                settings.standalone_gpu_slots
-                if settings.is_gpu_pool(pool)
-                else settings.standalone_cpu_slots
-            )
-            if slots <= 0:
+            gpu = settings.is_gpu_pool(pool)
+            slots = settings.standalone_gpu_slots if gpu else settings.standalone_cpu_slots
+            if slots == 0:
                 continue
             body = ActorBody()
             broker = get_broker(settings, kinds, stub=True, body=body)
-            # Standalone never claims a GPU per slot: in-process jobs share the device.
-            # An in-memory queue is cheap to poll; stopping waits one poll at most.
+            # GPU pools find the machine's GPUs (one job each); an in-memory queue is
+            # cheap to poll, so stopping waits one short poll at most.
             worker = Worker(
-                settings, broker, maker, storage, [pool], slots=slots, gpu_indices=[], poll_ms=200
+                settings,
+                broker,
+                maker,
+                storage,
+                [pool],
+                slots=slots,
+                gpu_indices=None if gpu else [],
+                poll_ms=200,
             )
             body.worker = worker
             self.workers[pool] = worker

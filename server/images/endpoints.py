@@ -13,7 +13,7 @@ from server.images.models import ImageStatus, Split
 from server.images.processing import CONTENT_TYPES
 from server.images.schemas import ImageRead, UploadResult
 from server.images.upload import receive_multipart
-from server.kit.db import DB
+from server.kit.db import DB, release
 from server.kit.errors import Unprocessable
 from server.kit.pagination import Cursor, Limit
 from server.kit.schemas import Page
@@ -69,6 +69,7 @@ async def upload_images(
 ) -> UploadResult:
     """Upload one or more images (multipart, any field name). Per-file outcome."""
     storage = _storage(request)
+    await release(db)
     form = await receive_multipart(
         request.headers.get("content-type"),
         request.stream(),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +25,16 @@ CONTENT_TYPES = {short: mime for short, mime in ALLOWED_FORMATS.values()}
 
 # Truncated files must fail, never be silently padded with grey.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+def _open(path: Path) -> PILImage.Image:
+    """Pillow's own ``Image.open``. Ultralytics (imported by in-process workers) replaces
+    it with a version that tries to pip-install a HEIF plugin when a file is not an
+    image; validation must never reach for the network."""
+    patches = sys.modules.get("ultralytics.utils.patches")
+    opener = getattr(patches, "_image_open", PILImage.open)
+    image: PILImage.Image = opener(path)
+    return image
 
 
 class RejectedImage(Exception):
@@ -59,7 +70,7 @@ def inspect(
         # Pillow only warns between MAX_IMAGE_PIXELS and twice that; make it an error.
         warnings.simplefilter("error", PILImage.DecompressionBombWarning)
         try:
-            with PILImage.open(path) as img:
+            with _open(path) as img:
                 pil_format = img.format or ""
                 if pil_format not in ALLOWED_FORMATS:
                     raise RejectedImage(
@@ -113,7 +124,7 @@ def render_thumbnail(storage: Storage, blob: Path, target: Path, size: int) -> N
     """Regenerates a missing thumbnail from its stored original."""
     with warnings.catch_warnings():
         warnings.simplefilter("error", PILImage.DecompressionBombWarning)
-        with PILImage.open(blob) as img:
+        with _open(blob) as img:
             if img.format == "JPEG":
                 img.draft("RGB", (size, size))
             img.load()

@@ -72,7 +72,25 @@ def ingest(
     files: list[ReceivedFile],
     split: Split | None,
 ) -> UploadResult:
-    """Validates each received file and records the new ones. Per-file outcome."""
+    """Validates each received file and records the new ones. Per-file outcome; an
+    error carrying the items when every file was rejected (an upload request's answer)."""
+    result = store_files(db, storage, settings, project, user, files, split)
+    if result.items and result.rejected == len(result.items):
+        raise _all_rejected(result)
+    return result
+
+
+def store_files(
+    db: Session,
+    storage: Storage,
+    settings: Settings,
+    project: Project,
+    user: User,
+    files: list[ReceivedFile],
+    split: Split | None,
+) -> UploadResult:
+    """Validates each received file and records the new ones; one item per file, in
+    order. Never raises for a rejected file (dataset imports report them per file)."""
     items: list[UploadItem] = []
     try:
         for received in files:
@@ -134,10 +152,7 @@ def ingest(
     finally:
         for received in files:
             received.path.unlink(missing_ok=True)
-    result = UploadResult.from_items(items)
-    if items and result.rejected == len(items):
-        raise _all_rejected(result)
-    return result
+    return UploadResult.from_items(items)
 
 
 def _all_rejected(result: UploadResult) -> OculabError:

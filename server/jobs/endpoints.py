@@ -69,7 +69,7 @@ def job_artifact(job: JobViewer, request: Request) -> FileResponse:
     return FileResponse(
         path,
         media_type="application/zip",
-        filename=path.name,
+        filename=f"oculab-{job.kind.rsplit('.', 1)[-1]}-{job.id}{path.suffix}",
         headers={"X-Content-Type-Options": "nosniff"},
     )
 

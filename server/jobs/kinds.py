@@ -19,7 +19,13 @@ if TYPE_CHECKING:
 Handler = Callable[["JobContext"], dict[str, Any] | None]
 
 # Domains whose tasks.py define the built-in kinds.
-_BUILTIN_MODULES = ("server.jobs.tasks",)
+_BUILTIN_MODULES = (
+    "server.jobs.tasks",
+    "server.datasets.tasks",
+    "server.models.tasks",
+    "server.training.tasks",
+    "server.autolabel.tasks",
+)
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,10 @@ class JobState(StrEnum):
 
 FINISHED_STATES = (JobState.succeeded, JobState.failed, JobState.canceled)
 
+# Interactive requests (predict) run ahead of all batch work and are not held back by
+# their user's concurrent-job limit; admins may set batch priorities below this.
+INTERACTIVE_PRIORITY = 1000
+
 
 class Job(Base):
     """One unit of work. This row, not the broker, is the truth about it."""
@@ -71,6 +75,8 @@ class Job(Base):
     error: Mapped[str | None] = mapped_column(sa.Text)
     params: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     result: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    # Where a long job got to, so a redelivered attempt continues instead of restarting.
+    checkpoint: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     artifact_path: Mapped[str | None] = mapped_column(sa.String(500))
 
 

@@ -59,7 +59,8 @@ class JobContext:
     settings: Settings
     storage: Storage
     sessionmaker: sessionmaker[Session]
-    _last_progress: float = field(default=-1.0, repr=False)
+    # What an earlier attempt saved with save_checkpoint (empty on the first attempt).
+    checkpoint: dict[str, Any] = field(default_factory=dict)
 
     @contextlib.contextmanager
     def session(self) -> Iterator[Session]:
@@ -102,6 +103,22 @@ class JobContext:
                 "progress",
                 {"progress": fraction, **({"message": message} if message else {})},
             )
+
+    def save_checkpoint(self, data: dict[str, Any], db: Session | None = None) -> None:
+        """Records progress that a redelivered attempt of this job can resume from; pass
+        the job's own session to commit it atomically with the work it describes."""
+        self.checkpoint = dict(data)
+        statement = (
+            sa.update(Job)
+            .where(self._owned())
+            .values(checkpoint=self.checkpoint)
+            .execution_options(synchronize_session=False)
+        )
+        if db is not None:
+            db.execute(statement)
+            return
+        with self.session() as own:
+            own.execute(statement)
 
     def check_canceled(self) -> None:
         with self.session() as db:
@@ -218,6 +235,7 @@ def execute(
         settings=settings,
         storage=storage,
         sessionmaker=maker,
+        checkpoint=dict(job.checkpoint or {}),
     )
     try:
         result = kind.handler(ctx)

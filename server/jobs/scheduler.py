@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from server.jobs import events
 from server.jobs.kinds import JobKind, time_limit_ms
-from server.jobs.models import Job, JobState, Quota, WorkerRow
+from server.jobs.models import INTERACTIVE_PRIORITY, Job, JobState, Quota, WorkerRow
 from server.kit.db import utcnow
 from server.settings import Settings
 
@@ -336,7 +336,7 @@ class Scheduler:
                     break
                 user = job.created_by
                 limit = limits.get(user, default_limit) if user is not None else default_limit
-                if busy.get(user, 0) >= limit:
+                if job.priority < INTERACTIVE_PRIORITY and busy.get(user, 0) >= limit:
                     continue
                 busy[user] = busy.get(user, 0) + 1
                 free -= 1

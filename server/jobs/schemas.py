@@ -44,7 +44,7 @@ class JobEventRead(ReadSchema):
 
 
 class PriorityUpdate(Schema):
-    priority: Annotated[int, Field(ge=-1000, le=1000)]
+    priority: Annotated[int, Field(ge=-999, le=999)]
 
 
 class DrainUpdate(Schema):

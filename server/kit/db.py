@@ -135,3 +135,11 @@ def dialect_insert(session: Session, table: Any) -> Any:
     from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
     return sqlite_insert(table)
+
+
+async def release(session: Session) -> None:
+    """Ends the request's transaction before a long await (a streamed upload, waiting on
+    a job): an open SQLite transaction holds the database's one write lock."""
+    from starlette.concurrency import run_in_threadpool
+
+    await run_in_threadpool(session.commit)

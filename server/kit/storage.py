@@ -29,7 +29,8 @@ class Storage:
             (self.root / sub).mkdir(parents=True, exist_ok=True)
 
     def blob_path(self, sha256: str) -> Path:
-        return self.root / "blobs" / sha256[:2] / sha256[2:4] / sha256
+        # One join, not four: exports resolve this once per image.
+        return self.root / f"blobs/{sha256[:2]}/{sha256[2:4]}/{sha256}"
 
     def thumbnail_path(self, sha256: str) -> Path:
         return self.root / "thumbs" / sha256[:2] / f"{sha256}.jpg"

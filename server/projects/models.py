@@ -20,6 +20,11 @@ class Project(Base):
     created_by: Mapped[int | None] = mapped_column(
         IdType, sa.ForeignKey("users.id", ondelete="SET NULL")
     )
+    # The promoted model that auto-labeling uses by default. (models.project_id points
+    # back here, so this side of the cycle is added after both tables exist.)
+    default_model_id: Mapped[int | None] = mapped_column(
+        IdType, sa.ForeignKey("models.id", ondelete="SET NULL", use_alter=True)
+    )
     created_at: Mapped[dt.datetime] = created_at_column()
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 

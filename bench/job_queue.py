@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    .venv/bin/python bench/queue.py [--latency-jobs 100 --throughput-jobs 1000]
+    .venv/bin/python bench/job_queue.py [--latency-jobs 100 --throughput-jobs 1000]
 
 Measures, on a scratch PostgreSQL database and Redis db 13, with real ``oculab
 scheduler`` and ``oculab worker`` processes:
@@ -17,13 +17,6 @@ by the ``dramatiq`` CLI with 1 and 4 threads. Prints ratios and one JSON line.
 
 from __future__ import annotations
 
-import sys
-
-# Run as a script, this file's folder heads sys.path and this module would shadow the
-# standard library's `queue` for everything imported below.
-if sys.path and sys.path[0] == __import__("os").path.dirname(__file__):
-    sys.path.pop(0)
-
 import argparse
 import json
 import os
@@ -31,6 +24,7 @@ import shutil
 import signal
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 import uuid

@@ -1,0 +1,155 @@
+"""Auto-label benchmark: an Oculab auto-label job against raw ultralytics batched predict.
+
+Run from the repository root (needs the ml extra)::
+
+    .venv/bin/python bench/autolabel.py [--images 256 --imgsz 640 --batch 16]
+
+Both sides use the same weights (yolo11n from its YAML, saved once; inference cost does
+not depend on training), the same JPEGs, the same batch size and confidence, and are
+measured warm (model loaded and run once before the clock starts). The raw side reads
+each batch with cv2 and calls ``model.predict``; the Oculab side is the job: it selects
+images in the database, decodes them on a prefetch thread, runs the same predict and
+writes boxes back. Prints images/s for both, the ratio (goal >= 0.95) and one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import sqlalchemy as sa
+from mlbench import jpeg, log, seconds, standalone
+from PIL import Image
+
+from server.images.models import Image as ImageRow
+from server.models.models import ModelState, RegisteredModel
+
+
+def make_images(n: int, size: int, seed: int) -> list[bytes]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        pixels = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
+        out.append(jpeg(Image.fromarray(pixels)))
+    return out
+
+
+def raw_predict(weights: Path, files: list[Path], batch: int, imgsz: int, device: str) -> float:
+    import cv2
+    from ultralytics import YOLO
+
+    model = YOLO(str(weights))
+    model.predict([cv2.imread(str(files[0]))], imgsz=imgsz, device=device, verbose=False)
+    start = time.perf_counter()
+    for i in range(0, len(files), batch):
+        images = [cv2.imread(str(f), cv2.IMREAD_COLOR) for f in files[i : i + batch]]
+        model.predict(images, imgsz=imgsz, conf=0.25, iou=0.7, device=device, verbose=False)
+    return len(files) / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=256)
+    parser.add_argument("--imgsz", type=int, default=640)
+    parser.add_argument("--batch", type=int, default=16)
+    args = parser.parse_args()
+
+    with standalone(standalone_cpu_slots=1) as oculab:
+        from workers.ml import yolo
+
+        yolo.configure_offline(oculab.settings.data_dir)
+        from ultralytics import YOLO
+
+        weights = oculab.settings.data_dir / "bench-yolo11n.pt"
+        YOLO("yolo11n.yaml").save(str(weights))
+        data = weights.read_bytes()
+        received = oculab.received(data, "bench.pt")
+        oculab.storage.commit_file(received.path, oculab.storage.blob_path(received.sha256))
+        project_id = oculab.project("bench", ["a", "b"])
+        with oculab.maker() as db, db.begin():
+            model = RegisteredModel(
+                project_id=project_id,
+                name="bench",
+                state=ModelState.ready,
+                source="upload",
+                sha256=received.sha256,
+                size_bytes=len(data),
+                class_names=["a", "b"],
+                hyperparams={},
+                metrics={},
+            )
+            db.add(model)
+            db.flush()
+            model_id = model.id
+        gpus = oculab.settings.standalone_gpu_slots
+        device = "cuda:0" if (gpus is None and yolo_device_available()) else "cpu"
+
+        log(f"{args.images} random JPEGs at {args.imgsz} px (warm-up batch first)")
+        warm = make_images(args.batch, args.imgsz, seed=1)
+        oculab.add_images(project_id, [(f"warm{i}.jpg", b) for i, b in enumerate(warm)])
+        params = {
+            "model_id": model_id,
+            "conf": 0.25,
+            "iou": 0.7,
+            "statuses": ["unlabeled"],
+            "batch": args.batch,
+            "imgsz": args.imgsz,
+        }
+        oculab.wait(oculab.submit("autolabel.run", project_id, params))
+        files = make_images(args.images, args.imgsz, seed=2)
+        oculab.add_images(project_id, [(f"img{i}.jpg", b) for i, b in enumerate(files)])
+
+        log("oculab: auto-label job")
+        job = oculab.wait(oculab.submit("autolabel.run", project_id, params))
+        assert job.result is not None
+        assert job.result["images"] == args.images, job.result
+        oculab_rate = args.images / seconds(job)
+
+        with oculab.maker() as db:
+            rows = db.execute(
+                sa.select(ImageRow.sha256)
+                .where(ImageRow.filename.like("img%"))
+                .order_by(ImageRow.id)
+            )
+            blobs = [oculab.storage.blob_path(sha) for (sha,) in rows]
+        # The same bytes under .jpg names for cv2 and ultralytics.
+        links = []
+        for index, blob in enumerate(blobs):
+            link = oculab.settings.data_dir / "raw" / f"{index}.jpg"
+            link.parent.mkdir(exist_ok=True)
+            link.symlink_to(blob)
+            links.append(link)
+        log("raw ultralytics: batched predict")
+        raw_rate = raw_predict(weights, links, args.batch, args.imgsz, device)
+
+    figures = {
+        "images": args.images,
+        "imgsz": args.imgsz,
+        "batch": args.batch,
+        "device": device,
+        "oculab_images_per_s": round(oculab_rate, 2),
+        "raw_images_per_s": round(raw_rate, 2),
+        "ratio": round(oculab_rate / raw_rate, 3),
+    }
+    print("Auto-label: Oculab job vs raw ultralytics predict, same model, images and batch")
+    print(f"  device {device}, {args.images} images at {args.imgsz} px, batch {args.batch}")
+    print(f"  oculab job {oculab_rate:8.2f} images/s")
+    print(f"  raw predict{raw_rate:8.2f} images/s")
+    print(f"  ratio      {oculab_rate / raw_rate:8.3f}   (goal >= 0.95)")
+    print(json.dumps(figures))
+
+
+def yolo_device_available() -> bool:
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except ImportError:
+        return False
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,168 @@
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from server.audit import service as audit
+from server.auth.dependencies import Principal
+from server.images.upload import ReceivedFile
+from server.jobs import service as jobs
+from server.jobs.kinds import JobKind
+from server.jobs.models import Job
+from server.kit.errors import Conflict, PayloadTooLarge, Unprocessable
+from server.kit.pagination import decode_cursor, encode_cursor
+from server.kit.storage import Storage
+from server.models.models import ModelState, RegisteredModel
+from server.models.scan import check_weights
+from server.models.schemas import ModelRead
+from server.projects.auth import ProjectAccess, member_project_ids
+from server.projects.models import Project
+from server.settings import Settings
+
+
+def read(db: Session, model: RegisteredModel) -> ModelRead:
+    promoted = db.scalar(sa.select(Project.default_model_id).where(Project.id == model.project_id))
+    return ModelRead.model_validate(model).model_copy(update={"promoted": promoted == model.id})
+
+
+def upload(
+    db: Session,
+    settings: Settings,
+    storage: Storage,
+    kinds: dict[str, JobKind],
+    access: ProjectAccess,
+    received: ReceivedFile,
+    name: str,
+    ip: str | None,
+) -> tuple[RegisteredModel, Job]:
+    """Scans and stores weights, then lets a CPU worker inspect them."""
+    try:
+        if received.too_large:
+            raise PayloadTooLarge(f"weights larger than {settings.max_model_bytes} bytes")
+        if received.size == 0:
+            raise Unprocessable("the weights file is empty")
+        check_weights(received.path)
+        storage.commit_file(received.path, storage.blob_path(received.sha256))
+    finally:
+        received.path.unlink(missing_ok=True)
+    model = RegisteredModel(
+        project_id=access.project.id,
+        name=name,
+        state=ModelState.pending,
+        source="upload",
+        filename=received.filename,
+        sha256=received.sha256,
+        size_bytes=received.size,
+        class_names=[],
+        hyperparams={},
+        metrics={},
+        created_by=access.principal.user.id,
+    )
+    db.add(model)
+    db.flush()
+    job = jobs.submit(
+        db,
+        settings,
+        kinds,
+        kind="models.inspect",
+        user=access.principal.user,
+        project_id=access.project.id,
+        params={"model_id": model.id},
+    )
+    audit.record(
+        db,
+        "model.upload",
+        actor=access.principal.user,
+        target_type="model",
+        target_id=model.id,
+        project_id=access.project.id,
+        ip=ip,
+        name=name,
+        sha256=received.sha256,
+    )
+    return model, job
+
+
+def list_models(
+    db: Session, principal: Principal, project_id: int | None, limit: int, cursor: str | None
+) -> tuple[list[ModelRead], str | None]:
+    before = decode_cursor(cursor)
+    stmt = (
+        sa.select(RegisteredModel)
+        .where(RegisteredModel.project_id.in_(member_project_ids(principal)))
+        .order_by(RegisteredModel.id.desc())
+        .limit(limit + 1)
+    )
+    if project_id is not None:
+        stmt = stmt.where(RegisteredModel.project_id == project_id)
+    if before is not None:
+        stmt = stmt.where(RegisteredModel.id < before)
+    rows = list(db.scalars(stmt))
+    items = [read(db, m) for m in rows[:limit]]
+    return items, encode_cursor(items[-1].id) if len(rows) > limit else None
+
+
+def promote(db: Session, model: RegisteredModel, access: ProjectAccess, ip: str | None) -> None:
+    if model.state is not ModelState.ready:
+        raise Conflict(f"only ready models can be promoted (this one is {model.state.value})")
+    previous = access.project.default_model_id
+    access.project.default_model_id = model.id
+    audit.record(
+        db,
+        "model.promote",
+        actor=access.principal.user,
+        target_type="model",
+        target_id=model.id,
+        project_id=model.project_id,
+        ip=ip,
+        previous=previous,
+    )
+    db.flush()
+
+
+def class_mapping(model_classes: list[str], project_classes: list[str]) -> dict[int, int | None]:
+    """The model's class index -> the project's class id, matched by name ignoring case;
+    None for a class the project does not have (its boxes are dropped and reported)."""
+    by_name = {name.strip().casefold(): index for index, name in enumerate(project_classes)}
+    return {i: by_name.get(name.strip().casefold()) for i, name in enumerate(model_classes)}
+
+
+def predict_dir(storage: Storage) -> Path:
+    return storage.root / "predict"
+
+
+def stage_predict_files(storage: Storage, files: list[ReceivedFile]) -> list[dict[str, Any]]:
+    """Moves validated uploads where the predict job (any worker) can read them."""
+    target = predict_dir(storage) / uuid.uuid4().hex
+    target.mkdir(parents=True, exist_ok=True)
+    staged = []
+    for index, received in enumerate(files):
+        path = target / f"{index}"
+        shutil.move(received.path, path)
+        staged.append({"path": str(path.relative_to(storage.root)), "filename": received.filename})
+    return staged
+
+
+def discard_predict_files(storage: Storage, staged: list[dict[str, Any]]) -> None:
+    if staged:
+        shutil.rmtree((storage.root / staged[0]["path"]).parent, ignore_errors=True)
+
+
+def weights_file(storage: Storage, sha256: str) -> Path:
+    """The blob under a ``.pt`` name: ultralytics picks a loader by file extension."""
+    path = storage.root / "weights" / f"{sha256}.pt"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = storage.temp_path(".pt")
+        try:
+            os.link(storage.blob_path(sha256), tmp)
+        except OSError:
+            shutil.copyfile(storage.blob_path(sha256), tmp)
+        os.replace(tmp, path)
+    return path

@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field, field_validator
+
+from server.kit.schemas import Schema
+
+# An ultralytics architecture file that ships with the package (no weights needed).
+_YAML = r"^yolo[a-z0-9.-]{1,30}\.yaml$"
+
+
+class TrainRequest(Schema):
+    base: (
+        Annotated[str, Field(min_length=1, max_length=40)]
+        | Annotated[int, Field(ge=1, le=2**63 - 1)]
+    ) = "yolo11n.yaml"
+    epochs: Annotated[int, Field(ge=1, le=1000)] = 50
+    imgsz: Annotated[int, Field(ge=32, le=2048, multiple_of=32)] = 640
+    batch: Annotated[int, Field(ge=-1, le=512)] = 16
+    val_fraction: Annotated[float, Field(ge=0, le=0.9)] = 0.2
+    seed: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0
+    # Ultralytics' default; small datasets learn faster with less (its warm-up also
+    # lasts at least 100 iterations).
+    warmup_epochs: Annotated[float, Field(ge=0, le=10)] = 3.0
+    only_reviewed: bool = True
+    name: Annotated[str, Field(max_length=200)] | None = None
+    pool: Annotated[str, Field(max_length=40)] | None = None
+
+    @field_validator("base")
+    @classmethod
+    def _base(cls, value: str | int) -> str | int:
+        import re
+
+        if isinstance(value, str) and not value.isdigit() and not re.match(_YAML, value):
+            raise ValueError("base must be an architecture like 'yolo11n.yaml' or a model id")
+        return value
+
+    @field_validator("batch")
+    @classmethod
+    def _batch(cls, value: int) -> int:
+        if value == 0:
+            raise ValueError("batch must be -1 (auto) or at least 1")
+        return value

@@ -1,0 +1,173 @@
+"""Dataset snapshots: a project's reviewed images and boxes frozen in YOLO layout.
+
+A snapshot is named by a hash of what went into it (image ids and annotation
+revisions, classes, split parameters), so the same data trains from the same folder
+and a model's lineage names exactly what it learned from. Images are hard links to
+the stored blobs (copies where the filesystem cannot link); labels are written fresh.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from server.annotations.models import Annotation, BoxStatus
+from server.images.models import Image, ImageStatus, Split
+from server.kit.storage import Storage
+
+_EXTENSIONS = {"jpeg": ".jpg", "png": ".png", "webp": ".webp", "bmp": ".bmp", "tiff": ".tif"}
+
+
+class EmptyDataset(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    key: str
+    root: Path
+    data_yaml: Path
+    classes: list[str]
+    train_images: int
+    val_images: int
+    boxes: int
+
+
+def _is_val(seed: int, sha256: str, val_fraction: float) -> bool:
+    digest = hashlib.sha256(f"{seed}:{sha256}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < val_fraction
+
+
+def build(
+    db: Session,
+    storage: Storage,
+    project_id: int,
+    classes: list[str],
+    *,
+    val_fraction: float,
+    seed: int,
+    only_reviewed: bool = True,
+) -> Snapshot:
+    status = (
+        Image.status == ImageStatus.reviewed
+        if only_reviewed
+        else Image.status != ImageStatus.unlabeled
+    )
+    images = db.execute(
+        sa.select(Image.id, Image.sha256, Image.format, Image.revision, Image.split)
+        .where(Image.project_id == project_id, status)
+        .order_by(Image.id)
+    ).all()
+    if len(images) < 2:
+        raise EmptyDataset(
+            f"training needs at least 2 {'reviewed ' if only_reviewed else ''}images; "
+            f"this project has {len(images)}"
+        )
+    identity = json.dumps(
+        {
+            "classes": classes,
+            "val_fraction": val_fraction,
+            "seed": seed,
+            "only_reviewed": only_reviewed,
+            "images": [[i.id, i.revision] for i in images],
+        },
+        separators=(",", ":"),
+    )
+    key = hashlib.sha256(identity.encode()).hexdigest()
+    root = storage.root / "snapshots" / key
+    split_of: dict[int, str] = {}
+    for image in images:
+        if val_fraction > 0:
+            split_of[image.id] = "val" if _is_val(seed, image.sha256, val_fraction) else "train"
+        else:
+            split_of[image.id] = "val" if image.split == Split.val else "train"
+    n_val = sum(1 for s in split_of.values() if s == "val")
+    counts = {"train": len(images) - n_val, "val": n_val}
+    if (root / "data.yaml").exists():
+        return Snapshot(
+            key,
+            root,
+            root / "data.yaml",
+            classes,
+            counts["train"],
+            counts["val"],
+            _count_boxes(db, project_id, status),
+        )
+
+    tmp = storage.tmp_dir / f"snapshot-{uuid.uuid4().hex}"
+    for split in ("train", "val"):
+        (tmp / "images" / split).mkdir(parents=True)
+        (tmp / "labels" / split).mkdir(parents=True)
+    try:
+        for image in images:
+            name = f"{image.id}{_EXTENSIONS.get(image.format, '.jpg')}"
+            _link(storage.blob_path(image.sha256), tmp / "images" / split_of[image.id] / name)
+        boxes = 0
+        rows = db.execute(
+            sa.select(
+                Annotation.image_id,
+                Annotation.class_id,
+                Annotation.x,
+                Annotation.y,
+                Annotation.w,
+                Annotation.h,
+            )
+            .join(Image, Image.id == Annotation.image_id)
+            .where(Image.project_id == project_id, status, Annotation.status == BoxStatus.accepted)
+            .order_by(Annotation.image_id, Annotation.position)
+        )
+        lines: dict[int, list[str]] = {}
+        for image_id, class_id, x, y, w, h in rows:
+            lines.setdefault(image_id, []).append(
+                f"{class_id} {x + w / 2:.8f} {y + h / 2:.8f} {w:.8f} {h:.8f}"
+            )
+            boxes += 1
+        for image in images:
+            # An image with no boxes is a negative example: an empty label file.
+            label = tmp / "labels" / split_of[image.id] / f"{image.id}.txt"
+            label.write_text(
+                "\n".join(lines.get(image.id, [])) + ("\n" if image.id in lines else "")
+            )
+        # Ultralytics needs a validation set; with none, it validates on the training set.
+        val_dir = "images/val" if counts["val"] else "images/train"
+        names = "\n".join(f"  {i}: {json.dumps(n)}" for i, n in enumerate(classes))
+        (tmp / "data.yaml").write_text(
+            f"path: {json.dumps(str(root))}\ntrain: images/train\nval: {val_dir}\nnames:\n{names}\n"
+        )
+        root.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.rename(tmp, root)
+        except OSError:
+            if not (root / "data.yaml").exists():
+                raise
+            # Another attempt built the same snapshot first: same content, keep theirs.
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return Snapshot(key, root, root / "data.yaml", classes, counts["train"], counts["val"], boxes)
+
+
+def _count_boxes(db: Session, project_id: int, status: sa.ColumnElement[bool]) -> int:
+    return (
+        db.scalar(
+            sa.select(sa.func.count())
+            .select_from(Annotation)
+            .join(Image, Image.id == Annotation.image_id)
+            .where(Image.project_id == project_id, status, Annotation.status == BoxStatus.accepted)
+        )
+        or 0
+    )
+
+
+def _link(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
