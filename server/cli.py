@@ -12,6 +12,7 @@ import signal
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Sequence
 from typing import IO
 
@@ -313,7 +314,22 @@ def cmd_migrate(args: argparse.Namespace) -> None:
     settings = _settings(Mode.standalone)
     if settings.database_url is None:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-    migrate.upgrade(settings.resolved_database_url)
+    url = settings.resolved_database_url
+    if args.check or args.wait:
+        # For init containers: succeed only once `oculab migrate` (a Job) has run.
+        deadline = time.monotonic() + (args.wait or 0)
+        while True:
+            try:
+                if migrate.is_at_head(url):
+                    print(f"schema at {migrate.head_revision()}")
+                    return
+                problem = "the database schema is not at the latest revision"
+            except sa.exc.OperationalError as exc:
+                problem = f"cannot reach the database: {exc.orig}"
+            if time.monotonic() >= deadline:
+                raise SystemExit(f"oculab: {problem}")
+            time.sleep(2)
+    migrate.upgrade(url)
     print(f"schema at {migrate.head_revision()}")
 
 
@@ -399,6 +415,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_scheduler)
 
     p = sub.add_parser("migrate", help="apply database migrations up to the latest revision")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="only check: exit 1 unless the schema is at the latest revision",
+    )
+    p.add_argument(
+        "--wait",
+        type=float,
+        default=0,
+        metavar="SECONDS",
+        help="like --check, but keep checking for up to this long",
+    )
     p.set_defaults(func=cmd_migrate)
 
     p = sub.add_parser("create-admin", help="create a local admin, or reset one's password")

@@ -264,3 +264,20 @@ def test_create_admin_resets_an_existing_password(fresh_database_url: str, tmp_p
     )
     assert again.returncode == 0
     assert "updated" in again.stdout
+
+
+def test_migrate_check_reports_whether_the_schema_is_current(
+    fresh_database_url: str, tmp_path: Path
+) -> None:
+    env = _env(OCULAB_DATABASE_URL=fresh_database_url, OCULAB_DATA_DIR=str(tmp_path / "d"))
+    before = subprocess.run(
+        [*OCULAB, "migrate", "--check"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert before.returncode != 0
+    assert "not at the latest revision" in before.stderr
+    subprocess.run([*OCULAB, "migrate"], env=env, check=True, capture_output=True, timeout=120)
+    after = subprocess.run(
+        [*OCULAB, "migrate", "--wait", "10"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert after.returncode == 0, after.stderr
+    assert "schema at" in after.stdout

@@ -73,6 +73,12 @@ def _box(class_id: int, x: float, y: float, w: float, h: float, tol_x: float, to
         raise BadBox(f"invalid box: {reason}") from None
 
 
+def to_yolo_line(class_id: int, x: float, y: float, w: float, h: float) -> str:
+    """``class cx cy w h`` from a top-left box, with enough digits that reading the line
+    back gives the same box (to 1e-12)."""
+    return f"{class_id} {x + w / 2:.12g} {y + h / 2:.12g} {w:.12g} {h:.12g}\n"
+
+
 def from_yolo_line(line: str, classes: Mapping[int, str]) -> Box:
     """``class cx cy w h``, centre format, normalised."""
     fields = line.split()

@@ -13,12 +13,12 @@ from typing import IO, Any, NamedTuple, Protocol
 
 import yaml
 
+from server.datasets.boxes import to_yolo_line
 from server.images.models import ImageStatus
 from server.kit.storage import Storage
 
 _CHUNK = 1024 * 1024
 # Enough digits that a re-import reproduces every coordinate within 1e-9.
-_YOLO_NUMBER = ".12g"
 
 
 class ExportImage(NamedTuple):
@@ -101,11 +101,7 @@ class YoloWriter:
         self.splits.add(image.split)
         if image.status is ImageStatus.unlabeled:
             return
-        lines = "".join(
-            f"{b.class_id} {b.x + b.w / 2:{_YOLO_NUMBER}} {b.y + b.h / 2:{_YOLO_NUMBER}} "
-            f"{b.w:{_YOLO_NUMBER}} {b.h:{_YOLO_NUMBER}}\n"
-            for b in boxes
-        )
+        lines = "".join(to_yolo_line(b.class_id, b.x, b.y, b.w, b.h) for b in boxes)
         stem = os.path.splitext(image.name)[0]
         self.out.text(f"labels/{image.split}/{stem}.txt", lines)
 

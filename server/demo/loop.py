@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from server.auth.dependencies import Principal
 from server.auth.models import User
 from server.datasets import service as datasets
+from server.datasets.boxes import to_yolo_line
 from server.demo import shapes
 from server.images import service as images
 from server.images.upload import ReceivedFile, ReceivedForm
@@ -83,11 +84,7 @@ def shapes_zip(plan: DemoPlan) -> bytes:
                 )
                 archive.writestr(
                     f"labels/{split}/shape_{offset + index:05d}.txt",
-                    "".join(
-                        f"{b.class_id} {b.x + b.w / 2:.6f} {b.y + b.h / 2:.6f} "
-                        f"{b.w:.6f} {b.h:.6f}\n"
-                        for b in boxes
-                    ),
+                    "".join(to_yolo_line(b.class_id, b.x, b.y, b.w, b.h) for b in boxes),
                 )
     return out.getvalue()
 

@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from server.annotations.models import Annotation, BoxStatus
+from server.datasets.boxes import to_yolo_line
 from server.images.models import Image, ImageStatus, Split
 from server.kit.storage import Storage
 
@@ -126,16 +127,12 @@ def build(
         )
         lines: dict[int, list[str]] = {}
         for image_id, class_id, x, y, w, h in rows:
-            lines.setdefault(image_id, []).append(
-                f"{class_id} {x + w / 2:.8f} {y + h / 2:.8f} {w:.8f} {h:.8f}"
-            )
+            lines.setdefault(image_id, []).append(to_yolo_line(class_id, x, y, w, h))
             boxes += 1
         for image in images:
             # An image with no boxes is a negative example: an empty label file.
             label = tmp / "labels" / split_of[image.id] / f"{image.id}.txt"
-            label.write_text(
-                "\n".join(lines.get(image.id, [])) + ("\n" if image.id in lines else "")
-            )
+            label.write_text("".join(lines.get(image.id, [])))
         # Ultralytics needs a validation set; with none, it validates on the training set.
         val_dir = "images/val" if counts["val"] else "images/train"
         names = "\n".join(f"  {i}: {json.dumps(n)}" for i, n in enumerate(classes))
