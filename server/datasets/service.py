@@ -79,15 +79,20 @@ def start_import(
         form.discard()
     _delete_on_rollback(db, target)
     user = access.principal.user
-    job = jobs.submit(
-        db,
-        settings,
-        kinds,
-        kind=IMPORT_KIND,
-        user=user,
-        project_id=access.project.id,
-        params={"path": relative, "filename": upload.filename},
-    )
+    try:
+        job = jobs.submit(
+            db,
+            settings,
+            kinds,
+            kind=IMPORT_KIND,
+            user=user,
+            project_id=access.project.id,
+            params={"path": relative, "filename": upload.filename},
+        )
+    except BaseException:
+        # Refused before any SQL ran, there may be no transaction to roll back.
+        target.unlink(missing_ok=True)
+        raise
     audit.record(
         db,
         "dataset.import",
