@@ -311,7 +311,9 @@ def cmd_scheduler(args: argparse.Namespace) -> None:
 def cmd_migrate(args: argparse.Namespace) -> None:
     from server import migrate
 
-    settings = _settings(Mode.standalone)
+    # OCULAB_MODE=server (as in the chart) makes a missing OCULAB_DATABASE_URL an
+    # error instead of a quiet migration of a local SQLite file.
+    settings = _settings(Mode(os.environ.get("OCULAB_MODE", Mode.standalone)))
     if settings.database_url is None:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     url = settings.resolved_database_url

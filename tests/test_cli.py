@@ -266,6 +266,18 @@ def test_create_admin_resets_an_existing_password(fresh_database_url: str, tmp_p
     assert "updated" in again.stdout
 
 
+def test_migrate_in_server_mode_refuses_to_fall_back_to_sqlite(tmp_path: Path) -> None:
+    env = _env(
+        OCULAB_MODE="server", OCULAB_SECRET_KEY="k" * 40, OCULAB_DATA_DIR=str(tmp_path / "d")
+    )
+    result = subprocess.run(
+        [*OCULAB, "migrate"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode != 0
+    assert "OCULAB_DATABASE_URL is required" in result.stderr
+    assert not (tmp_path / "d" / "oculab.db").exists()
+
+
 def test_migrate_check_reports_whether_the_schema_is_current(
     fresh_database_url: str, tmp_path: Path
 ) -> None:

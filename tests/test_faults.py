@@ -242,6 +242,12 @@ def test_sigkilled_worker_job_finishes_elsewhere_once(
     assert done.attempts == 2
     assert done.worker_id != victim
     assert completions(c.data_dir).count(job_id) == 1
+    from server.jobs.models import WorkerRow
+
+    with c.maker() as db:
+        dead = db.get(WorkerRow, victim)
+        assert dead is not None
+        assert dead.stopped_at is not None  # the reconciler retired the silent worker
 
 
 def test_flushing_redis_loses_no_job_and_runs_none_twice(

@@ -352,6 +352,8 @@ def test_job_metrics_are_exported(f: Factory) -> None:
     assert 'oculab_workers{pool="cpu"} 1.0' in text
     assert 'oculab_workers{pool="gpu"} 0.0' in text
     assert "oculab_worker_heartbeat_age_seconds" in text
+    assert 'oculab_job_oldest_queued_seconds{pool="cpu"} 0.0' in text
+    assert 'oculab_job_oldest_queued_seconds{pool="gpu"}' in text
 
 
 def test_non_admins_cannot_use_admin_job_endpoints(f: Factory) -> None:

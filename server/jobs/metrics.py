@@ -16,7 +16,7 @@ from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Met
 from prometheus_client.registry import Collector
 from sqlalchemy.orm import Session, sessionmaker
 
-from server.jobs.models import Job, WorkerRow
+from server.jobs.models import Job, JobState, WorkerRow
 from server.kit.db import utcnow
 from server.settings import Settings
 
@@ -71,6 +71,22 @@ class JobsCollector(Collector):
         )
 
         now = utcnow()
+        oldest = GaugeMetricFamily(
+            "oculab_job_oldest_queued_seconds",
+            "Age of the oldest job still waiting in each pool (0 when none waits).",
+            labels=["pool"],
+        )
+        waiting_since = dict(
+            db.execute(
+                sa.select(Job.pool, sa.func.min(Job.created_at))
+                .where(Job.state == JobState.queued)
+                .group_by(Job.pool)
+            ).all()
+        )
+        for pool in self.settings.pools:
+            since = waiting_since.get(pool)
+            oldest.add_metric([pool], (now - since).total_seconds() if since else 0.0)
+        yield oldest
         cutoff = now - dt.timedelta(seconds=self.settings.heartbeat_timeout_seconds)
         workers = list(db.scalars(sa.select(WorkerRow).where(WorkerRow.stopped_at.is_(None))))
         live = GaugeMetricFamily(

@@ -262,6 +262,14 @@ class Scheduler:
 
     def _requeue_lost_workers(self, db: Session, now: dt.datetime) -> None:
         cutoff = now - dt.timedelta(seconds=self.settings.heartbeat_timeout_seconds)
+        # Workers that died without stopping (OOM kill, lost node) are marked stopped so
+        # they leave the capacity count, the admin view and the metrics.
+        db.execute(
+            sa.update(WorkerRow)
+            .where(WorkerRow.stopped_at.is_(None), WorkerRow.last_heartbeat < cutoff)
+            .values(stopped_at=now)
+            .execution_options(synchronize_session=False)
+        )
         stale = db.scalars(
             sa.select(Job)
             .where(Job.state == JobState.running, Job.heartbeat_at < cutoff)
