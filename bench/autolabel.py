@@ -9,7 +9,8 @@ not depend on training), the same JPEGs, the same batch size and confidence, and
 measured warm (model loaded and run once before the clock starts). The raw side reads
 each batch with cv2 and calls ``model.predict``; the Oculab side is the job: it selects
 images in the database, decodes them on a prefetch thread, runs the same predict and
-writes boxes back. Prints images/s for both, the ratio (goal >= 0.95) and one JSON line.
+writes boxes back. Raw runs and job runs alternate (``--repeats``) and each side keeps
+its best. Prints images/s for both, the ratio (goal >= 0.95) and one JSON line.
 """
 
 from __future__ import annotations
@@ -18,13 +19,16 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
 from mlbench import jpeg, log, seconds, standalone
 from PIL import Image
 
+from server.annotations.models import Annotation
 from server.images.models import Image as ImageRow
+from server.images.models import ImageStatus
 from server.models.models import ModelState, RegisteredModel
 
 
@@ -42,7 +46,9 @@ def raw_predict(weights: Path, files: list[Path], batch: int, imgsz: int, device
     from ultralytics import YOLO
 
     model = YOLO(str(weights))
-    model.predict([cv2.imread(str(files[0]))], imgsz=imgsz, device=device, verbose=False)
+    # Warm up on a full batch: the first call at a new batch shape builds kernels.
+    warm = [cv2.imread(str(f), cv2.IMREAD_COLOR) for f in files[:batch]]
+    model.predict(warm, imgsz=imgsz, conf=0.25, iou=0.7, device=device, verbose=False)
     start = time.perf_counter()
     for i in range(0, len(files), batch):
         images = [cv2.imread(str(f), cv2.IMREAD_COLOR) for f in files[i : i + batch]]
@@ -50,11 +56,24 @@ def raw_predict(weights: Path, files: list[Path], batch: int, imgsz: int, device
     return len(files) / (time.perf_counter() - start)
 
 
+def reset_to_unlabeled(oculab: Any, project_id: int) -> None:
+    """Undo the previous run's predictions so the next job labels the same images."""
+    with oculab.maker() as db, db.begin():
+        ids = sa.select(ImageRow.id).where(
+            ImageRow.project_id == project_id, ImageRow.filename.like("img%")
+        )
+        db.execute(sa.delete(Annotation).where(Annotation.image_id.in_(ids)))
+        db.execute(
+            sa.update(ImageRow).where(ImageRow.id.in_(ids)).values(status=ImageStatus.unlabeled)
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=256)
     parser.add_argument("--imgsz", type=int, default=640)
     parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
     with standalone(standalone_cpu_slots=1) as oculab:
@@ -102,12 +121,6 @@ def main() -> None:
         files = make_images(args.images, args.imgsz, seed=2)
         oculab.add_images(project_id, [(f"img{i}.jpg", b) for i, b in enumerate(files)])
 
-        log("oculab: auto-label job")
-        job = oculab.wait(oculab.submit("autolabel.run", project_id, params))
-        assert job.result is not None
-        assert job.result["images"] == args.images, job.result
-        oculab_rate = args.images / seconds(job)
-
         with oculab.maker() as db:
             rows = db.execute(
                 sa.select(ImageRow.sha256)
@@ -122,8 +135,21 @@ def main() -> None:
             link.parent.mkdir(exist_ok=True)
             link.symlink_to(blob)
             links.append(link)
-        log("raw ultralytics: batched predict")
-        raw_rate = raw_predict(weights, links, args.batch, args.imgsz, device)
+
+        # Alternate raw and job runs and keep each side's best: the speed of this kind
+        # of machine drifts by more than the difference being measured.
+        raw_rates: list[float] = []
+        job_rates: list[float] = []
+        for attempt in range(args.repeats):
+            log(f"raw ultralytics: batched predict ({attempt + 1}/{args.repeats})")
+            raw_rates.append(raw_predict(weights, links, args.batch, args.imgsz, device))
+            log(f"oculab: auto-label job ({attempt + 1}/{args.repeats})")
+            reset_to_unlabeled(oculab, project_id)
+            job = oculab.wait(oculab.submit("autolabel.run", project_id, params))
+            assert job.result is not None
+            assert job.result["images"] == args.images, job.result
+            job_rates.append(args.images / seconds(job))
+        raw_rate, oculab_rate = max(raw_rates), max(job_rates)
 
     figures = {
         "images": args.images,
@@ -132,6 +158,8 @@ def main() -> None:
         "device": device,
         "oculab_images_per_s": round(oculab_rate, 2),
         "raw_images_per_s": round(raw_rate, 2),
+        "raw_runs": [round(r, 2) for r in raw_rates],
+        "oculab_runs": [round(r, 2) for r in job_rates],
         "ratio": round(oculab_rate / raw_rate, 3),
     }
     print("Auto-label: Oculab job vs raw ultralytics predict, same model, images and batch")
