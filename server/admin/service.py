@@ -11,7 +11,7 @@ from server.audit.models import AuditEvent
 from server.auth import service as auth
 from server.auth.models import User
 from server.kit.errors import Conflict, NotFound
-from server.kit.pagination import decode_cursor, encode_cursor
+from server.kit.pagination import decode_cursor, page
 
 
 def list_users(
@@ -21,9 +21,7 @@ def list_users(
     stmt = sa.select(User).order_by(User.id).limit(limit + 1)
     if after is not None:
         stmt = stmt.where(User.id > after)
-    rows = list(db.scalars(stmt))
-    items = [UserAdminRead.model_validate(u) for u in rows[:limit]]
-    return items, encode_cursor(items[-1].id) if len(rows) > limit else None
+    return page(list(db.scalars(stmt)), limit, UserAdminRead.model_validate)
 
 
 def _other_active_admins(db: Session, user: User) -> int:
@@ -82,6 +80,4 @@ def list_audit(
         stmt = stmt.where(AuditEvent.action == action)
     if project_id is not None:
         stmt = stmt.where(AuditEvent.project_id == project_id)
-    rows = list(db.scalars(stmt))
-    items = [AuditRead.model_validate(e) for e in rows[:limit]]
-    return items, encode_cursor(items[-1].id) if len(rows) > limit else None
+    return page(list(db.scalars(stmt)), limit, AuditRead.model_validate)

@@ -24,7 +24,7 @@ from server.kit.errors import (
     Unprocessable,
     UnsupportedMediaType,
 )
-from server.kit.pagination import decode_cursor, encode_cursor
+from server.kit.pagination import decode_cursor, page
 from server.kit.storage import Storage
 from server.projects.models import Project
 from server.settings import Settings
@@ -196,9 +196,7 @@ def list_images(
     if after is not None:
         stmt = stmt.where(Image.id > after)
     rows = list(db.scalars(stmt.order_by(Image.id).limit(limit + 1)))
-    items = [read(image) for image in rows[:limit]]
-    next_cursor = encode_cursor(items[-1].id) if len(rows) > limit else None
-    return items, next_cursor
+    return page(rows, limit, read)
 
 
 def get(db: Session, image_id: int) -> Image:

@@ -14,7 +14,7 @@ from server.jobs.models import Job, JobEvent, JobState
 from server.jobs.schemas import JobEventRead, JobRead
 from server.kit.db import utcnow
 from server.kit.errors import Conflict, NotFound, Unprocessable
-from server.kit.pagination import decode_cursor, encode_cursor
+from server.kit.pagination import decode_cursor, page
 from server.projects.auth import member_project_ids
 from server.settings import Settings
 
@@ -125,8 +125,7 @@ def list_for(
     places: dict[int, int] = {}
     for pool in pools:
         places.update(scheduler.positions(db, pool))
-    items = [read(db, job, position=places.get(job.id)) for job in rows[:limit]]
-    return items, encode_cursor(items[-1].id) if len(rows) > limit else None
+    return page(rows, limit, lambda job: read(db, job, position=places.get(job.id)))
 
 
 def cancel(db: Session, job: Job, user: User, ip: str | None) -> Job:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Annotated
+from collections.abc import Callable, Sequence
+from typing import Annotated, Protocol, TypeVar
 
 from fastapi import Query
 
@@ -31,3 +32,19 @@ def decode_cursor(cursor: str | None) -> int | None:
     if prefix != "id" or not 0 < last_id <= MAX_ID:
         raise BadRequest("invalid cursor")
     return last_id
+
+
+class _HasId(Protocol):
+    @property
+    def id(self) -> int: ...
+
+
+R = TypeVar("R")
+T = TypeVar("T", bound=_HasId)
+
+
+def page(rows: Sequence[R], limit: int, convert: Callable[[R], T]) -> tuple[list[T], str | None]:
+    """One page from rows fetched with ``LIMIT limit + 1``: the extra row only says that
+    another page exists, and the cursor points after the last item returned."""
+    items = [convert(row) for row in rows[:limit]]
+    return items, encode_cursor(items[-1].id) if len(rows) > limit else None

@@ -16,7 +16,7 @@ from server.jobs import service as jobs
 from server.jobs.kinds import JobKind
 from server.jobs.models import Job
 from server.kit.errors import Conflict, PayloadTooLarge, Unprocessable
-from server.kit.pagination import decode_cursor, encode_cursor
+from server.kit.pagination import decode_cursor, page
 from server.kit.storage import Storage
 from server.models.models import ModelState, RegisteredModel
 from server.models.scan import check_weights
@@ -103,9 +103,7 @@ def list_models(
         stmt = stmt.where(RegisteredModel.project_id == project_id)
     if before is not None:
         stmt = stmt.where(RegisteredModel.id < before)
-    rows = list(db.scalars(stmt))
-    items = [read(db, m) for m in rows[:limit]]
-    return items, encode_cursor(items[-1].id) if len(rows) > limit else None
+    return page(list(db.scalars(stmt)), limit, lambda model: read(db, model))
 
 
 def promote(db: Session, model: RegisteredModel, access: ProjectAccess, ip: str | None) -> None:

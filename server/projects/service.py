@@ -10,7 +10,7 @@ from server.auth.models import User
 from server.images import service as images
 from server.images.models import Image, ImageStatus
 from server.kit.errors import Conflict, NotFound
-from server.kit.pagination import decode_cursor, encode_cursor
+from server.kit.pagination import decode_cursor, page
 from server.kit.roles import Role
 from server.kit.storage import Storage
 from server.projects.auth import ProjectAccess, member_project_ids
@@ -81,12 +81,11 @@ def list_visible(
     if after is not None:
         stmt = stmt.where(Project.id > after)
     rows = db.execute(stmt).all()
-    items = [
-        read(project, Role.owner if principal.user.is_admin else role)
-        for project, role in rows[:limit]
-    ]
-    next_cursor = encode_cursor(items[-1].id) if len(rows) > limit else None
-    return items, next_cursor
+    return page(
+        rows,
+        limit,
+        lambda row: read(row[0], Role.owner if principal.user.is_admin else row[1]),
+    )
 
 
 def detail(db: Session, access: ProjectAccess) -> ProjectDetail:
