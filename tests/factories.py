@@ -25,6 +25,7 @@ from server.images.models import Image as ImageRow
 from server.images.upload import ReceivedFile
 from server.kit.db import make_sessionmaker
 from server.kit.storage import HashingWriter, Storage
+from server.models.models import ModelState, RegisteredModel
 from server.projects import service as projects
 from server.projects.models import Project
 from server.projects.schemas import ProjectCreate
@@ -133,6 +134,21 @@ class Factory:
         assert response.status_code == 200, response.text
         http.headers["X-CSRF-Token"] = response.json()["csrf_token"]
         return ApiClient(http=http, user_id=response.json()["id"], username=username)
+
+    def model(self, project_id: int, state: ModelState = ModelState.ready) -> int:
+        """A registry row (no weights file): enough for whatever only names the model."""
+        with self.sessionmaker() as db, db.begin():
+            row = RegisteredModel(
+                project_id=project_id,
+                name="model",
+                state=state,
+                source="upload",
+                sha256="0" * 64,
+                size_bytes=1,
+            )
+            db.add(row)
+            db.flush()
+            return row.id
 
     def count(self, model: type[Any], *where: Any) -> int:
         with self.sessionmaker() as db:

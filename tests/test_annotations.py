@@ -177,11 +177,18 @@ def test_viewer_cannot_save_annotations(alice: ApiClient, bob: ApiClient, image_
     assert alice.get(f"/api/images/{image_id}/annotations").json()["revision"] == 0
 
 
+@pytest.fixture
+def model_source(alice: ApiClient, factory: Factory, image_id: int) -> str:
+    """``model:<id>`` of a model in the image's project (a box may only name those)."""
+    project_id = alice.get(f"/api/images/{image_id}").json()["project_id"]
+    return f"model:{factory.model(project_id)}"
+
+
 def test_predicted_boxes_keep_the_image_predicted_until_reviewed(
-    alice: ApiClient, image_id: int
+    alice: ApiClient, image_id: int, model_source: str
 ) -> None:
     url = f"/api/images/{image_id}/annotations"
-    predicted = {**BOX, "source": "model:7", "confidence": 0.83, "status": "predicted"}
+    predicted = {**BOX, "source": model_source, "confidence": 0.83, "status": "predicted"}
     saved = alice.put(url, json={"base_revision": 0, "boxes": [predicted, predicted, BOX]})
     assert saved.json()["status"] == "predicted"
     reviewed = alice.post(f"/api/images/{image_id}/review", json={"action": "reject_all"})
@@ -190,12 +197,14 @@ def test_predicted_boxes_keep_the_image_predicted_until_reviewed(
     assert body["status"] == "reviewed"
     assert body["revision"] == 2
     assert [b["status"] for b in body["boxes"]] == ["rejected", "rejected", "accepted"]
-    assert [b["source"] for b in body["boxes"]] == ["model:7", "model:7", "manual"]
+    assert [b["source"] for b in body["boxes"]] == [model_source, model_source, "manual"]
 
 
-def test_accept_all_accepts_every_prediction(alice: ApiClient, image_id: int) -> None:
+def test_accept_all_accepts_every_prediction(
+    alice: ApiClient, image_id: int, model_source: str
+) -> None:
     url = f"/api/images/{image_id}/annotations"
-    predicted = {**BOX, "source": "model:7", "confidence": 0.5, "status": "predicted"}
+    predicted = {**BOX, "source": model_source, "confidence": 0.5, "status": "predicted"}
     alice.put(url, json={"base_revision": 0, "boxes": [predicted]})
     body = alice.post(f"/api/images/{image_id}/review", json={"action": "accept_all"}).json()
     assert [b["status"] for b in body["boxes"]] == ["accepted"]

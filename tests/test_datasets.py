@@ -525,6 +525,13 @@ def _symlink_info() -> zipfile.ZipInfo:
             "zip bomb",
         ),
         (
+            # Each entry under the per-entry threshold, the whole far over the ratio.
+            make_zip({f"labels/{i}.txt": bytes(256 * 1024) for i in range(16)}),
+            {},
+            413,
+            "the zip's 16 entries expand",
+        ),
+        (
             make_zip({f"images/{i}.png": png_bytes(i) for i in range(5)}),
             {"max_import_entries": 3},
             413,
@@ -553,6 +560,7 @@ def _symlink_info() -> zipfile.ZipInfo:
         "encrypted",
         "overlapping",
         "ratio-bomb",
+        "many-small-entries-bomb",
         "too-many-entries",
         "unpacked-too-big",
         "upload-too-big",

@@ -78,14 +78,19 @@ def test_login_is_rate_limited(make_app, factory_for) -> None:
     app = make_app(login_rate_limit_per_minute=3)
     factory_for(app).user("carol", password=PASSWORD)
     http = TestClient(app)
-    codes = [
-        http.post(
-            "/api/auth/local/login", json={"username": "carol", "password": "nope nope"}
-        ).status_code
-        for _ in range(4)
-    ]
+    # The limiter counts in fixed one-minute windows: start at a window's first second so
+    # the count cannot reset half-way through the test.
+    with time_machine.travel(dt.datetime(2031, 1, 6, 12, 0, 0, tzinfo=dt.UTC)):
+        codes = [
+            http.post(
+                "/api/auth/local/login", json={"username": "carol", "password": "nope nope"}
+            ).status_code
+            for _ in range(4)
+        ]
+        blocked = http.post(
+            "/api/auth/local/login", json={"username": "carol", "password": PASSWORD}
+        )
     assert codes == [401, 401, 401, 429]
-    blocked = http.post("/api/auth/local/login", json={"username": "carol", "password": PASSWORD})
     assert blocked.status_code == 429
     assert int(blocked.headers["retry-after"]) >= 1
 
@@ -97,7 +102,11 @@ def test_disabled_local_accounts_answer_404(make_app, factory_for) -> None:
         "/api/auth/local/login", json={"username": "carol", "password": PASSWORD}
     )
     assert response.status_code == 404
-    assert TestClient(app).get("/api/auth/config").json() == {"oidc": False, "local": False}
+    assert TestClient(app).get("/api/auth/config").json() == {
+        "oidc": False,
+        "local": False,
+        "oidc_name": None,
+    }
 
 
 def test_cookie_write_without_csrf_token_is_403(carol: ApiClient, factory: Factory) -> None:
@@ -121,6 +130,34 @@ def test_logout_ends_the_session_server_side(carol: ApiClient, factory: Factory)
     replay = TestClient(carol.http.app, cookies={"oculab_session": cookie})
     assert replay.get("/api/me").status_code == 401
     assert "auth.logout" in _actions(factory)
+
+
+def test_logout_by_plain_form_needs_the_csrf_field_and_redirects_to_root(
+    carol: ApiClient,
+) -> None:
+    form = TestClient(carol.http.app, cookies=dict(carol.http.cookies))
+    token = carol.http.headers["X-CSRF-Token"]
+    # Malformed or oversized forms are refused like a missing token, never a 500.
+    bad = form.post(
+        "/auth/logout",
+        content=b"--x\r\nbroken",
+        headers={"Content-Type": "multipart/form-data; boundary=x"},
+        follow_redirects=False,
+    )
+    assert 400 <= bad.status_code < 500
+    with_file = form.post(
+        "/auth/logout",
+        data={"csrf_token": token},
+        files={"f": ("a.txt", b"x")},
+        follow_redirects=False,
+    )
+    assert 400 <= with_file.status_code < 500
+    assert form.post("/auth/logout", data={"csrf_token": "nope"}).status_code == 403
+    assert carol.get("/api/me").status_code == 200
+    response = form.post("/auth/logout", data={"csrf_token": token}, follow_redirects=False)
+    assert response.status_code == 303
+    assert response.headers["location"] == "/"
+    assert carol.get("/api/me").status_code == 401
 
 
 def test_disabling_a_user_ends_their_sessions(carol: ApiClient, admin: ApiClient) -> None:

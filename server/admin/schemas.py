@@ -3,7 +3,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any
 
-from pydantic import Field
+from pydantic import Field, StrictBool
 
 from server.kit.schemas import ReadSchema, Schema
 
@@ -14,12 +14,12 @@ Password = Annotated[str, Field(min_length=8, max_length=1024)]
 class UserCreate(Schema):
     username: Username
     password: Password
-    is_admin: bool = False
+    is_admin: StrictBool = False
 
 
 class UserUpdate(Schema):
-    is_active: bool | None = None
-    is_admin: bool | None = None
+    is_active: StrictBool | None = None
+    is_admin: StrictBool | None = None
     password: Password | None = None
 
 

@@ -5,24 +5,24 @@ import math
 import re
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, StrictFloat, StrictInt, field_validator, model_validator
 
 from server.annotations.models import BoxStatus
 from server.kit.db import MAX_ID
 from server.kit.schemas import ReadSchema, Schema
 
-Unit = Annotated[float, Field(ge=0.0, le=1.0)]
+Unit = Annotated[StrictFloat, Field(ge=0.0, le=1.0)]
 # Boxes that end a hair past the edge from float rounding are clamped, not refused.
 _EDGE_TOLERANCE = 1e-6
 _SOURCE = re.compile(r"^(manual|model:[1-9][0-9]{0,18})$")
 
 
 class Box(Schema):
-    class_id: Annotated[int, Field(ge=0, le=MAX_ID)]
+    class_id: Annotated[StrictInt, Field(ge=0, le=MAX_ID)]
     x: Unit
     y: Unit
-    w: Annotated[float, Field(gt=0.0, le=1.0)]
-    h: Annotated[float, Field(gt=0.0, le=1.0)]
+    w: Annotated[StrictFloat, Field(gt=0.0, le=1.0)]
+    h: Annotated[StrictFloat, Field(gt=0.0, le=1.0)]
     source: Annotated[str, Field(max_length=64)] = "manual"
     confidence: Unit | None = None
     status: BoxStatus = BoxStatus.accepted
@@ -46,7 +46,7 @@ class Box(Schema):
 
 
 class AnnotationsPut(Schema):
-    base_revision: Annotated[int, Field(ge=0, le=MAX_ID)]
+    base_revision: Annotated[StrictInt, Field(ge=0, le=MAX_ID)]
     boxes: list[Box]
 
 

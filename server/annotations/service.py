@@ -10,8 +10,9 @@ from server.annotations.models import Annotation, BoxStatus
 from server.annotations.schemas import AnnotationsPut, AnnotationsRead, BoxRead
 from server.auth.models import User
 from server.images.models import Image, ImageStatus
-from server.kit.db import utcnow
+from server.kit.db import MAX_ID, utcnow
 from server.kit.errors import Conflict, Unprocessable
+from server.models.models import RegisteredModel
 from server.projects.models import Project
 from server.settings import Settings
 
@@ -48,6 +49,7 @@ def save(
                 f"boxes.{index}.class_id: {box.class_id} is out of range; the project has "
                 f"{n_classes} classes (0..{n_classes - 1})"
             )
+    _check_sources(db, project, image, body)
     pending = any(box.status is BoxStatus.predicted for box in body.boxes)
     status = ImageStatus.predicted if pending else ImageStatus.reviewed
     # The compare-and-swap on revision is the lock: a concurrent writer blocks on the
@@ -85,6 +87,41 @@ def save(
     db.flush()
     db.refresh(image)
     return read(db, image)
+
+
+def _check_sources(db: Session, project: Project, image: Image, body: AnnotationsPut) -> None:
+    """``model:<id>`` must name a model of this project: a box may not claim to come
+    from a model that never made it. Sources the image already holds stay valid, so
+    saving back the boxes an auto-label run wrote always works."""
+    claimed = {box.source for box in body.boxes if box.source != "manual"}
+    if not claimed:
+        return
+    held = set(
+        db.scalars(
+            sa.select(Annotation.source)
+            .where(Annotation.image_id == image.id, Annotation.source.in_(claimed))
+            .distinct()
+        )
+    )
+    # The schema allows up to 19 digits; past MAX_ID no model can exist, and the
+    # number must not reach the database (it overflows BIGINT there).
+    ids = {int(source.removeprefix("model:")) for source in claimed - held}
+    ids = {model_id for model_id in ids if model_id <= MAX_ID}
+    known = set(
+        db.scalars(
+            sa.select(RegisteredModel.id).where(
+                RegisteredModel.id.in_(ids), RegisteredModel.project_id == project.id
+            )
+        )
+        if ids
+        else ()
+    )
+    for index, box in enumerate(body.boxes):
+        if box.source in claimed - held and int(box.source.removeprefix("model:")) not in known:
+            raise Unprocessable(
+                f"boxes.{index}.source: {box.source} is not a model of this project; use "
+                "'manual' or the id of one of the project's models"
+            )
 
 
 def review(db: Session, image: Image, user: User, action: str) -> AnnotationsRead:

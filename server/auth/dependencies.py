@@ -51,7 +51,8 @@ def client_info(request: Request) -> service.ClientInfo:
 Client = Annotated[service.ClientInfo, Depends(client_info)]
 
 
-def get_principal(request: Request, db: DB, settings: SettingsDep) -> Principal:
+def resolve_principal(request: Request, db: DB, settings: Settings, csrf_sent: str) -> Principal:
+    """Who is calling; ``csrf_sent`` is the CSRF token the request carries, if any."""
     authorization = request.headers.get("authorization")
     if authorization:
         scheme, _, credentials = authorization.partition(" ")
@@ -63,18 +64,23 @@ def get_principal(request: Request, db: DB, settings: SettingsDep) -> Principal:
         oidc = request.app.state.oidc
         if oidc is not None and settings.oidc_jwt_audience and credentials.count(".") == 2:
             claims = oidc.validate_bearer_jwt(credentials)
-            return Principal(user=service.upsert_oidc_user(db, settings, claims), via="jwt")
+            # Authenticate only: an access token is no statement about groups or roles.
+            return Principal(user=service.find_oidc_user(db, claims), via="jwt")
         raise Unauthorized("invalid bearer token")
 
     cookie = request.cookies.get(SESSION_COOKIE)
     if not cookie:
         raise Unauthorized("not authenticated")
     session, user = service.resolve_session(db, settings, cookie)
-    if request.method not in SAFE_METHODS:
-        sent = request.headers.get(CSRF_HEADER, "")
-        if not sent or not same(sent, session.csrf_token):
-            raise Forbidden("missing or invalid CSRF token (send the X-CSRF-Token header)")
+    if request.method not in SAFE_METHODS and not (
+        csrf_sent and same(csrf_sent, session.csrf_token)
+    ):
+        raise Forbidden("missing or invalid CSRF token (send the X-CSRF-Token header)")
     return Principal(user=user, via="session", session=session)
+
+
+def get_principal(request: Request, db: DB, settings: SettingsDep) -> Principal:
+    return resolve_principal(request, db, settings, request.headers.get(CSRF_HEADER, ""))
 
 
 def require_admin(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:

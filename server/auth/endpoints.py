@@ -1,7 +1,9 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response, status
-from fastapi.responses import RedirectResponse
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request, Response, status
+from fastapi.responses import JSONResponse, RedirectResponse
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -9,14 +11,17 @@ from server.audit import service as audit
 from server.auth import service
 from server.auth.dependencies import (
     CSRF_COOKIE,
+    CSRF_HEADER,
     SESSION_COOKIE,
     Client,
     CurrentPrincipal,
+    Principal,
     SettingsDep,
+    resolve_principal,
 )
 from server.auth.models import User
 from server.auth.oidc import OidcClient, safe_next
-from server.auth.schemas import AuthConfig, LocalLogin, Me
+from server.auth.schemas import AuthConfig, LocalLogin, LogoutRedirect, Me
 from server.kit.db import DB
 from server.kit.errors import NotFound, OculabError
 from server.kit.ratelimit import enforce
@@ -25,6 +30,9 @@ from server.settings import Settings
 router = APIRouter(tags=["auth"])
 
 _NEXT_KEY = "oculab_next"
+# A plain HTML sign-out form cannot set headers; it sends the CSRF token as this field.
+CSRF_FORM_FIELD = "csrf_token"
+_FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
 
 
 def _oidc(request: Request) -> OidcClient:
@@ -81,7 +89,12 @@ def _me(user: User, via: str, csrf: str | None) -> Me:
 
 @router.get("/api/auth/config", operation_id="auth_config")
 def auth_config(request: Request, settings: SettingsDep) -> AuthConfig:
-    return AuthConfig(oidc=request.app.state.oidc is not None, local=settings.local_accounts)
+    oidc = request.app.state.oidc is not None
+    return AuthConfig(
+        oidc=oidc,
+        local=settings.local_accounts,
+        oidc_name=settings.oidc_name if oidc else None,
+    )
 
 
 @router.get("/auth/login", operation_id="oidc_login", include_in_schema=True)
@@ -104,7 +117,7 @@ async def oidc_callback(request: Request, settings: SettingsDep, client: Client)
         settings.login_rate_limit_per_minute,
     )
     try:
-        claims = await oidc.complete_login(request)
+        login = await oidc.complete_login(request)
     except OculabError as exc:
         detail = exc.detail
 
@@ -118,8 +131,10 @@ async def oidc_callback(request: Request, settings: SettingsDep, client: Client)
 
     def finish() -> service.NewSession:
         with request.app.state.sessionmaker() as db, db.begin():
-            user = service.upsert_oidc_user(db, settings, claims)
-            return service.create_session(db, settings, user, method="oidc", client=client)
+            user = service.upsert_oidc_user(db, settings, login.claims)
+            return service.create_session(
+                db, settings, user, method="oidc", client=client, id_token=login.id_token
+            )
 
     new = await run_in_threadpool(finish)
     response = RedirectResponse(next_url, status_code=status.HTTP_303_SEE_OTHER)
@@ -127,12 +142,83 @@ async def oidc_callback(request: Request, settings: SettingsDep, client: Client)
     return response
 
 
-@router.post("/auth/logout", status_code=status.HTTP_204_NO_CONTENT, operation_id="logout")
-def logout(principal: CurrentPrincipal, db: DB, client: Client, response: Response) -> None:
-    if principal.session is not None:
-        service.end_session(db, principal.session, principal.user, client)
+def _is_form(request: Request) -> bool:
+    content_type = request.headers.get("content-type", "").partition(";")[0]
+    return content_type.strip().lower() in _FORM_TYPES
+
+
+async def _logout_csrf(request: Request) -> str:
+    """The sign-out's CSRF token: the header (fetch callers) or a form field."""
+    sent = request.headers.get(CSRF_HEADER)
+    if sent:
+        return sent
+    if _is_form(request):
+        form = await request.form(max_files=0, max_fields=20)
+        value = form.get(CSRF_FORM_FIELD)
+        return value if isinstance(value, str) else ""
+    return ""
+
+
+def _logout_principal(
+    request: Request, db: DB, settings: SettingsDep, csrf: Annotated[str, Depends(_logout_csrf)]
+) -> Principal:
+    return resolve_principal(request, db, settings, csrf)
+
+
+def _post_logout_redirect_uri(request: Request, settings: Settings) -> str:
+    if settings.oidc_post_logout_redirect_uri:
+        return settings.oidc_post_logout_redirect_uri
+    if settings.public_url:
+        return settings.public_url.rstrip("/") + "/"
+    return str(request.base_url)
+
+
+@router.post(
+    "/auth/logout",
+    status_code=status.HTTP_204_NO_CONTENT,
+    operation_id="logout",
+    responses={
+        200: {
+            "model": LogoutRedirect,
+            "description": "SSO session: send the browser to `redirect` to end the "
+            "identity provider's session too.",
+        },
+        303: {"description": "Form posts: redirect to the IdP's logout or to `/`."},
+    },
+)
+def logout(
+    request: Request,
+    principal: Annotated[Principal, Depends(_logout_principal)],
+    db: DB,
+    client: Client,
+    settings: SettingsDep,
+) -> Response:
+    """Ends the session; for SSO sessions also points the browser at the IdP's logout.
+
+    Without that second step the next sign-in passes silently at the IdP, which is not
+    what someone clicking "sign out" on a shared lab machine expects.
+    """
+    provider_logout: str | None = None
+    session = principal.session
+    if session is not None:
+        id_token = session.id_token
+        service.end_session(db, session, principal.user, client)
+        oidc: OidcClient | None = request.app.state.oidc
+        if oidc is not None and session.method == "oidc":
+            provider_logout = oidc.end_session_url(
+                id_token, _post_logout_redirect_uri(request, settings)
+            )
+    response: Response
+    if _is_form(request):
+        response = RedirectResponse(provider_logout or "/", status_code=status.HTTP_303_SEE_OTHER)
+    elif provider_logout:
+        # fetch() cannot follow a redirect to another origin; the SPA navigates itself.
+        response = JSONResponse(LogoutRedirect(redirect=provider_logout).model_dump())
+    else:
+        response = Response(status_code=status.HTTP_204_NO_CONTENT)
     response.delete_cookie(SESSION_COOKIE, path="/")
     response.delete_cookie(CSRF_COOKIE, path="/")
+    return response
 
 
 @router.post("/api/auth/local/login", operation_id="local_login")
@@ -147,8 +233,13 @@ def local_login(
     if not settings.local_accounts:
         raise NotFound("local accounts are disabled; use single sign-on")
     limiter = request.app.state.rate_limiter
-    enforce(limiter, f"login-ip:{client.ip}", settings.login_rate_limit_per_minute)
-    enforce(limiter, f"login-user:{body.username.lower()}", settings.login_rate_limit_per_minute)
+    username = body.username.lower()
+    # Guessing is limited per (address, account) and, for spraying many accounts, per
+    # address. The bound per account alone is much higher: at the tight one, anyone
+    # could lock a user out by failing ten times from anywhere.
+    enforce(limiter, f"login-ip:{client.ip}", settings.login_address_rate_limit_per_minute)
+    enforce(limiter, f"login-ip-user:{client.ip}:{username}", settings.login_rate_limit_per_minute)
+    enforce(limiter, f"login-user:{username}", settings.login_account_rate_limit_per_minute)
     try:
         user = service.authenticate_local(db, body.username, body.password, client)
     except OculabError as exc:

@@ -52,6 +52,9 @@ class LoginSession(Base):
     revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     ip: Mapped[str | None] = mapped_column(sa.String(64))
     user_agent: Mapped[str | None] = mapped_column(sa.String(500))
+    # The raw ID token of an SSO login: the id_token_hint of RP-initiated logout. It is
+    # not a credential here: bearer JWTs must be access tokens (typ at+jwt).
+    id_token: Mapped[str | None] = mapped_column(sa.Text())
 
 
 class ApiToken(Base):

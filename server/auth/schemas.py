@@ -29,3 +29,13 @@ class Me(ReadSchema):
 class AuthConfig(ReadSchema):
     oidc: bool
     local: bool
+    oidc_name: str | None = Field(
+        default=None,
+        description="The identity provider's name for 'Sign in with <name>' (null without SSO).",
+    )
+
+
+class LogoutRedirect(ReadSchema):
+    redirect: str = Field(
+        description="The identity provider's end-session URL; navigate the browser there."
+    )

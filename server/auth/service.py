@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +19,8 @@ from server.kit.roles import Role
 from server.kit.secrets import new_token, token_hash
 from server.projects.models import Membership, Project
 from server.settings import Settings
+
+log = logging.getLogger(__name__)
 
 # last_seen_at is refreshed at most this often, so reads do not all turn into writes.
 _TOUCH_INTERVAL = dt.timedelta(seconds=60)
@@ -88,7 +91,10 @@ def set_password(db: Session, user: User, password: str) -> None:
 
 def authenticate_local(db: Session, username: str, password: str, client: ClientInfo) -> User:
     user = get_local_user(db, username)
-    if user is None or not verify_password(user.password_hash, password):
+    # Argon2 runs whether or not the user exists (against a dummy hash when not), so
+    # the response time does not tell which usernames are real.
+    valid = verify_password(user.password_hash if user else None, password)
+    if user is None or not valid:
         raise Unauthorized("invalid username or password")
     if not user.is_active:
         raise Forbidden("this account is disabled")
@@ -99,7 +105,13 @@ def authenticate_local(db: Session, username: str, password: str, client: Client
 
 
 def create_session(
-    db: Session, settings: Settings, user: User, *, method: str, client: ClientInfo
+    db: Session,
+    settings: Settings,
+    user: User,
+    *,
+    method: str,
+    client: ClientInfo,
+    id_token: str | None = None,
 ) -> NewSession:
     token = new_token()
     now = utcnow()
@@ -113,6 +125,7 @@ def create_session(
         expires_at=now + dt.timedelta(hours=settings.session_max_age_hours),
         ip=client.ip,
         user_agent=(client.user_agent or "")[:500] or None,
+        id_token=id_token,
     )
     db.add(session)
     user.last_login_at = now
@@ -153,6 +166,7 @@ def resolve_session(db: Session, settings: Settings, token: str) -> tuple[LoginS
 
 def end_session(db: Session, session: LoginSession, user: User, client: ClientInfo) -> None:
     session.revoked_at = utcnow()
+    session.id_token = None  # only ever needed for this sign-out
     audit.record(
         db, "auth.logout", actor=user, target_type="session", target_id=session.id, ip=client.ip
     )
@@ -183,8 +197,31 @@ def _groups(claims: dict[str, Any], claim: str) -> list[str]:
     return []
 
 
+def find_oidc_user(db: Session, claims: dict[str, Any]) -> User:
+    """The user a validated bearer access token speaks for; nothing about them changes.
+
+    Access tokens carry no name, e-mail or groups (RFC 9068 does not require them), so
+    they cannot be a source of truth for rights: only a browser login (ID token plus
+    userinfo) updates those. An identity that never signed in has no account to act as.
+    """
+    issuer = claims.get("iss")
+    subject = claims.get("sub")
+    if not isinstance(issuer, str) or not isinstance(subject, str) or not subject:
+        raise Unauthorized("invalid bearer token (iss and sub must be strings)")
+    user = db.scalar(sa.select(User).where(User.issuer == issuer, User.subject == subject))
+    if user is None:
+        raise Unauthorized(
+            "no Oculab account for this identity yet: sign in once in the browser with "
+            "single sign-on before calling the API with identity-provider tokens"
+        )
+    if not user.is_active:
+        raise Unauthorized("this account is disabled")
+    return user
+
+
 def upsert_oidc_user(db: Session, settings: Settings, claims: dict[str, Any]) -> User:
-    """Find or create the user for validated ID-token claims, identified by (iss, sub)."""
+    """Find or create the user for a browser login's claims (ID token merged with
+    userinfo), identified by (iss, sub), and bring their groups and roles up to date."""
     issuer = claims.get("iss")
     subject = claims.get("sub")
     if not isinstance(issuer, str) or not isinstance(subject, str) or not subject:
@@ -211,20 +248,38 @@ def upsert_oidc_user(db: Session, settings: Settings, claims: dict[str, Any]) ->
     user.email = _claim_str(claims, "email")
     user.display_name = _claim_str(claims, "name")
     user.groups = groups
+    if settings.oidc_groups_claim not in claims and (
+        settings.oidc_admin_groups or settings.oidc_project_roles
+    ):
+        log.warning(
+            "OIDC login of %s: neither the ID token nor userinfo has a %r claim, so no "
+            "group maps to admin or project roles; check the IdP's groups mapper",
+            username,
+            settings.oidc_groups_claim,
+        )
     if settings.oidc_admin_groups:
         # The IdP decides who is an admin once admin groups are configured.
         user.is_admin = bool(set(groups) & set(settings.oidc_admin_groups))
     db.flush()
     if not user.is_active:
         raise Forbidden("this account is disabled")
-    sync_group_memberships(db, settings, user)
+    roles = sync_group_memberships(db, settings, user)
+    log.info(
+        "OIDC login of %s (sub=%s): groups %s -> admin=%s, project roles %s",
+        username,
+        subject,
+        groups,
+        user.is_admin,
+        {name: role.value for name, role in roles.items()},
+    )
     return user
 
 
-def sync_group_memberships(db: Session, settings: Settings, user: User) -> None:
+def sync_group_memberships(db: Session, settings: Settings, user: User) -> dict[str, Role]:
     """Grant the project roles that the user's IdP groups map to; drop lapsed grants.
 
-    Memberships an owner set by hand are never touched.
+    Memberships an owner set by hand are never touched. Returns the roles the groups
+    grant, by project name (projects that do not exist are left out).
     """
     wanted: dict[str, Role] = {}
     for group in user.groups:
@@ -276,3 +331,4 @@ def sync_group_memberships(db: Session, settings: Settings, user: User) -> None:
                 group_mapping=True,
             )
     db.flush()
+    return {name: role for name, role in wanted.items() if name in projects}

@@ -51,7 +51,10 @@ def autolabel(ctx: JobContext) -> dict[str, Any]:
 
     yolo.configure_offline(ctx.settings.data_dir)
     device = yolo.device_for(ctx.gpu_index)
-    loaded = yolo.MODELS.get(weights, sha, device)
+    try:
+        loaded = yolo.MODELS.get(weights, sha, device)
+    except ValueError as exc:  # refused by the restricted loader, or unreadable
+        raise JobFailed(f"the model could not be loaded: {exc}") from exc
     source = f"model:{model_id}"
 
     def fetch(after_id: int) -> list[Row]:

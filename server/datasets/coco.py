@@ -21,16 +21,15 @@ from server.datasets.schemas import Issue
 from server.datasets.zipread import MemberError, read_small
 from server.images.models import Split
 from server.jobs.runtime import JobFailed
+from server.projects.schemas import MAX_CLASS_NAME_LENGTH, MAX_CLASSES
 
-# json.loads holds the whole document (and ~10x its size in objects) in memory.
-MAX_JSON_BYTES = 512 * 1024 * 1024
 _SPLIT_IN_NAME = re.compile(r"(?:^|[^a-z])(train|val|valid|validation|test)(?:[^a-z]|$)")
 _SPLITS = {"train": Split.train, "test": Split.test}
 
 
-def _load(archive: zipfile.ZipFile, name: str) -> dict[str, Any]:
+def _load(archive: zipfile.ZipFile, name: str, max_bytes: int) -> dict[str, Any]:
     try:
-        data = read_small(archive, archive.getinfo(name), MAX_JSON_BYTES)
+        data = read_small(archive, archive.getinfo(name), max_bytes)
     except MemberError as exc:
         raise JobFailed(f"{name} {exc}") from None
     try:
@@ -58,12 +57,21 @@ def _categories(docs: list[tuple[str, dict[str, Any]]]) -> dict[int, str]:
                     f"{name}: categories[{index}] needs an integer 'id' and a 'name'; "
                     "nothing was imported"
                 )
+            if len(label) > MAX_CLASS_NAME_LENGTH:
+                raise JobFailed(
+                    f"{name}: categories[{index}] has a name of {len(label)} characters, over "
+                    f"the limit of {MAX_CLASS_NAME_LENGTH}; nothing was imported"
+                )
             if classes.get(cid, label) != label:
                 raise JobFailed(
                     f"{name}: category id {cid} is both {classes[cid]!r} and {label!r}; "
                     "nothing was imported"
                 )
             classes[cid] = label
+            if len(classes) > MAX_CLASSES:
+                raise JobFailed(
+                    f"the COCO files name more than {MAX_CLASSES} categories; nothing was imported"
+                )
     return dict(sorted(classes.items()))
 
 
@@ -204,10 +212,21 @@ class _Planner:
         return self.plan
 
 
-def plan(archive: zipfile.ZipFile, members: dict[str, zipfile.ZipInfo]) -> Plan:
-    docs = [
-        (name, _load(archive, name)) for name in sorted(members) if name.lower().endswith(".json")
-    ]
+def plan(
+    archive: zipfile.ZipFile, members: dict[str, zipfile.ZipInfo], *, max_json_bytes: int
+) -> Plan:
+    """``max_json_bytes`` caps all JSON files together, checked on the sizes the zip
+    declares before any is parsed (and again while each is read): ``json.loads`` holds
+    every document at once, at several times its size in objects, and in standalone
+    mode it runs in the API's process."""
+    names = [name for name in sorted(members) if name.lower().endswith(".json")]
+    declared = sum(members[name].file_size for name in names)
+    if declared > max_json_bytes:
+        raise JobFailed(
+            f"the zip's JSON files hold {declared} bytes, over the limit of {max_json_bytes} "
+            "(OCULAB_MAX_COCO_JSON_BYTES); nothing was imported"
+        )
+    docs = [(name, _load(archive, name, max_json_bytes)) for name in names]
     planner = _Planner(members, _categories(docs))
     for name, doc in docs:
         planner.add_document(name, doc)

@@ -33,6 +33,7 @@ from server.kit.db import utcnow
 from server.kit.storage import HashingWriter
 from server.projects.models import Project
 from server.projects.schemas import Classes
+from server.settings import Settings
 
 # One transaction per batch: short enough that cancel (checked between batches) and
 # other writers (SQLite has one write lock) are not kept waiting long.
@@ -324,10 +325,12 @@ class BatchImport:
             )
 
 
-def _plan(archive: zipfile.ZipFile) -> tuple[Plan, dict[str, zipfile.ZipInfo]]:
+def _plan(archive: zipfile.ZipFile, settings: Settings) -> tuple[Plan, dict[str, zipfile.ZipInfo]]:
     members = dataset_members(archive)
-    layout = detect(members)
-    plan = yolo.plan(archive, members) if layout == "yolo" else coco.plan(archive, members)
+    if detect(members) == "yolo":
+        plan = yolo.plan(archive, members, max_class_file_bytes=settings.max_class_file_bytes)
+    else:
+        plan = coco.plan(archive, members, max_json_bytes=settings.max_coco_json_bytes)
     if not plan.images:
         raise JobFailed(
             "the zip contains no images (JPEG, PNG, WebP, BMP or TIFF files); nothing was imported"
@@ -341,7 +344,7 @@ def run(ctx: JobContext, zip_path: Path, filename: str) -> ImportReport:
     except (OSError, zipfile.BadZipFile) as exc:
         raise JobFailed(f"the uploaded zip cannot be opened ({exc})") from None
     with archive:
-        plan, members = _plan(archive)
+        plan, members = _plan(archive, ctx.settings)
         reporter = Reporter()
         reporter.counts.labels_skipped += plan.labels_skipped
         for issue in plan.issues:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, StrictBool, StrictFloat, StrictInt, field_validator
 
 from server.kit.schemas import Schema
 
@@ -11,17 +11,17 @@ ExportFormat = Literal["yolo", "coco"]
 
 class ExportRequest(Schema):
     format: ExportFormat
-    only_reviewed: bool = Field(
+    only_reviewed: StrictBool = Field(
         default=False,
         description="Only reviewed images and their accepted boxes; otherwise every image, "
         "with accepted and predicted boxes. Rejected boxes are never exported.",
     )
-    val_fraction: Annotated[float, Field(ge=0.0, le=0.9)] = Field(
+    val_fraction: Annotated[StrictFloat, Field(ge=0.0, le=0.9)] = Field(
         default=0.0,
         description="0 keeps each image's stored split (none means train); above 0 splits "
         "train/val by a hash of (seed, image sha256), the same every time.",
     )
-    seed: Annotated[int, Field(ge=0, le=2**32 - 1)] = 0
+    seed: Annotated[StrictInt, Field(ge=0, le=2**32 - 1)] = 0
 
 
 class Issue(BaseModel):

@@ -113,6 +113,23 @@ def _check_ratio(info: zipfile.ZipInfo, max_ratio: int) -> None:
         )
 
 
+def _check_total_ratio(infos: list[zipfile.ZipInfo], max_ratio: int) -> None:
+    """The per-entry check skips small members, so a bomb can be many small ones
+    (10,000 entries of 1 MiB of zeros each pass it one by one): the archive as a whole
+    must stay under the ratio too. Images, the bulk of any real dataset, hardly
+    compress, so a real zip is far below it."""
+    unpacked = sum(info.file_size for info in infos)
+    if unpacked <= RATIO_MIN_BYTES:
+        return
+    packed = sum(info.compress_size for info in infos)
+    ratio = unpacked / max(packed, 1)
+    if ratio > max_ratio:
+        raise PayloadTooLarge(
+            f"the zip's {len(infos)} entries expand {ratio:.0f}x ({packed} to {unpacked} "
+            f"bytes), over the limit of {max_ratio}x: refusing a zip bomb"
+        )
+
+
 def _check_overlap(infos: list[zipfile.ZipInfo]) -> None:
     """Entries whose data overlap (the shared-kernel zip bomb) never come from a real
     zip tool. A member's data follows its >= 30-byte local header, so it overlaps the
@@ -152,6 +169,7 @@ def check_archive(path: Path, settings: Settings) -> ArchiveSummary:
         )
     for info in infos:
         _check_ratio(info, settings.max_import_ratio)
+    _check_total_ratio(infos, settings.max_import_ratio)
     _check_overlap(infos)
     files = sum(not info.is_dir() for info in infos)
     if files == 0:

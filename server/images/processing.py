@@ -6,7 +6,7 @@ import sys
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from PIL import Image as PILImage
 from PIL import ImageFile, ImageOps, UnidentifiedImageError
@@ -22,6 +22,27 @@ ALLOWED_FORMATS: dict[str, tuple[str, str]] = {
     "TIFF": ("tiff", "image/tiff"),
 }
 CONTENT_TYPES = {short: mime for short, mime in ALLOWED_FORMATS.values()}
+# Short name -> the extensions of that format; the first is the one downloads get.
+EXTENSIONS: dict[str, tuple[str, ...]] = {
+    "jpeg": (".jpg", ".jpeg", ".jpe"),
+    "png": (".png",),
+    "webp": (".webp",),
+    "bmp": (".bmp",),
+    "tiff": (".tif", ".tiff"),
+}
+
+
+def download_name(filename: str, short_format: str) -> str:
+    """The uploaded name with the extension of the format the bytes really are: a PNG
+    uploaded as ``poly.html`` downloads as ``poly.png``, so no browser or desktop
+    opens it as a page."""
+    extensions = EXTENSIONS[short_format]
+    path = PurePosixPath(filename)
+    if path.suffix.lower() in extensions:
+        return filename
+    stem = path.stem if path.suffix else filename
+    return f"{stem or 'image'}{extensions[0]}"
+
 
 # Truncated files must fail, never be silently padded with grey.
 ImageFile.LOAD_TRUNCATED_IMAGES = False

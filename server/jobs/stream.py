@@ -17,6 +17,7 @@ from typing import Any
 import psycopg
 
 from server.jobs.events import EVENTS_CHANNEL
+from server.kit.db import DbTimeouts, pg_connect_args
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,7 @@ FINISHED = {"succeeded", "failed", "canceled"}
 class EventHub:
     """Wakes SSE streams waiting on a job id."""
 
-    def __init__(self, database_url: str | None) -> None:
+    def __init__(self, database_url: str | None, timeouts: DbTimeouts | None = None) -> None:
         self._url = (
             database_url.replace("postgresql+psycopg://", "postgresql://", 1)
             if database_url and database_url.startswith(("postgresql", "postgres://"))
@@ -36,6 +37,13 @@ class EventHub:
             defaultdict(set)
         )
         self._task: asyncio.Task[None] | None = None
+        # Keepalives matter most here: a LISTEN connection is idle by design, and one
+        # whose server vanished silently would otherwise never wake a stream again.
+        # No statement timeout: LISTEN runs no long statement, and none is needed.
+        base = timeouts or DbTimeouts()
+        self._connect_args = pg_connect_args(
+            DbTimeouts(connect_seconds=base.connect_seconds, tcp_seconds=base.tcp_seconds)
+        )
 
     @property
     def live(self) -> bool:
@@ -57,7 +65,7 @@ class EventHub:
         while True:
             try:
                 async with await psycopg.AsyncConnection.connect(
-                    self._url, autocommit=True, connect_timeout=5
+                    self._url, autocommit=True, **self._connect_args
                 ) as conn:
                     await conn.execute(f"LISTEN {EVENTS_CHANNEL}")
                     async for notify in conn.notifies():

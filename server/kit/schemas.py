@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Path
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, model_validator
 
 from server.kit.db import MAX_ID
 
@@ -25,7 +25,13 @@ def _walk_reject_nul(value: Any) -> None:
 
 
 class Schema(BaseModel):
-    """Request bodies: unknown fields are an error, not silently dropped."""
+    """Request bodies: unknown fields are an error, not silently dropped.
+
+    Ids, counts and flags are declared ``StrictInt``/``StrictBool`` (floats
+    ``StrictFloat``, which still takes JSON integers): pydantic's lax mode reads JSON
+    ``true`` and ``"1"`` as the integer 1, and ``1`` or ``"yes"`` as true, and such a
+    mix-up changes what a request means.
+    """
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, str_strip_whitespace=False)
 
@@ -37,9 +43,15 @@ class Schema(BaseModel):
 
 
 class ReadSchema(BaseModel):
-    """Response bodies, built from ORM rows."""
+    """Response bodies, built from ORM rows.
 
-    model_config = ConfigDict(from_attributes=True)
+    A field with a default is always in the response, so the OpenAPI document marks it
+    required (the SPA's generated types then need no ``undefined`` checks).
+    """
+
+    model_config = ConfigDict(
+        from_attributes=True, json_schema_serialization_defaults_required=True
+    )
 
 
 def _not_blank(value: str) -> str:
@@ -50,7 +62,7 @@ def _not_blank(value: str) -> str:
 
 Name = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_not_blank)]
 Description = Annotated[str, Field(max_length=10_000)]
-Id = Annotated[int, Field(ge=1, le=MAX_ID)]
+Id = Annotated[StrictInt, Field(ge=1, le=MAX_ID)]
 PathId = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 

@@ -22,6 +22,7 @@ from server.kit.errors import (
     UnsupportedMediaType,
 )
 from server.kit.pagination import Cursor, Limit
+from server.kit.ratelimit import enforce
 from server.kit.roles import Role
 from server.kit.schemas import Page
 from server.kit.storage import Storage
@@ -148,6 +149,14 @@ async def predict(
     iou: Annotated[float, Query(ge=0, le=1)] = 0.7,
 ) -> PredictResult:
     """Boxes for one or more images, from a worker at interactive priority."""
+    # Predict jobs go ahead of every queue and past the per-user job limits, so each
+    # user gets a budget of requests (the limiter may call Redis: off the event loop).
+    await run_in_threadpool(
+        enforce,
+        request.app.state.rate_limiter,
+        f"predict-user:{access.access.principal.user.id}",
+        settings.predict_rate_limit_per_minute,
+    )
     model = access.model
     if model.state is not ModelState.ready:
         raise Conflict(f"the model is not ready ({model.state.value})")

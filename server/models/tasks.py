@@ -16,8 +16,9 @@ from server.projects.models import Project
 
 
 def inspect_model(ctx: JobContext) -> dict[str, Any]:
-    """Loads uploaded weights in a worker and fills in what they are, or fails them."""
-    from workers.ml import yolo
+    """Loads uploaded weights in a confined child of the worker (workers/ml/sandbox.py)
+    and fills in what they are, or fails them with the reason."""
+    from workers.ml import sandbox
 
     model_id = int(ctx.params["model_id"])
     with ctx.session() as db:
@@ -27,9 +28,8 @@ def inspect_model(ctx: JobContext) -> dict[str, Any]:
         if model.state is ModelState.ready:
             return {"model_id": model_id}  # a redelivery after success
         path = weights_file(ctx.storage, model.sha256)
-    yolo.configure_offline(ctx.settings.data_dir)
     try:
-        info = yolo.inspect(path)
+        info = sandbox.inspect_isolated(path, sandbox.Limits.from_settings(ctx.settings), ctx.log)
         if info.task != "detect":
             raise ValueError(f"only detection models are supported; this is a {info.task} model")
     except ValueError as exc:
@@ -78,7 +78,10 @@ def predict(ctx: JobContext) -> dict[str, Any]:
             sha = model.sha256
         yolo.configure_offline(ctx.settings.data_dir)
         device = yolo.device_for(ctx.gpu_index)
-        loaded = yolo.MODELS.get(weights, sha, device)
+        try:
+            loaded = yolo.MODELS.get(weights, sha, device)
+        except ValueError as exc:
+            raise JobFailed(f"the model could not be loaded: {exc}") from exc
         decoded = [cv2.imread(str(path), cv2.IMREAD_COLOR) for path in staged]
         images: list[Any] = [img for img in decoded if img is not None]
         if len(images) != len(decoded):

@@ -3,7 +3,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated
 
-from pydantic import Field
+from pydantic import Field, StrictInt
 
 from server.kit.schemas import Name, ReadSchema, Schema
 
@@ -11,7 +11,7 @@ from server.kit.schemas import Name, ReadSchema, Schema
 class TokenCreate(Schema):
     name: Name
     # None: never expires. Default 90 days so forgotten tokens age out.
-    expires_in_days: Annotated[int, Field(ge=1, le=3650)] | None = 90
+    expires_in_days: Annotated[StrictInt, Field(ge=1, le=3650)] | None = 90
 
 
 class TokenRead(ReadSchema):

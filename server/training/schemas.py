@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field, StrictBool, StrictFloat, StrictInt, field_validator
 
 from server.kit.schemas import Schema
 
@@ -13,17 +13,17 @@ _YAML = r"^yolo[a-z0-9.-]{1,30}\.yaml$"
 class TrainRequest(Schema):
     base: (
         Annotated[str, Field(min_length=1, max_length=40)]
-        | Annotated[int, Field(ge=1, le=2**63 - 1)]
+        | Annotated[StrictInt, Field(ge=1, le=2**63 - 1)]
     ) = "yolo11n.yaml"
-    epochs: Annotated[int, Field(ge=1, le=1000)] = 50
-    imgsz: Annotated[int, Field(ge=32, le=2048, multiple_of=32)] = 640
-    batch: Annotated[int, Field(ge=-1, le=512)] = 16
-    val_fraction: Annotated[float, Field(ge=0, le=0.9)] = 0.2
-    seed: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0
+    epochs: Annotated[StrictInt, Field(ge=1, le=1000)] = 50
+    imgsz: Annotated[StrictInt, Field(ge=32, le=2048, multiple_of=32)] = 640
+    batch: Annotated[StrictInt, Field(ge=-1, le=512)] = 16
+    val_fraction: Annotated[StrictFloat, Field(ge=0, le=0.9)] = 0.2
+    seed: Annotated[StrictInt, Field(ge=0, le=2**31 - 1)] = 0
     # Ultralytics' default; small datasets learn faster with less (its warm-up also
     # lasts at least 100 iterations).
-    warmup_epochs: Annotated[float, Field(ge=0, le=10)] = 3.0
-    only_reviewed: bool = True
+    warmup_epochs: Annotated[StrictFloat, Field(ge=0, le=10)] = 3.0
+    only_reviewed: StrictBool = True
     name: Annotated[str, Field(max_length=200)] | None = None
     pool: Annotated[str, Field(max_length=40)] | None = None
 
@@ -32,7 +32,13 @@ class TrainRequest(Schema):
     def _base(cls, value: str | int) -> str | int:
         import re
 
-        if isinstance(value, str) and not value.isdigit() and not re.match(_YAML, value):
+        if isinstance(value, str) and value.isascii() and value.isdigit():
+            # A model id sent as text; bounded here like one sent as a number (and
+            # ASCII only: "²" passes isdigit but not int).
+            value = int(value)
+            if not 1 <= value <= 2**63 - 1:
+                raise ValueError("a model id must be between 1 and 2^63 - 1")
+        elif isinstance(value, str) and not re.match(_YAML, value):
             raise ValueError("base must be an architecture like 'yolo11n.yaml' or a model id")
         return value
 

@@ -1,6 +1,8 @@
 """Loading, inspecting and running YOLO models inside a worker process, offline.
 
-Weights are pickles: they are loaded here and nowhere else (never in the API).
+Weights are pickles: they are loaded only in workers (never in the API), and only
+through the restricted loader in workers/ml/checkpoints.py, which
+``configure_offline`` installs for the whole process.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ def configure_offline(data_dir: Path) -> dict[str, str]:
         # Never pip-install anything at run time (ultralytics would, for missing extras).
         "YOLO_AUTOINSTALL": "False",
         "YOLO_VERBOSE": "False",
+        # ultralytics' restricted mode: weights_only loads and no eval() of model configs.
+        "ULTRALYTICS_SAFE_LOAD": "1",
     }
     with _configured:
         if not _CONFIGURED_FOR:
@@ -35,6 +39,11 @@ def configure_offline(data_dir: Path) -> dict[str, str]:
             for key, value in env.items():
                 os.environ.setdefault(key, value)
             _CONFIGURED_FOR.append(env["YOLO_CONFIG_DIR"])
+            from workers.ml import checkpoints
+
+            # Before anything here can load weights; it also sets ULTRALYTICS_SAFE_LOAD
+            # for good, whatever the environment said.
+            checkpoints.install()
             from ultralytics import settings
 
             # No telemetry, no hub, no experiment trackers: whichever of these keys this
@@ -69,13 +78,16 @@ class ModelInfo:
 
 
 def inspect(path: Path) -> ModelInfo:
-    """Loads weights and describes them; raises ValueError for anything unusable."""
-    from ultralytics import YOLO
+    """Loads weights (restricted) and describes them; ValueError for anything unusable.
 
-    try:
-        model = YOLO(str(path), task=None)
-    except Exception as exc:  # ultralytics raises many kinds for a broken file
-        raise ValueError(f"not loadable YOLO weights: {exc.__class__.__name__}: {exc}") from exc
+    Runs in the confined inspection child (workers/ml/sandbox.py), not in the worker.
+    """
+    from workers.ml import checkpoints
+
+    model = checkpoints.load_yolo(path)
+    if model.task == "detect":
+        # What training would rebuild from the checkpoint's config must build, restricted.
+        checkpoints.check_architecture(model.model, rebuild=True)
     names = model.names
     if isinstance(names, dict):
         class_names = [str(names[k]) for k in sorted(names)]
@@ -103,14 +115,14 @@ class ModelCache:
         self._models: OrderedDict[tuple[str, str], Any] = OrderedDict()
 
     def get(self, path: Path, key: str, device: str) -> Any:
-        from ultralytics import YOLO
+        from workers.ml import checkpoints
 
         with self._lock:
             cached = self._models.get((key, device))
             if cached is not None:
                 self._models.move_to_end((key, device))
                 return cached
-        model = YOLO(str(path))
+        model = checkpoints.load_yolo(path)
         model.to(device)
         # Warm up once so the first real batch does not pay for lazy initialisation.
         import numpy as np
