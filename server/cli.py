@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import fcntl
 import getpass
 import logging
@@ -14,6 +15,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Sequence
+from http.server import HTTPServer
 from typing import IO
 
 import sqlalchemy as sa
@@ -53,8 +55,9 @@ def _serve(
         app,
         host=host,
         port=port,
-        proxy_headers=True,
-        forwarded_allow_ips=settings.forwarded_allow_ips,
+        # create_app applies OCULAB_FORWARDED_ALLOW_IPS itself; uvicorn's own default
+        # would trust X-Forwarded-For from any local process.
+        proxy_headers=False,
         log_level=settings.log_level,
         access_log=False,
     )
@@ -237,37 +240,110 @@ def cmd_worker(args: argparse.Namespace) -> None:
             f"oculab: unknown pool(s) {', '.join(unknown)}; configured: "
             f"{', '.join(settings.pools)} (OCULAB_POOLS)"
         )
+    gpu_pools = [p for p in pools if settings.is_gpu_pool(p)]
+    if len(gpu_pools) > 1:
+        raise SystemExit(
+            f"oculab: a worker serves at most one GPU pool (got {', '.join(gpu_pools)}): "
+            "its GPUs are that pool's slots; run one worker per GPU pool"
+        )
     _require_schema(settings)
-    if args.metrics_port:
-        # Read by Dramatiq's Prometheus middleware when it is imported.
-        os.environ.setdefault("dramatiq_prom_port", str(args.metrics_port))
+    metrics = None
+    if args.metrics_port != 0:
+        # Read when Dramatiq's Prometheus module is first imported: this worker's own
+        # multiprocess directory, never another worker's on the same host.
         os.environ.setdefault("dramatiq_prom_db", tempfile.mkdtemp(prefix="oculab-prom-"))
+        # Bound before anything else: a taken port stops the worker before it takes any
+        # job, and the port it logs is certainly its own.
+        metrics = _metrics_server(args.metrics_port)
 
     from server.jobs.kinds import load_kinds
-    from server.kit.db import make_engine, make_sessionmaker
+    from server.kit.db import DbTimeouts, make_engine, make_sessionmaker
     from server.kit.storage import Storage
     from workers.broker import get_broker
     from workers.runner import ActorBody, Worker
 
     kinds = load_kinds(settings)
     body = ActorBody()
-    broker = get_broker(settings, kinds, stub=False, prometheus=bool(args.metrics_port), body=body)
-    engine = make_engine(settings.resolved_database_url, pool_size=(args.slots or 4) + 2)
+    broker = get_broker(settings, kinds, stub=False, prometheus=metrics is not None, body=body)
+    # A connection per thread (slots in each pool), plus the heartbeat's.
+    engine = make_engine(
+        settings.resolved_database_url,
+        pool_size=(args.slots or 4) * len(pools) + 2,
+        timeouts=DbTimeouts.from_settings(settings, statements=False),
+    )
     storage = Storage(settings.data_dir, fsync=settings.fsync)
     storage.ensure_layout()
-    worker = Worker(settings, broker, make_sessionmaker(engine), storage, pools, slots=args.slots)
+    # Consumers prefetch no more than their slots, so a consumer whose slots are all busy
+    # polls again (backing off up to poll_ms) before it fetches the message waiting for
+    # the slot that just freed: a short poll keeps that gap small for short CPU jobs.
+    worker = Worker(
+        settings,
+        broker,
+        make_sessionmaker(engine),
+        storage,
+        pools,
+        slots=args.slots,
+        poll_ms=250,
+    )
     body.worker = worker
     stop = _stop_on_signals()
     broker.emit_after("process_boot")
-    if args.metrics_port:
-        from dramatiq.middleware.prometheus import _run_exposition_server
-
-        threading.Thread(target=_run_exposition_server, daemon=True, name="metrics").start()
+    if metrics is not None:
+        threading.Thread(target=metrics.serve_forever, daemon=True, name="metrics").start()
     worker.start()
     stop.wait()
     worker.stop()
+    if metrics is not None:
+        metrics.shutdown()
     broker.close()
     engine.dispose()
+
+
+# Where Dramatiq's Prometheus exporter listens unless --metrics-port says otherwise;
+# the next ports up are tried when it is taken (several workers on one host).
+DEFAULT_METRICS_PORT = 9191
+_METRICS_PORT_TRIES = 64
+
+
+def _metrics_server(port: int | None) -> HTTPServer:
+    """Binds the worker's metrics endpoint. An explicit port is a promise to whoever
+    scrapes or probes it (the Helm chart's readiness probe): taken means exit with a
+    clear message. The default moves to the next free port and says so in the log,
+    so a second worker on a host neither crashes nor silently goes unscraped."""
+    from dramatiq.middleware.prometheus import HTTP_HOST, _metrics_handler
+
+    candidates = (
+        [port]
+        if port is not None
+        else list(range(DEFAULT_METRICS_PORT, DEFAULT_METRICS_PORT + _METRICS_PORT_TRIES))
+    )
+    for candidate in candidates:
+        try:
+            server = HTTPServer((HTTP_HOST, candidate), _metrics_handler)
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise SystemExit(
+                    f"oculab: cannot serve metrics on {HTTP_HOST}:{candidate}: {exc.strerror}"
+                ) from None
+            continue
+        if candidate != candidates[0]:
+            log.warning(
+                "metrics port %s is taken (another worker on this host?); serving metrics "
+                "on port %s instead",
+                candidates[0],
+                candidate,
+            )
+        log.info("serving worker metrics on port %s", candidate)
+        return server
+    if port is not None:
+        raise SystemExit(
+            f"oculab: metrics port {port} is already in use on this host; give each worker "
+            "its own --metrics-port, or --metrics-port 0 to serve no metrics"
+        )
+    raise SystemExit(
+        f"oculab: no free metrics port in {candidates[0]}-{candidates[-1]}; pass "
+        "--metrics-port, or --metrics-port 0 to serve no metrics"
+    )
 
 
 def cmd_scheduler(args: argparse.Namespace) -> None:
@@ -276,12 +352,16 @@ def cmd_scheduler(args: argparse.Namespace) -> None:
 
     from server.jobs.kinds import load_kinds
     from server.jobs.scheduler import Admission, Scheduler
-    from server.kit.db import make_engine, make_sessionmaker
-    from workers.broker import get_broker, message_exists, send
+    from server.kit.db import DbTimeouts, make_engine, make_sessionmaker
+    from workers.broker import get_broker, locate_messages, send
 
     kinds = load_kinds(settings)
     broker = get_broker(settings, kinds, stub=False)
-    engine = make_engine(settings.resolved_database_url, pool_size=2)
+    engine = make_engine(
+        settings.resolved_database_url,
+        pool_size=2,
+        timeouts=DbTimeouts.from_settings(settings, statements=True),
+    )
 
     def send_admission(admission: Admission, limit_ms: int) -> str | None:
         return send(
@@ -298,7 +378,7 @@ def cmd_scheduler(args: argparse.Namespace) -> None:
         make_sessionmaker(engine),
         kinds,
         send_admission,
-        message_exists=lambda pool, ref: message_exists(broker, pool, ref),
+        locate_messages=lambda pool, refs: locate_messages(broker, pool, refs),
     )
     stop = _stop_on_signals()
     listen_url = settings.resolved_database_url if engine.dialect.name == "postgresql" else None
@@ -403,13 +483,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--pool", action="append", help="pool to consume (repeatable; default: the first GPU pool)"
     )
     p.add_argument(
-        "--slots", type=int, default=None, help="jobs at once (default: one per GPU, else 1)"
+        "--slots",
+        type=int,
+        default=None,
+        help="jobs at once in each pool (default: one per GPU, else 1)",
     )
     p.add_argument(
         "--metrics-port",
         type=int,
-        default=9191,
-        help="port for Dramatiq's Prometheus metrics (0 turns it off)",
+        default=None,
+        help=(
+            f"port for Dramatiq's Prometheus metrics: given, it must be free; by default "
+            f"{DEFAULT_METRICS_PORT}, or the next free port (logged); 0 turns metrics off"
+        ),
     )
     p.set_defaults(func=cmd_worker)
 

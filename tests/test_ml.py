@@ -463,7 +463,7 @@ def test_killed_worker_resumes_training_from_the_checkpoint(
                 },
             ).id
         # Kill as soon as the child has finished two epochs (its own events file).
-        events = tmp_path / "runs" / f"job-{job_id}" / "events.jsonl"
+        events = tmp_path / "runs" / f"job-{job_id}" / "attempt-1" / "events.jsonl"
         deadline = time.monotonic() + 180
         while not (events.exists() and events.read_text().count('"type": "epoch"') >= 2):
             assert time.monotonic() < deadline, c.logs()

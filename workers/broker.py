@@ -6,13 +6,14 @@ Both carry the same middleware and the same actors, so jobs take the same code p
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import (
+    CurrentMessage,
     Middleware,
     Retries,
     ShutdownNotifications,
@@ -34,12 +35,15 @@ def middleware(*, prometheus: bool) -> list[Middleware]:
       themselves back to the queue (see server/jobs/runtime.py).
     - Retries(0): Postgres counts attempts; a redelivery after SIGKILL is not a
       Dramatiq retry, and a job that raised must not run again by itself.
+    - CurrentMessage: a worker serving several pools reads the message's queue to take
+      a slot of that pool (workers/runner.py).
     - Prometheus (worker processes in server mode): Dramatiq's own message metrics.
     """
     stack: list[Middleware] = [
         TimeLimit(interval=1000),
         ShutdownNotifications(notify_shutdown=True),
         Retries(max_retries=0),
+        CurrentMessage(),
     ]
     if prometheus:
         from dramatiq.middleware.prometheus import Prometheus
@@ -107,9 +111,66 @@ def send(
     return str(ref) if ref else None
 
 
-def message_exists(broker: dramatiq.Broker, pool: str, broker_message_id: str) -> bool:
-    """Whether Redis still holds the message (queued or being worked on)."""
+def current_pool() -> str | None:
+    """The pool (queue) of the message the calling worker thread is processing."""
+    message = CurrentMessage.get_current_message()
+    return message.queue_name if message is not None else None
+
+
+def bind_consumer(broker: dramatiq.Broker, consumer_id: str) -> None:
+    """Names this process's Redis consumer after its Oculab worker row.
+
+    Dramatiq's Redis broker keeps each fetched-but-unacked message in the set
+    ``<ns>:__acks__.<broker_id>.<queue>`` until the consumer acks it; ``broker_id`` is a
+    random UUID unless set. With the worker's id there, the scheduler can tell from
+    Postgres whether the consumer holding a message is still alive (see
+    ``locate_messages``)."""
+    if isinstance(broker, RedisBroker):
+        broker.broker_id = consumer_id
+
+
+def locate_messages(
+    broker: dramatiq.Broker, pool: str, message_ids: Sequence[str]
+) -> dict[str, str | None]:
+    """Where Redis keeps each of these messages of a pool's queue.
+
+    Returns ``{message id: consumer id}`` for a message a consumer fetched and has not
+    acked yet, ``{message id: None}`` for one still waiting in the queue; a message
+    Redis no longer holds at all (acked, or lost with a flushed Redis) is left out.
+    The stub broker holds everything in memory of this process: all waiting.
+    """
+    ids = list(dict.fromkeys(message_ids))
     if not isinstance(broker, RedisBroker):
-        return True
-    key = f"{broker.namespace}:{pool}.msgs"
-    return bool(broker.client.hexists(key, broker_message_id))
+        return dict.fromkeys(ids)
+    if not ids:
+        return {}
+    client = broker.client
+    namespace = broker.namespace
+    pipe = client.pipeline(transaction=False)
+    for message_id in ids:
+        pipe.hexists(f"{namespace}:{pool}.msgs", message_id)
+    found: dict[str, str | None] = {
+        message_id: None for message_id, there in zip(ids, pipe.execute(), strict=True) if there
+    }
+    if not found:
+        return found
+    # Ack sets exist only while a consumer holds messages (Redis deletes empty sets), so
+    # there are about as many as busy consumers. Pool names have no dot and no glob
+    # character, so ".<pool>" ends exactly this pool's sets (not its ".DQ" delay queue).
+    prefix = f"{namespace}:__acks__."
+    suffix = f".{pool}"
+    keys = [
+        key.decode() if isinstance(key, bytes) else str(key)
+        for key in client.scan_iter(match=f"{prefix}*{suffix}", count=1000)
+    ]
+    if keys:
+        pipe = client.pipeline(transaction=False)
+        for key in keys:
+            pipe.smembers(key)
+        for key, members in zip(keys, pipe.execute(), strict=True):
+            consumer = key[len(prefix) : -len(suffix)]
+            for member in members:
+                message_id = member.decode() if isinstance(member, bytes) else str(member)
+                if message_id in found:
+                    found[message_id] = consumer
+    return found

@@ -3,7 +3,6 @@ the scheduler on a thread. The same actors, runtime and scheduler as server mode
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import threading
 
@@ -14,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from server.jobs import events
 from server.jobs.kinds import JobKind
 from server.jobs.models import Job, JobState, WorkerRow
-from server.jobs.scheduler import Admission, Scheduler
+from server.jobs.scheduler import Admission, Scheduler, release_job
 from server.kit.db import utcnow
 from server.kit.storage import Storage
 from server.settings import Settings
@@ -71,7 +70,7 @@ class InProcessJobs:
                 time_limit_ms=limit_ms,
             )
 
-        self.scheduler = Scheduler(settings, maker, kinds, send_admission, message_exists=None)
+        self.scheduler = Scheduler(settings, maker, kinds, send_admission, locate_messages=None)
         waker.target = self.scheduler.wake
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -98,7 +97,9 @@ class InProcessJobs:
 
 def recover_after_restart(maker: sessionmaker[Session], settings: Settings) -> None:
     """Everything in flight lived in this process's memory and died with it: mark the
-    old in-process workers stopped and let the jobs they held queue again."""
+    old in-process workers stopped and let the jobs they held queue again (the attempt
+    counts; canceled if a cancel was asked). Done here, not left to the reconciler, which
+    judges heartbeats only after watching them for a full timeout."""
     now = utcnow()
     with maker() as db, db.begin():
         db.execute(
@@ -106,14 +107,16 @@ def recover_after_restart(maker: sessionmaker[Session], settings: Settings) -> N
             .where(WorkerRow.stopped_at.is_(None))
             .values(stopped_at=now, draining=True)
         )
-        stale = now - dt.timedelta(seconds=settings.heartbeat_timeout_seconds + 1)
-        # Running jobs look like a lost worker to the reconciler (attempts count).
-        db.execute(
-            sa.update(Job)
-            .where(Job.state == JobState.running)
-            .values(heartbeat_at=stale)
-            .execution_options(synchronize_session=False)
-        )
+        for job in db.scalars(
+            sa.select(Job).where(Job.state == JobState.running).with_for_update()
+        ).all():
+            release_job(
+                db,
+                job,
+                now,
+                "the process running it stopped",
+                queued_reason="the process running it stopped",
+            )
         db.execute(
             sa.update(Job)
             .where(Job.state == JobState.queued, Job.admitted_at.is_not(None))

@@ -6,6 +6,7 @@ pool inside the API process, on the stub broker.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 import queue
@@ -22,11 +23,18 @@ from sqlalchemy.orm import Session, sessionmaker
 from server import __version__
 from server.jobs.kinds import JobKind
 from server.jobs.models import Job, JobState, WorkerRow
-from server.jobs.runtime import WorkerIdentity, execute
+from server.jobs.runtime import (
+    Attempt,
+    LiveAttempts,
+    WorkerIdentity,
+    bound_idle_transaction,
+    execute,
+)
 from server.kit.db import utcnow
 from server.kit.storage import Storage
 from server.settings import Settings
 from workers import gpus as gpu_info
+from workers.broker import bind_consumer, current_pool
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +65,21 @@ class Worker:
         # One job per GPU; a CPU worker (or a GPU pool on a machine without one) runs
         # the given number of slots on the CPU.
         self.slots = slots or (len(self.gpu_indices) or 1)
+        # Slots are per pool, as the scheduler counts them (workers.slots for each pool
+        # in workers.pools): `--pool gpu --pool cpu --slots 2` runs up to two GPU jobs
+        # and two CPU jobs at once, so it has a thread for each of those four slots. A
+        # GPU pool's slots carry the GPUs; a CPU pool's never take one.
+        self.threads = self.slots * len(pools)
         self.id = f"{socket.gethostname()[:40]}-{os.getpid()}-{secrets.token_hex(3)}"
-        self._free: queue.Queue[int | None] = queue.Queue()
-        for slot in range(self.slots):
-            self._free.put(self.gpu_indices[slot] if slot < len(self.gpu_indices) else None)
+        self._free: dict[str, queue.Queue[int | None]] = {}
+        for pool in pools:
+            free: queue.Queue[int | None] = queue.Queue()
+            gpus = self.gpu_indices if settings.is_gpu_pool(pool) else []
+            for slot in range(self.slots):
+                free.put(gpus[slot] if slot < len(gpus) else None)
+            self._free[pool] = free
+        # The attempts this process is executing: the only jobs its heartbeat vouches for.
+        self.live = LiveAttempts()
         self._stop = threading.Event()
         self._draining = False
         self._dramatiq: dramatiq.Worker | None = None
@@ -70,17 +89,19 @@ class Worker:
 
     def start(self) -> None:
         self._register()
+        # The broker's consumer carries our row's id, so the scheduler can tell when the
+        # holder of an unacked message is dead (workers.broker.locate_messages).
+        bind_consumer(self.broker, self.id)
         worker = dramatiq.Worker(
             self.broker,
             queues=set(self.pools),
-            worker_threads=self.slots,
+            worker_threads=self.threads,
             worker_timeout=self.poll_ms,
         )
-        # Hold what can run plus what the scheduler admits ahead, no more: an idle worker
-        # elsewhere gets the rest.
-        worker.queue_prefetch = self.slots * (
-            1 + max((self.settings.admit_ahead(p) for p in self.pools), default=0)
-        )
+        # Each pool's consumer holds at most what that pool's slots can run: a message
+        # taken ahead would wait here, behind a long job, while another worker idles.
+        # What the scheduler admits ahead (CPU pools) waits in Redis for whoever is free.
+        worker.queue_prefetch = self.slots
         worker.start()
         self._dramatiq = worker
         self._heartbeat = threading.Thread(
@@ -88,10 +109,11 @@ class Worker:
         )
         self._heartbeat.start()
         log.info(
-            "worker %s consuming %s with %s slot(s), GPUs %s",
+            "worker %s consuming %s with %s slot(s) each (%s threads), GPUs %s",
             self.id,
             self.pools,
             self.slots,
+            self.threads,
             self.gpu_indices or "none",
         )
 
@@ -122,7 +144,13 @@ class Worker:
     # --- running jobs ---------------------------------------------------------------
 
     def run(self, kind: JobKind, job_id: int, message_ref: str) -> None:
-        gpu = self._free.get()
+        # The message's queue is the pool whose slot it uses (called outside a worker
+        # thread, as tests do, the first pool).
+        pool = current_pool()
+        free = self._free[pool if pool in self._free else self.pools[0]]
+        # Never waits while prefetch <= slots: a pool's consumer holds no more messages
+        # than the pool has slots, and each slot is back before its message is acked.
+        gpu = free.get()
         try:
             execute(
                 kind,
@@ -132,30 +160,31 @@ class Worker:
                 self.settings,
                 self.storage,
                 self.maker,
+                live=self.live,
                 shutdown_exceptions=(Shutdown,),
                 time_limit_exceptions=(TimeLimitExceeded,),
             )
         finally:
-            self._free.put(gpu)
+            free.put(gpu)
 
     # --- reporting ------------------------------------------------------------------
 
     def _register(self) -> None:
-        now = utcnow()
         with self.maker() as db, db.begin():
-            db.add(
-                WorkerRow(
-                    id=self.id,
-                    hostname=socket.gethostname()[:255],
-                    pools=self.pools,
-                    slots=self.slots,
-                    gpus=gpu_info.telemetry(self.gpu_indices),
-                    started_at=now,
-                    last_heartbeat=now,
-                    draining=False,
-                    version=__version__,
-                )
-            )
+            db.add(self._row(utcnow()))
+
+    def _row(self, now: dt.datetime) -> WorkerRow:
+        return WorkerRow(
+            id=self.id,
+            hostname=socket.gethostname()[:255],
+            pools=self.pools,
+            slots=self.slots,
+            gpus=gpu_info.telemetry(self.gpu_indices),
+            started_at=now,
+            last_heartbeat=now,
+            draining=self._draining,
+            version=__version__,
+        )
 
     def _beat(self) -> None:
         interval = self.settings.heartbeat_interval_seconds
@@ -167,22 +196,82 @@ class Worker:
                 log.warning("heartbeat failed", exc_info=True)
 
     def heartbeat(self) -> None:
+        """Says this process is alive, and vouches for the attempts it really executes
+        (not for every row that names this worker: an attempt whose execution ended
+        without an outcome must go stale, so the reconciler re-queues it).
+
+        A worker the reconciler retired while it could not beat (frozen, cut off from the
+        database) is alive again and counts for admission; the attempts it held were
+        re-queued meanwhile, and are told so here: each stops at once and writes nothing.
+        A requested cancel is passed on too, so a job stops even between progress calls."""
         now = utcnow()
+        attempts = self.live.snapshot()
+        gpus = gpu_info.telemetry(self.gpu_indices)
         with self.maker() as db, db.begin():
-            db.execute(
-                sa.update(WorkerRow)
-                .where(WorkerRow.id == self.id)
-                .values(last_heartbeat=now, gpus=gpu_info.telemetry(self.gpu_indices))
-            )
-            db.execute(
-                sa.update(Job)
-                .where(Job.worker_id == self.id, Job.state == JobState.running)
-                .values(heartbeat_at=now)
-                .execution_options(synchronize_session=False)
-            )
-            draining = db.scalar(sa.select(WorkerRow.draining).where(WorkerRow.id == self.id))
+            # Row locks taken here are released if this process freezes mid-transaction.
+            bound_idle_transaction(db, self.settings)
+            if attempts:
+                self._vouch(db, attempts, now)
+            row = db.execute(
+                sa.select(WorkerRow.stopped_at, WorkerRow.draining).where(WorkerRow.id == self.id)
+            ).first()
+            if row is None:
+                db.add(self._row(now))  # someone deleted our row: register again
+            elif row.stopped_at is None or not self._stop.is_set():
+                if row.stopped_at is not None:
+                    log.warning("worker %s was taken for dead; it is back", self.id)
+                db.execute(
+                    sa.update(WorkerRow)
+                    .where(WorkerRow.id == self.id)
+                    .values(last_heartbeat=now, gpus=gpus, stopped_at=None)
+                )
+            draining = row is not None and row.draining
         if draining and not self._draining:
             self._pause_consumers()
+
+    def _vouch(self, db: Session, attempts: list[Attempt], now: dt.datetime) -> None:
+        rows = {
+            job_id: (state, worker_id, number, cancel)
+            for job_id, state, worker_id, number, cancel in db.execute(
+                sa.select(
+                    Job.id, Job.state, Job.worker_id, Job.attempts, Job.cancel_requested
+                ).where(Job.id.in_([a.job_id for a in attempts]))
+            ).all()
+        }
+        owned: list[Attempt] = []
+        for attempt in attempts:
+            state, worker_id, number, cancel = rows.get(attempt.job_id, (None, None, None, False))
+            if state != JobState.running or worker_id != self.id or number != attempt.number:
+                if not attempt.lost.is_set():
+                    log.warning(
+                        "job %s attempt %s: no longer ours; stopping it",
+                        attempt.job_id,
+                        attempt.number,
+                    )
+                attempt.lost.set()
+                continue
+            if cancel:
+                attempt.cancel.set()
+            owned.append(attempt)
+        if not owned:
+            return
+        # SKIP LOCKED: a row locked by its attempt's own fenced write is refreshed when
+        # that write commits; waiting for it would stall every other heartbeat.
+        mine = (
+            sa.select(Job.id)
+            .where(
+                sa.or_(*(sa.and_(Job.id == a.job_id, Job.attempts == a.number) for a in owned)),
+                Job.state == JobState.running,
+                Job.worker_id == self.id,
+            )
+            .with_for_update(skip_locked=True)
+        )
+        db.execute(
+            sa.update(Job)
+            .where(Job.id.in_(mine.scalar_subquery()))
+            .values(heartbeat_at=now)
+            .execution_options(synchronize_session=False)
+        )
 
     def _set_draining(self) -> None:
         # The scheduler stops counting our slots; Dramatiq's stop() ends consumption.

@@ -140,33 +140,35 @@ def start_export(
 
 
 def sweep_stale_imports(db: Session, storage: Storage) -> int:
-    """Deletes import zips no queued or running job will read: those of jobs canceled
-    before they started, or of a worker stopped mid-import whose job then ended.
-    Returns how many were deleted."""
+    """Deletes import zips no job will read again: those of jobs that ended where their
+    import could not delete them (canceled before they started, failed for good by the
+    reconciler after a lost worker or a database outage), at once; and, after an hour,
+    any that no queued or running job names. Returns how many were deleted."""
     folder = storage.root / IMPORTS_DIR
     if not folder.is_dir():
         return 0
     cutoff = time.time() - STALE_IMPORT_SECONDS
-    stale = []
+    present: dict[str, tuple[Path, bool]] = {}  # relative name -> (path, old enough)
     for path in folder.glob("*.zip"):
         try:
-            if path.stat().st_mtime < cutoff:
-                stale.append(path)
+            old = path.stat().st_mtime < cutoff
         except FileNotFoundError:
             continue
-    if not stale:
+        present[f"{IMPORTS_DIR}/{path.name}"] = (path, old)
+    if not present:
         return 0
-    live = {
-        params.get("path")
-        for params in db.scalars(
-            sa.select(Job.params).where(
-                Job.kind == IMPORT_KIND, Job.state.in_([JobState.queued, JobState.running])
-            )
-        )
-    }
+    named = Job.params["path"].as_string()
+    states: dict[str, set[JobState]] = {}
+    for relative, state in db.execute(
+        sa.select(named, Job.state).where(Job.kind == IMPORT_KIND, named.in_(list(present)))
+    ).all():
+        states.setdefault(relative, set()).add(state)
     deleted = 0
-    for path in stale:
-        if f"{IMPORTS_DIR}/{path.name}" not in live:
+    for relative, (path, old) in present.items():
+        jobs_of_zip = states.get(relative, set())
+        live = jobs_of_zip & {JobState.queued, JobState.running}
+        # A zip no job names yet may belong to a request still committing its job.
+        if not live and (jobs_of_zip or old):
             path.unlink(missing_ok=True)
             deleted += 1
     return deleted

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import sqlalchemy as sa
 from pydantic import ValidationError
 
 from server.datasets import exporter, importer
@@ -16,7 +17,9 @@ from server.datasets.service import (
     sweep_stale_imports,
 )
 from server.jobs.kinds import JobKind
-from server.jobs.runtime import HandBack, JobContext, JobFailed
+from server.jobs.models import Job, JobState
+from server.jobs.runtime import HandBack, JobContext, JobFailed, JobLost, Release
+from server.kit.db import database_unavailable
 
 log = logging.getLogger(__name__)
 
@@ -37,14 +40,44 @@ def import_dataset(ctx: JobContext) -> dict[str, Any]:
         raise JobFailed("the uploaded zip is gone from storage; upload it again")
     try:
         report = importer.run(ctx, path, filename)
-    except HandBack:
-        # The job goes back to the queue and runs again: it still needs its zip.
+    except Exception as exc:
+        if _ends_the_job(ctx, exc):
+            path.unlink(missing_ok=True)
         raise
-    except Exception:
+    if _ends_the_job(ctx, None):
         path.unlink(missing_ok=True)
-        raise
-    path.unlink(missing_ok=True)
     return report.model_dump(mode="json")
+
+
+def _ends_the_job(ctx: JobContext, exc: Exception | None) -> bool:
+    """Whether this outcome is the import's last: then its zip can go.
+
+    Not when the job runs again and needs the zip: handed back by a stopping worker,
+    released after a database outage (the attempt counts; it may also have been the
+    last, then the next import's sweep deletes the zip), or lost to the reconciler
+    while another attempt takes over. Success, a clean failure, a crash and a cancel
+    end it, provided this attempt still owns the job to record that outcome; when that
+    cannot be checked, the zip stays for the sweep."""
+    if isinstance(exc, HandBack | Release | JobLost) or (
+        exc is not None and database_unavailable(exc)
+    ):
+        return False
+    if ctx.signals is not None and ctx.signals.lost.is_set():
+        return False
+    try:
+        with ctx.sessionmaker() as db:
+            owned = db.scalar(
+                sa.select(Job.id).where(
+                    Job.id == ctx.job_id,
+                    Job.state == JobState.running,
+                    Job.worker_id == ctx.worker_id,
+                    Job.attempts == ctx.attempt,
+                )
+            )
+    except Exception:
+        log.warning("job %s: cannot check who owns it; keeping its zip", ctx.job_id)
+        return False
+    return owned is not None
 
 
 def export_dataset(ctx: JobContext) -> dict[str, Any]:

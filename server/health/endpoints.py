@@ -1,17 +1,18 @@
 from __future__ import annotations
 
-import logging
-
-import sqlalchemy as sa
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 
 from server import __version__
+from server.health import checks
+from server.kit.errors import DATABASE_RETRY_AFTER_SECONDS
 
 router = APIRouter(tags=["health"])
-log = logging.getLogger(__name__)
+
+# Checks that decide readiness; the others are reported only (see server/health/checks.py).
+REQUIRED = ("database", "storage")
 
 
 @router.get("/api/health", operation_id="health")
@@ -20,36 +21,24 @@ def health() -> dict[str, str]:
 
 
 def _checks(request: Request) -> dict[str, str]:
-    results: dict[str, str] = {}
-    try:
-        with request.app.state.engine.connect() as conn:
-            conn.execute(sa.text("SELECT 1"))
-        results["database"] = "ok"
-    except Exception as exc:
-        log.warning("readiness: database check failed: %s", exc)
-        results["database"] = f"unavailable: {exc.__class__.__name__}"
-    redis_client = request.app.state.redis
-    if redis_client is not None:
-        try:
-            redis_client.ping()
-            results["broker"] = "ok"
-        except Exception as exc:
-            results["broker"] = f"unavailable: {exc.__class__.__name__}"
-    try:
-        request.app.state.storage.check_writable()
-        results["storage"] = "ok"
-    except OSError as exc:
-        results["storage"] = f"unavailable: {exc.strerror or exc.__class__.__name__}"
+    state = request.app.state
+    results = {
+        "database": checks.database(state.engine),
+        "storage": checks.storage(state.storage),
+    }
+    if state.redis is not None:
+        results["broker"] = checks.broker(state.redis)
     return results
 
 
 @router.get("/api/ready", operation_id="ready")
 async def ready(request: Request) -> JSONResponse:
-    checks = await run_in_threadpool(_checks, request)
-    ok = all(value == "ok" for value in checks.values())
+    results = await run_in_threadpool(_checks, request)
+    ok = all(results[name] == checks.OK for name in REQUIRED)
     return JSONResponse(
-        {"status": "ok" if ok else "unavailable", "version": __version__, "checks": checks},
+        {"status": "ok" if ok else "unavailable", "version": __version__, "checks": results},
         status_code=200 if ok else 503,
+        headers=None if ok else {"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)},
     )
 
 

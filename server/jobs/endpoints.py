@@ -5,14 +5,14 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import FileResponse, StreamingResponse
 
-from server.auth.dependencies import Client, CurrentPrincipal
+from server.auth.dependencies import Client, CurrentPrincipal, SettingsDep
 from server.jobs import service
 from server.jobs.auth import JobManager, JobViewer
 from server.jobs.models import JobState
 from server.jobs.schemas import JobEventRead, JobRead
 from server.jobs.stream import stream_job
 from server.kit.db import DB, MAX_ID
-from server.kit.errors import NotFound
+from server.kit.errors import BadRequest, NotFound
 from server.kit.pagination import Cursor, Limit
 from server.kit.schemas import Page
 from server.kit.storage import Storage
@@ -42,8 +42,13 @@ def get_job(job: JobViewer, db: DB) -> JobRead:
 
 
 @router.post("/{job_id}/cancel", operation_id="cancel_job")
-def cancel_job(job: JobManager, principal: CurrentPrincipal, db: DB, client: Client) -> JobRead:
-    return service.read(db, service.cancel(db, job, principal.user, client.ip))
+def cancel_job(
+    job: JobManager, principal: CurrentPrincipal, db: DB, client: Client, settings: SettingsDep
+) -> JobRead:
+    canceled = service.cancel(
+        db, job, principal.user, client.ip, heartbeat_timeout=settings.heartbeat_timeout_seconds
+    )
+    return service.read(db, canceled)
 
 
 @router.get("/{job_id}/logs", operation_id="job_logs")
@@ -74,6 +79,14 @@ def job_artifact(job: JobViewer, request: Request) -> FileResponse:
     )
 
 
+def _event_id(value: str) -> int:
+    """An event id we sent: ASCII digits within the id column's range. ``isdigit``
+    alone accepts "²" (which ``int`` refuses) and values that overflow the column."""
+    if not (value.isascii() and value.isdigit()) or int(value) > MAX_ID:
+        raise BadRequest("Last-Event-ID must be an event id (a non-negative integer)")
+    return int(value)
+
+
 @router.get("/{job_id}/events", operation_id="job_events", response_class=StreamingResponse)
 async def job_events(
     job: JobViewer,
@@ -82,8 +95,8 @@ async def job_events(
     last_event_id: Annotated[str | None, Header(max_length=20)] = None,
 ) -> StreamingResponse:
     """Server-sent events: `snapshot`, then `state`, `progress`, `log`, `metrics`, `end`."""
-    if last_event_id and last_event_id.isdigit():
-        after = max(after, int(last_event_id))
+    if last_event_id:
+        after = max(after, _event_id(last_event_id))
     maker = request.app.state.sessionmaker
     job_id = job.id
 

@@ -3,8 +3,10 @@
 Each tick, under a lock only one scheduler can hold:
 
 1. reconcile: jobs whose worker stopped heart-beating go back to the queue (or fail
-   after ``max_attempts``); admitted jobs whose message vanished from Redis are
-   un-admitted so they are sent again;
+   after ``max_attempts``; canceled if asked), judged only after watching heartbeats
+   for a full timeout; queued jobs asked to cancel end canceled; admitted jobs whose
+   message vanished from Redis, or sits unacked with a consumer whose worker is dead,
+   are un-admitted so they are sent again;
 2. admit: per pool, as many jobs as live worker slots are free, in fair order, never
    past a user's concurrent-job limit.
 
@@ -23,16 +25,17 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol, TypeVar, cast
+from typing import Any, Protocol, TypeVar, cast
 
 import psycopg
 import sqlalchemy as sa
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session, sessionmaker
 
 from server.jobs import events
 from server.jobs.kinds import JobKind, time_limit_ms
 from server.jobs.models import INTERACTIVE_PRIORITY, Job, JobState, Quota, WorkerRow
-from server.kit.db import utcnow
+from server.kit.db import DbTimeouts, libpq_url, pg_connect_args, utcnow
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -50,7 +53,9 @@ class Admission:
 
 
 Sender = Callable[[Admission, int], str | None]  # (admission, time limit ms) -> broker id
-MessageCheck = Callable[[str, str], bool]  # (pool, broker message id) -> still there?
+# (pool, broker message ids) -> {id: consumer holding it, or None while it waits in the
+# queue} for the messages the broker still has; see workers.broker.locate_messages.
+MessageLocator = Callable[[str, Sequence[str]], dict[str, str | None]]
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
@@ -193,6 +198,43 @@ def user_limits(db: Session, pool: str) -> dict[int, int]:
     }
 
 
+# --- ending attempts ---------------------------------------------------------------------
+
+
+def release_job(
+    db: Session, job: Job, now: dt.datetime, reason: str, *, queued_reason: str | None = None
+) -> None:
+    """Ends a running attempt that recorded no outcome (its worker went silent, or it could
+    not go on): back to the queue, or failed once ``max_attempts`` are used, or canceled
+    if someone asked. ``job`` must be locked by the caller and still ``running``."""
+    if job.cancel_requested:
+        _cancel(db, job, now, "canceled on request")
+    elif job.attempts >= job.max_attempts:
+        job.state = JobState.failed
+        job.finished_at = now
+        job.error = f"{reason} on attempt {job.attempts} of {job.max_attempts}"
+        events.add(db, job.id, "state", {"state": "failed", "error": job.error})
+    else:
+        job.state = JobState.queued
+        events.add(db, job.id, "state", {"state": "queued", "reason": queued_reason or reason})
+    job.worker_id = None
+    job.gpu_index = None
+    job.heartbeat_at = None
+    job.admitted_at = None
+    job.message_ref = None
+    job.broker_message_id = None
+
+
+def _cancel(db: Session, job: Job, now: dt.datetime, message: str) -> None:
+    job.state = JobState.canceled
+    job.finished_at = now
+    job.message = message
+    job.admitted_at = None
+    job.message_ref = None
+    job.broker_message_id = None
+    events.add(db, job.id, "state", {"state": "canceled"})
+
+
 # --- the tick ----------------------------------------------------------------------------
 
 
@@ -203,18 +245,45 @@ class Scheduler:
         maker: sessionmaker[Session],
         kinds: dict[str, JobKind],
         send: Sender,
-        message_exists: MessageCheck | None,
+        locate_messages: MessageLocator | None,
     ) -> None:
         self.settings = settings
         self.maker = maker
         self.kinds = kinds
         self.send = send
-        self.message_exists = message_exists
+        self.locate_messages = locate_messages
         self._wake = threading.Event()
         self._last_reconcile = 0.0
+        # When this scheduler last completed a pass, and since when it has done so
+        # without a gap (see _watching).
+        self._last_pass: float | None = None
+        self._watching_since = time.monotonic()
 
     def wake(self) -> None:
         self._wake.set()
+
+    def _watching(self) -> float:
+        """For how long this scheduler has been watching heartbeats without a gap.
+
+        A heartbeat older than the timeout proves a worker silent only if we were
+        looking all that time. After the database was unreachable (workers could not
+        write heartbeats either), or this process was frozen or just started, workers
+        get one full timeout to beat again before any is judged lost; otherwise the
+        first pass after an outage would retire every worker and re-queue every job."""
+        now = time.monotonic()
+        gap = max(
+            self.settings.heartbeat_timeout_seconds / 2,
+            2 * self.settings.scheduler_interval_seconds,
+        )
+        if self._last_pass is None or now - self._last_pass > gap:
+            if self._last_pass is not None:
+                log.info(
+                    "no scheduler pass for %.1f s; judging no heartbeat for the next %.0f s",
+                    now - self._last_pass,
+                    self.settings.heartbeat_timeout_seconds,
+                )
+            self._watching_since = now
+        return now - self._watching_since
 
     def tick(self) -> list[Admission]:
         """One pass: reconcile, then admit. Returns what was sent."""
@@ -222,12 +291,18 @@ class Scheduler:
             if not self._lock(db):
                 return []
             now = utcnow()
+            watching = self._watching()
             # Wake-ups (a job submitted or finished) come in bursts; repairs need not.
             if time.monotonic() - self._last_reconcile >= self.settings.scheduler_interval_seconds:
-                self._requeue_lost_workers(db, now)
-                self._unadmit_lost_messages(db, now)
+                if watching >= self.settings.heartbeat_timeout_seconds:
+                    self._requeue_lost_workers(db, now)
+                self._unadmit_lost_messages(
+                    db, now, judge_heartbeats=watching >= self.settings.heartbeat_timeout_seconds
+                )
+                self._cancel_requeued(db, now)
                 self._last_reconcile = time.monotonic()
             admissions = self._admit(db, now)
+        self._last_pass = time.monotonic()
         sent: dict[int, str | None] = {}
         for admission in admissions:
             kind = self.kinds.get(admission.kind)
@@ -264,9 +339,15 @@ class Scheduler:
         cutoff = now - dt.timedelta(seconds=self.settings.heartbeat_timeout_seconds)
         # Workers that died without stopping (OOM kill, lost node) are marked stopped so
         # they leave the capacity count, the admin view and the metrics.
+        # SKIP LOCKED: a row a frozen worker holds locked must not stall the scheduler.
+        silent = (
+            sa.select(WorkerRow.id)
+            .where(WorkerRow.stopped_at.is_(None), WorkerRow.last_heartbeat < cutoff)
+            .with_for_update(skip_locked=True)
+        )
         db.execute(
             sa.update(WorkerRow)
-            .where(WorkerRow.stopped_at.is_(None), WorkerRow.last_heartbeat < cutoff)
+            .where(WorkerRow.id.in_(silent))
             .values(stopped_at=now)
             .execution_options(synchronize_session=False)
         )
@@ -277,52 +358,96 @@ class Scheduler:
         ).all()
         for job in stale:
             lost_worker = job.worker_id
-            if job.attempts >= job.max_attempts:
-                job.state = JobState.failed
-                job.finished_at = now
-                job.error = (
-                    f"the worker running it stopped responding on attempt "
-                    f"{job.attempts} of {job.max_attempts}"
-                )
-                events.add(db, job.id, "state", {"state": "failed", "error": job.error})
-            else:
-                job.state = JobState.queued
-                events.add(
-                    db, job.id, "state", {"state": "queued", "reason": f"worker {lost_worker} lost"}
-                )
-            job.worker_id = None
-            job.gpu_index = None
-            job.admitted_at = None
-            job.message_ref = None
-            job.broker_message_id = None
+            release_job(
+                db,
+                job,
+                now,
+                "the worker running it stopped responding",
+                queued_reason=f"worker {lost_worker} lost",
+            )
             log.warning("job %s: worker %s lost; now %s", job.id, lost_worker, job.state)
 
-    def _unadmit_lost_messages(self, db: Session, now: dt.datetime) -> None:
-        if self.message_exists is None:
+    def _cancel_requeued(self, db: Session, now: dt.datetime) -> None:
+        """A job asked to cancel while running, then handed back or re-queued, never
+        runs again (claims refuse it) and must not wait forever: it ends canceled."""
+        for job in db.scalars(
+            sa.select(Job)
+            .where(Job.state == JobState.queued, Job.cancel_requested.is_(True))
+            .with_for_update(skip_locked=True)
+        ):
+            _cancel(db, job, now, "canceled on request before it ran again")
+
+    def _unadmit_lost_messages(
+        self, db: Session, now: dt.datetime, *, judge_heartbeats: bool = True
+    ) -> None:
+        """Admitted jobs no live worker will get from the broker go back to waiting, and
+        are admitted and sent again at once. Their message is either gone (Redis
+        restarted empty) or held unacked by a consumer whose worker is dead: Dramatiq
+        would requeue that one only after its own 60 s+ heartbeat timeout, by chance,
+        while the job counts against its user's limit. A stale copy that still arrives
+        later cannot claim the job: the new admission has a new message_ref."""
+        if self.locate_messages is None:
             return
         cutoff = now - dt.timedelta(seconds=self.settings.message_check_grace_seconds)
-        admitted = db.scalars(
-            sa.select(Job).where(
+        admitted = db.execute(
+            sa.select(Job.id, Job.pool, Job.broker_message_id, Job.message_ref).where(
                 Job.state == JobState.queued,
                 Job.admitted_at.is_not(None),
                 Job.admitted_at < cutoff,
             )
         ).all()
-        for job in admitted:
-            ref = job.broker_message_id
+        # pool -> [(job id, broker message id, message_ref)]
+        by_pool: dict[str, list[tuple[int, str | None, str | None]]] = defaultdict(list)
+        for job_id, pool, broker_id, message_ref in admitted:
+            by_pool[pool].append((job_id, broker_id, message_ref))
+        for pool, rows in by_pool.items():
             try:
-                present = ref is not None and self.message_exists(job.pool, ref)
+                where = self.locate_messages(pool, [ref for _, ref, _ in rows if ref])
             except Exception:
-                log.warning("cannot check the broker for job %s", job.id, exc_info=True)
+                log.warning("cannot check the broker's %s queue", pool, exc_info=True)
                 return
-            if not present:
-                job.admitted_at = None
-                job.message_ref = None
-                job.broker_message_id = None
-                events.add(
-                    db, job.id, "log", {"line": "the broker lost its message; sending it again"}
-                )
-                log.warning("job %s: its message is gone from the broker; sending again", job.id)
+            holders = {c for c in where.values() if c}
+            dead = self._dead_consumers(db, holders, now, judge_heartbeats)
+            for job_id, ref, message_ref in rows:
+                if ref is None or ref not in where:
+                    reason = "the broker lost its message; sending it again"
+                elif where[ref] in dead:
+                    reason = f"worker {where[ref]} died holding its message; sending it again"
+                else:
+                    continue
+                self._unadmit(db, job_id, message_ref, reason)
+
+    def _dead_consumers(
+        self, db: Session, consumers: set[str], now: dt.datetime, judge_heartbeats: bool
+    ) -> set[str]:
+        """Those of these broker consumers whose worker row is stopped, or silent past the
+        heartbeat timeout (only judged once this scheduler has watched that long, see
+        _watching). A consumer with no worker row (not an Oculab worker) is left to
+        Dramatiq's own maintenance."""
+        if not consumers:
+            return set()
+        dead: sa.ColumnElement[bool] = WorkerRow.stopped_at.is_not(None)
+        if judge_heartbeats:
+            cutoff = now - dt.timedelta(seconds=self.settings.heartbeat_timeout_seconds)
+            dead = sa.or_(dead, WorkerRow.last_heartbeat < cutoff)
+        return set(db.scalars(sa.select(WorkerRow.id).where(WorkerRow.id.in_(consumers), dead)))
+
+    def _unadmit(self, db: Session, job_id: int, message_ref: str | None, reason: str) -> None:
+        # Guarded by the admission's message_ref: a worker that claimed the job meanwhile
+        # (or a newer admission) keeps it.
+        done = db.execute(
+            sa.update(Job)
+            .where(
+                Job.id == job_id,
+                Job.state == JobState.queued,
+                Job.message_ref == message_ref,
+            )
+            .values(admitted_at=None, message_ref=None, broker_message_id=None)
+            .execution_options(synchronize_session=False)
+        )
+        if cast(CursorResult[Any], done).rowcount == 1:
+            events.add(db, job_id, "log", {"line": reason})
+            log.warning("job %s: %s", job_id, reason)
 
     def _admit(self, db: Session, now: dt.datetime) -> list[Admission]:
         workers = live_workers(db, self.settings, now)
@@ -364,7 +489,7 @@ class Scheduler:
 
     def run_forever(self, stop: threading.Event, database_url: str | None = None) -> None:
         """Ticks every interval, sooner when woken (NOTIFY on Postgres, wake() here)."""
-        listener = _Listener(database_url) if database_url else None
+        listener = _Listener(database_url, self.settings) if database_url else None
         while not stop.is_set():
             try:
                 self.tick()
@@ -383,13 +508,21 @@ class Scheduler:
 class _Listener:
     """LISTEN on the scheduler channel; reconnects after Postgres restarts."""
 
-    def __init__(self, database_url: str) -> None:
-        self.url = database_url.replace("postgresql+psycopg://", "postgresql://", 1)
+    def __init__(self, database_url: str, settings: Settings) -> None:
+        self.url = libpq_url(database_url)
+        # Keepalives: an idle LISTEN connection whose server vanished silently must fail
+        # (and reconnect) rather than leave the scheduler on its slow interval for good.
+        self.connect_args = pg_connect_args(
+            DbTimeouts(
+                connect_seconds=settings.database_connect_timeout_seconds,
+                tcp_seconds=settings.database_tcp_timeout_seconds,
+            )
+        )
         self.conn: psycopg.Connection | None = None
 
     def _connect(self) -> psycopg.Connection:
         if self.conn is None or self.conn.closed:
-            self.conn = psycopg.connect(self.url, autocommit=True, connect_timeout=5)
+            self.conn = psycopg.connect(self.url, autocommit=True, **self.connect_args)
             self.conn.execute(f"LISTEN {events.SCHEDULER_CHANNEL}")
         return self.conn
 

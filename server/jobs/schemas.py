@@ -3,7 +3,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any
 
-from pydantic import Field
+from pydantic import Field, StrictBool, StrictFloat, StrictInt
 
 from server.jobs.models import JobState
 from server.kit.schemas import ReadSchema, Schema
@@ -44,17 +44,17 @@ class JobEventRead(ReadSchema):
 
 
 class PriorityUpdate(Schema):
-    priority: Annotated[int, Field(ge=-999, le=999)]
+    priority: Annotated[StrictInt, Field(ge=-999, le=999)]
 
 
 class DrainUpdate(Schema):
-    draining: bool = True
+    draining: StrictBool = True
 
 
 class QuotaPut(Schema):
-    user_id: Annotated[int, Field(ge=1, le=2**63 - 1)]
+    user_id: Annotated[StrictInt, Field(ge=1, le=2**63 - 1)]
     pool: Annotated[str, Field(min_length=1, max_length=40)]
-    max_running: Annotated[int, Field(ge=0, le=1000)] | None = Field(
+    max_running: Annotated[StrictInt, Field(ge=0, le=1000)] | None = Field(
         description="null removes the quota (the default limit applies again)"
     )
 
@@ -68,5 +68,5 @@ class QuotaRead(ReadSchema):
 
 class DiagnosticJobs(Schema):
     pool: Annotated[str, Field(min_length=1, max_length=40)]
-    count: Annotated[int, Field(ge=1, le=1000)] = 1
-    seconds: Annotated[float, Field(ge=0, le=3600)] = 0
+    count: Annotated[StrictInt, Field(ge=1, le=1000)] = 1
+    seconds: Annotated[StrictFloat, Field(ge=0, le=3600)] = 0

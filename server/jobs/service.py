@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 import sqlalchemy as sa
@@ -10,7 +11,7 @@ from server.auth.dependencies import Principal
 from server.auth.models import User
 from server.jobs import events, scheduler
 from server.jobs.kinds import JobKind, default_pool
-from server.jobs.models import Job, JobEvent, JobState
+from server.jobs.models import Job, JobEvent, JobState, WorkerRow
 from server.jobs.schemas import JobEventRead, JobRead
 from server.kit.db import utcnow
 from server.kit.errors import Conflict, NotFound, Unprocessable
@@ -94,9 +95,11 @@ def read(db: Session, job: Job, *, position: int | None = None) -> JobRead:
 def visible_jobs(principal: Principal) -> sa.ColumnElement[bool]:
     if principal.user.is_admin:
         return sa.true()
+    # A project's jobs follow current membership, like authorize_job: someone removed
+    # from a project no longer sees even the jobs they started there.
     return sa.or_(
         Job.project_id.in_(member_project_ids(principal)),
-        Job.created_by == principal.user.id,
+        sa.and_(Job.project_id.is_(None), Job.created_by == principal.user.id),
     )
 
 
@@ -128,19 +131,27 @@ def list_for(
     return page(rows, limit, lambda job: read(db, job, position=places.get(job.id)))
 
 
-def cancel(db: Session, job: Job, user: User, ip: str | None) -> Job:
-    """Queued: canceled at once and never runs. Running: stops at its next progress."""
+def cancel(
+    db: Session,
+    job: Job,
+    user: User,
+    ip: str | None,
+    *,
+    heartbeat_timeout: float | None = None,
+) -> Job:
+    """Queued: canceled at once and never runs. Running: stops at its next progress (the
+    worker's heartbeat also tells it); running on no live process: canceled at once, and
+    a worker that comes back to it finds it no longer owns it (its writes are fenced)."""
+    db.refresh(job, with_for_update=True)  # a worker may be finishing it right now
     if job.state.finished:
         raise Conflict(f"the job already {job.state.value}")
+    job.cancel_requested = True
     if job.state == JobState.queued:
-        job.state = JobState.canceled
-        job.finished_at = utcnow()
-        job.cancel_requested = True
-        job.message = "canceled before it started"
-        events.add(db, job.id, "state", {"state": "canceled"})
-        events.wake_scheduler(db)
+        _end_canceled(db, job, "canceled before it started")
+    elif not _attempt_alive(db, job, heartbeat_timeout):
+        events.add(db, job.id, "log", {"line": f"cancel requested by {user.username}"})
+        _end_canceled(db, job, "canceled; no live worker was running it")
     else:
-        job.cancel_requested = True
         events.add(db, job.id, "log", {"line": f"cancel requested by {user.username}"})
     audit.record(
         db,
@@ -154,6 +165,27 @@ def cancel(db: Session, job: Job, user: User, ip: str | None) -> Job:
     )
     db.flush()
     return job
+
+
+def _end_canceled(db: Session, job: Job, message: str) -> None:
+    job.state = JobState.canceled
+    job.finished_at = utcnow()
+    job.message = message
+    job.admitted_at = None
+    job.message_ref = None
+    events.add(db, job.id, "state", {"state": "canceled"})
+    events.wake_scheduler(db)
+
+
+def _attempt_alive(db: Session, job: Job, heartbeat_timeout: float | None) -> bool:
+    """Whether a live worker process is executing this running job: workers heartbeat
+    only the attempts they really execute, so a stale job heartbeat means none is."""
+    if heartbeat_timeout is not None:
+        cutoff = utcnow() - dt.timedelta(seconds=heartbeat_timeout)
+        if job.heartbeat_at is None or job.heartbeat_at < cutoff:
+            return False
+    worker = db.get(WorkerRow, job.worker_id) if job.worker_id else None
+    return worker is not None and worker.stopped_at is None
 
 
 def events_after(

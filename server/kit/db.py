@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import datetime as dt
+import sqlite3
 from collections.abc import Iterator
-from typing import Annotated, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any
 
+import psycopg
 import sqlalchemy as sa
 from fastapi import Depends, Request
 from sqlalchemy import event
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.orm import DeclarativeBase, Session, mapped_column, sessionmaker
+
+if TYPE_CHECKING:
+    from server.settings import Settings
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -69,7 +75,84 @@ def created_at_column() -> Any:
     return mapped_column(UTCDateTime(), nullable=False, default=utcnow)
 
 
-def make_engine(url: str, *, pool_size: int = 10) -> Engine:
+@dataclass(frozen=True)
+class DbTimeouts:
+    """How long a PostgreSQL client waits before it gives up (see ``Settings``).
+
+    ``tcp_seconds`` bounds how long an established connection may stay silent: TCP
+    keepalives notice an idle connection whose peer vanished (a dropped network path,
+    a failed-over host), and TCP_USER_TIMEOUT one whose sent data is never acknowledged.
+    Without them a request, a heartbeat or the scheduler could wait on a dead socket for
+    the kernel's default of ~15 minutes. ``statement_seconds`` is the server-side
+    ``statement_timeout``, 0 for none.
+    """
+
+    connect_seconds: float = 5
+    tcp_seconds: float = 30
+    statement_seconds: float = 0
+    pool_seconds: float = 10
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, statements: bool) -> DbTimeouts:
+        """``statements``: whether this process's statements are bounded (API requests
+        and the scheduler are; jobs run long statements under their own time limit)."""
+        return cls(
+            connect_seconds=settings.database_connect_timeout_seconds,
+            tcp_seconds=settings.database_tcp_timeout_seconds,
+            statement_seconds=settings.database_statement_timeout_seconds if statements else 0,
+            pool_seconds=settings.database_pool_timeout_seconds,
+        )
+
+
+def pg_connect_args(timeouts: DbTimeouts, options: str | None = None) -> dict[str, Any]:
+    """libpq connection parameters for these timeouts; ``options`` is what the URL already
+    asks for (kept: ours are appended)."""
+    tcp = timeouts.tcp_seconds
+    args: dict[str, Any] = {
+        # libpq counts whole seconds, at least 2.
+        "connect_timeout": max(2, round(timeouts.connect_seconds)),
+        "keepalives": 1,
+        # Silent for a third of the budget, then three probes over the next half.
+        "keepalives_idle": max(1, int(tcp / 3)),
+        "keepalives_interval": max(1, int(tcp / 6)),
+        "keepalives_count": 3,
+        "tcp_user_timeout": int(tcp * 1000),
+    }
+    parts = [options] if options else []
+    if timeouts.statement_seconds > 0:
+        parts.append(f"-c statement_timeout={int(timeouts.statement_seconds * 1000)}")
+    if parts:
+        args["options"] = " ".join(parts)
+    return args
+
+
+def libpq_url(url: str) -> str:
+    """The URL as psycopg itself takes it (for LISTEN connections outside the pool)."""
+    return url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database cannot answer right now (down, restarting,
+    unreachable, out of connections, a statement or pool wait timed out), as opposed to
+    a bug or bad data. Such a request may succeed if tried again later."""
+    if isinstance(exc, sa.exc.TimeoutError | sa.exc.DisconnectionError):
+        return True  # no pooled connection came free in time; a checkout saw it dead
+    if isinstance(exc, sa.exc.DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        return database_unavailable(exc.orig) if exc.orig is not None else False
+    if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+        # Connection failures, admin shutdown, "the database system is starting up",
+        # too many connections, statement timeouts, serialization failures: all are the
+        # server's state, not the request's fault. (InterfaceError: a closed connection.)
+        return True
+    if isinstance(exc, sqlite3.OperationalError):
+        message = str(exc).lower()
+        return "locked" in message or "busy" in message
+    return False
+
+
+def make_engine(url: str, *, pool_size: int = 10, timeouts: DbTimeouts | None = None) -> Engine:
     if url.startswith("sqlite"):
         engine = sa.create_engine(
             url,
@@ -97,10 +180,16 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
         return engine
     if url.startswith("postgresql://") or url.startswith("postgres://"):
         url = "postgresql+psycopg://" + url.split("://", 1)[1]
+    timeouts = timeouts or DbTimeouts()
+    options = sa.engine.make_url(url).query.get("options")
     return sa.create_engine(
         url,
+        connect_args=pg_connect_args(timeouts, options if isinstance(options, str) else None),
         pool_size=pool_size,
         max_overflow=pool_size,
+        pool_timeout=timeouts.pool_seconds,
+        # A connection that died while idle in the pool (PostgreSQL restarted) is
+        # replaced on checkout instead of failing the request that drew it.
         pool_pre_ping=True,
         pool_recycle=1800,
     )

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+import psycopg
+import sqlalchemy as sa
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from server.kit.db import database_unavailable
+
+log = logging.getLogger(__name__)
+
+# Seconds a client is asked to wait when the database cannot answer: about one
+# PostgreSQL restart or failover, short enough that a retry soon finds it back.
+DATABASE_RETRY_AFTER_SECONDS = 5
+DATABASE_UNAVAILABLE = "the database is unavailable; try again shortly"
 
 
 class OculabError(Exception):
@@ -81,6 +93,30 @@ def install_error_handlers(app: FastAPI) -> None:
             status_code=exc.status_code,
             headers=exc.headers,
         )
+
+    async def _database(request: Request, exc: Exception) -> JSONResponse:
+        # The database being down, restarting or unreachable is not a bug of the request:
+        # 503 with Retry-After, as /api/ready says, instead of a 500 with a traceback.
+        if not database_unavailable(exc):
+            raise exc
+        log.warning(
+            "%s %s: database unavailable (%s: %s)",
+            request.method,
+            request.url.path,
+            exc.__class__.__name__,
+            str(exc).splitlines()[0] if str(exc) else "",
+        )
+        return JSONResponse(
+            {"detail": DATABASE_UNAVAILABLE},
+            status_code=503,
+            headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)},
+        )
+
+    # DBAPIError covers OperationalError/InterfaceError (and the disconnects SQLAlchemy
+    # wraps); TimeoutError is the pool's checkout timeout; psycopg.Error for code that
+    # talks to psycopg directly. Anything else of these that is not an outage re-raises.
+    for kind in (sa.exc.DBAPIError, sa.exc.TimeoutError, sa.exc.DisconnectionError, psycopg.Error):
+        app.add_exception_handler(kind, _database)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -1,5 +1,14 @@
 """The training job: snapshot the data, supervise ultralytics in a child process,
 report every epoch, resume from the last checkpoint on redelivery, register the model.
+
+Each attempt trains in a folder of its own (``runs/job-N/attempt-K``), resuming from the
+newest checkpoint an earlier attempt kept whole (``resume-EEEE/``, copied there by the
+child after each epoch), so two processes never write the same files. The child holds a
+lease its supervisor feeds through the child's stdin: a worker that is frozen (SIGSTOP,
+starved) stops feeding it and the child stops itself within ``heartbeat_timeout / 2``,
+before the reconciler can give the job to another attempt. Every write back to the
+database is fenced by the attempt (see ``JobContext.write``): an attempt that lost the
+job reports nothing more and stops its child.
 """
 
 from __future__ import annotations
@@ -8,9 +17,11 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +29,8 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from server.jobs.kinds import JobKind
-from server.jobs.runtime import JobContext, JobFailed
+from server.jobs.models import Job
+from server.jobs.runtime import JobContext, JobFailed, Release
 from server.models.models import ModelState, RegisteredModel
 from server.models.service import weights_file
 from server.projects.models import Project
@@ -26,6 +38,8 @@ from server.training import snapshot
 
 _POLL_SECONDS = 1.0
 _STOP_GRACE_SECONDS = 15
+# train_child's exit status when its lease ran out (workers/ml/train_child.py).
+LEASE_EXPIRED_EXIT = 75
 
 
 def train(ctx: JobContext) -> dict[str, Any]:
@@ -55,28 +69,44 @@ def train(ctx: JobContext) -> dict[str, Any]:
     )
 
     run_dir = ctx.storage.root / "runs" / f"job-{ctx.job_id}"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    events = run_dir / "events.jsonl"
-    last = run_dir / "train" / "weights" / "last.pt"
-    if last.exists():
-        ctx.log(f"attempt {ctx.attempt}: resuming from the last checkpoint")
-    spec = {
-        "base": base,
-        "data": str(snap.data_yaml),
-        "epochs": int(params["epochs"]),
-        "imgsz": int(params["imgsz"]),
-        "batch": int(params["batch"]),
-        "seed": int(params.get("seed", 0)),
-        "warmup_epochs": float(params.get("warmup_epochs", 3.0)),
-        "project": str(run_dir),
-        "device": "0" if ctx.gpu_index is not None else "cpu",
-        "workers": 4 if ctx.gpu_index is not None else 0,
-        "last": str(last),
-        "events": str(events),
-    }
-    spec_path = run_dir / "spec.json"
-    spec_path.write_text(json.dumps(spec))
-    done = _supervise(ctx, spec_path, events, run_dir / "train.log", int(params["epochs"]))
+    here = run_dir / f"attempt-{ctx.attempt}"
+    here.mkdir(parents=True, exist_ok=True)
+    # This attempt's own folder may hold a run handed back by a stopping worker (the
+    # attempt number was given back): it counts as an earlier run like the others.
+    earlier = _earlier_runs(run_dir, ctx.attempt)
+    prior = _epoch_events(earlier)
+    events = here / "events.jsonl"
+    offset = events.stat().st_size if events.exists() else 0
+    epochs = int(params["epochs"])
+    done = _finished(earlier, prior, epochs)
+    if done is not None:
+        ctx.log(f"attempt {ctx.attempt}: an earlier attempt finished training")
+        reported = int(ctx.checkpoint.get("epochs_reported", 0))
+        _relay_replay(ctx, prior, reported, epochs, epochs)
+    else:
+        last = here / "train" / "weights" / "last.pt"
+        if _prepare_resume(earlier, last):
+            ctx.log(f"attempt {ctx.attempt}: resuming from the last checkpoint")
+        spec = {
+            "base": base,
+            "data": str(snap.data_yaml),
+            "epochs": epochs,
+            "imgsz": int(params["imgsz"]),
+            "batch": int(params["batch"]),
+            "seed": int(params.get("seed", 0)),
+            "warmup_epochs": float(params.get("warmup_epochs", 3.0)),
+            "project": str(here),
+            "save_dir": str(here / "train"),
+            "resume_dir": str(here),
+            "device": "0" if ctx.gpu_index is not None else "cpu",
+            "workers": 4 if ctx.gpu_index is not None else 0,
+            "last": str(last),
+            "events": str(events),
+            "lease_seconds": lease_seconds(ctx),
+        }
+        spec_path = here / "spec.json"
+        spec_path.write_text(json.dumps(spec))
+        done = _supervise(ctx, spec_path, events, offset, here / "train.log", epochs, prior)
     model_id = _register(ctx, Path(done["best"]), done, snap, base, base_model_id, project.id)
     return {"model_id": model_id, "snapshot": snap.key, "metrics": _summary(done["metrics"])}
 
@@ -104,37 +134,87 @@ def _child_env(ctx: JobContext) -> dict[str, str]:
     return env
 
 
+def lease_seconds(ctx: JobContext) -> float:
+    """How long the child trains on without hearing from its supervisor. Half the
+    heartbeat timeout: a new attempt starts no sooner than ``timeout - interval`` after
+    the worker's last heartbeat (and the interval is well under half the timeout), so
+    the child of a frozen worker is gone before another worker can resume the job."""
+    return max(1.0, ctx.settings.heartbeat_timeout_seconds / 2)
+
+
+class _Lease:
+    """Feeds the child's lease, a byte on its stdin every quarter lease, from a thread of
+    its own: a supervisor waiting out a database outage keeps its child training."""
+
+    def __init__(self, child: subprocess.Popen[bytes], seconds: float) -> None:
+        assert child.stdin is not None
+        self._pipe = child.stdin
+        os.set_blocking(self._pipe.fileno(), False)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._feed, args=(seconds / 4,), name=f"lease-{child.pid}", daemon=True
+        )
+        self._thread.start()
+
+    def _feed(self, every: float) -> None:
+        fd = self._pipe.fileno()
+        while not self._stop.wait(every):
+            try:
+                os.write(fd, b".")
+            except BlockingIOError:
+                continue  # the child is busy; its pipe holds thousands of beats
+            except OSError:
+                return  # the child is gone
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        with contextlib.suppress(OSError):
+            self._pipe.close()
+
+
 def _supervise(
-    ctx: JobContext, spec: Path, events: Path, log_path: Path, epochs: int
+    ctx: JobContext,
+    spec: Path,
+    events: Path,
+    offset: int,
+    log_path: Path,
+    epochs: int,
+    prior: dict[int, dict[str, Any]],
 ) -> dict[str, Any]:
-    """Runs the child and relays its epochs; stops it on cancel or worker shutdown."""
+    """Runs the child and relays its epochs; stops it on cancel, loss of the job or
+    worker shutdown."""
     reported = int(ctx.checkpoint.get("epochs_reported", 0))
-    offset = 0
+    ctx.check_canceled()  # a worker frozen since its claim must not start a child
     with open(log_path, "ab") as log:
         child = subprocess.Popen(  # noqa: S603 - our own module, our own arguments
             [sys.executable, "-m", "workers.ml.train_child", str(spec), str(os.getpid())],
             env=_child_env(ctx),
+            stdin=subprocess.PIPE,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+    lease = _Lease(child, lease_seconds(ctx))
     done: dict[str, Any] | None = None
+    failure = ""
     try:
         while True:
             exited = child.poll() is not None
             offset, new = _read_events(events, offset)
             for event in new:
                 if event["type"] == "epoch" and event["epoch"] > reported:
-                    reported = event["epoch"]
-                    ctx.metrics({"epoch": event["epoch"], **event["metrics"]})
-                    ctx.save_checkpoint({"epochs_reported": reported})
-                    ctx.progress(
-                        event["epoch"] / max(epochs, 1), f"epoch {event['epoch']}/{event['epochs']}"
-                    )
+                    _relay(ctx, event, epochs)
+                    reported = int(event["epoch"])
                 elif event["type"] == "resume":
-                    ctx.log(f"resumed after epoch {event['after_epoch']}")
+                    # Epochs an earlier attempt trained but did not get to report.
+                    after = int(event["after_epoch"])
+                    reported = _relay_replay(ctx, prior, reported, after, epochs)
+                    ctx.log(f"resumed after epoch {after}")
                 elif event["type"] == "done":
                     done = event
+                elif event["type"] == "error":  # e.g. a checkpoint the loader refused
+                    failure = str(event.get("message", ""))[:2000]
             if exited:
                 break
             ctx.check_canceled()
@@ -142,14 +222,138 @@ def _supervise(
             with contextlib.suppress(subprocess.TimeoutExpired):
                 child.wait(timeout=_POLL_SECONDS)
     except BaseException:
-        # Canceled, shutting down or crashed: the child must not outlive the attempt.
+        # Canceled, lost, shutting down or crashed: the child must not outlive the attempt.
         _stop(child)
         raise
+    finally:
+        lease.stop()
+    if child.returncode == LEASE_EXPIRED_EXIT and done is None:
+        # This worker was frozen or starved past the lease; if the job is still ours it
+        # goes back to the queue and resumes from the last whole checkpoint.
+        raise Release("the training process lost contact with its worker")
     if child.returncode != 0 or done is None:
         tail = log_path.read_text(errors="replace")[-1500:] if log_path.exists() else ""
         ctx.log(tail)
+        if failure:
+            raise JobFailed(f"training failed: {failure}")
         raise JobFailed(f"training failed (exit code {child.returncode}); see the job logs")
     return done
+
+
+def _relay(ctx: JobContext, event: dict[str, Any], epochs: int) -> None:
+    """Reports one epoch: metrics, checkpoint and progress in one fenced transaction,
+    skipped if already reported (an earlier attempt, or a commit an outage hid)."""
+    epoch = int(event["epoch"])
+
+    def record(db: Any) -> None:
+        saved = db.scalar(sa.select(Job.checkpoint).where(Job.id == ctx.job_id)) or {}
+        if int(saved.get("epochs_reported", 0)) >= epoch:
+            return
+        ctx.metrics({"epoch": epoch, **event["metrics"]}, db=db)
+        ctx.save_checkpoint({**saved, "epochs_reported": epoch}, db=db)
+        ctx.progress(epoch / max(epochs, 1), f"epoch {epoch}/{event['epochs']}", db=db)
+
+    ctx.write(record)
+
+
+def _relay_replay(
+    ctx: JobContext, prior: dict[int, dict[str, Any]], reported: int, upto: int, epochs: int
+) -> int:
+    """Relays earlier attempts' epochs after ``reported`` up to ``upto``; returns the
+    last epoch reported."""
+    for epoch in sorted(e for e in prior if reported < e <= upto):
+        _relay(ctx, prior[epoch], epochs)
+        reported = epoch
+    return reported
+
+
+# --- earlier attempts' folders ----------------------------------------------------------
+
+
+def _earlier_runs(run_dir: Path, attempt: int) -> list[Path]:
+    """Folders of earlier runs of this job, newest attempt first; the pre-attempt layout
+    (``runs/job-N`` itself) last. Later attempts' folders are ignored: their owner
+    lost the job to us or is about to."""
+    runs: list[tuple[int, Path]] = []
+    for path in run_dir.glob("attempt-*"):
+        number = path.name.removeprefix("attempt-")
+        if number.isdigit() and int(number) <= attempt:
+            runs.append((int(number), path))
+    ordered = [path for _, path in sorted(runs, reverse=True)]
+    return [*ordered, run_dir]
+
+
+def _epoch_events(runs: list[Path]) -> dict[int, dict[str, Any]]:
+    """Each epoch's event as the newest run that trained it wrote it."""
+    found: dict[int, dict[str, Any]] = {}
+    for run in runs:
+        _, events = _read_events(run / "events.jsonl", 0)
+        for event in events:
+            if event.get("type") == "epoch":
+                found.setdefault(int(event["epoch"]), event)
+    return found
+
+
+def _resume_dirs(run: Path) -> list[tuple[int, Path]]:
+    dirs = []
+    for path in run.glob("resume-*"):
+        number = path.name.removeprefix("resume-")
+        if number.isdigit() and (path / "last.pt").is_file():
+            dirs.append((int(number), path))
+    return sorted(dirs, reverse=True)
+
+
+def _finished(
+    runs: list[Path], prior: dict[int, dict[str, Any]], epochs: int
+) -> dict[str, Any] | None:
+    """The outcome of an earlier run that trained every epoch, if one did."""
+    for run in runs:
+        _, events = _read_events(run / "events.jsonl", 0)
+        for event in reversed(events):
+            if event.get("type") == "done" and Path(event["best"]).is_file():
+                return dict(event)
+        kept = _resume_dirs(run)
+        if kept and kept[0][0] >= epochs:
+            # Trained to the end but stopped before its final report: its last kept
+            # checkpoint is the result (best.pt as of that epoch where there is one).
+            folder = kept[0][1]
+            best = folder / "best.pt" if (folder / "best.pt").is_file() else folder / "last.pt"
+            return {
+                "type": "done",
+                "best": str(best),
+                "metrics": prior.get(epochs, {}).get("metrics", {}),
+            }
+        if kept:
+            return None  # a newer attempt's checkpoint supersedes older outcomes
+    return None
+
+
+def _prepare_resume(runs: list[Path], last: Path) -> bool:
+    """Puts the newest whole checkpoint of an earlier run where the child resumes from
+    (this attempt's own ``last.pt``); False to train from the start."""
+    last.parent.mkdir(parents=True, exist_ok=True)
+    for run in runs:
+        kept = _resume_dirs(run)
+        if kept:
+            folder = kept[0][1]
+            _copy(folder / "last.pt", last)
+            if (folder / "best.pt").is_file():
+                _copy(folder / "best.pt", last.with_name("best.pt"))
+            return True
+        legacy = run / "train" / "weights" / "last.pt"
+        if run.name.startswith("job-") and legacy.is_file():
+            _copy(legacy, last)
+            return True
+    # Whatever a handed-back run of this attempt left in its weights folder may be torn.
+    last.unlink(missing_ok=True)
+    last.with_name("best.pt").unlink(missing_ok=True)
+    return False
+
+
+def _copy(source: Path, target: Path) -> None:
+    tmp = target.with_name(f".{target.name}.tmp")
+    shutil.copyfile(source, tmp)
+    os.replace(tmp, target)
 
 
 def _read_events(path: Path, offset: int) -> tuple[int, list[dict[str, Any]]]:
@@ -193,13 +397,18 @@ def _register(
     base_model_id: int | None,
     project_id: int,
 ) -> int:
-    """Registers best.pt once, however many times this job's message is delivered."""
-    with ctx.session() as db:
-        existing = db.scalar(
+    """Registers best.pt once, however many times this job's message is delivered (or
+    its insert is retried after a database outage that hid whether it committed)."""
+
+    def existing(db: Any) -> int | None:
+        found: int | None = db.scalar(
             sa.select(RegisteredModel.id).where(RegisteredModel.job_id == ctx.job_id)
         )
-        if existing is not None:
-            return existing
+        return found
+
+    found = ctx.write(existing)
+    if found is not None:
+        return found
     digest = hashlib.sha256()
     tmp = ctx.storage.temp_path(".pt")
     with open(best, "rb") as src, open(tmp, "wb") as dst:
@@ -211,52 +420,55 @@ def _register(
     ctx.storage.commit_file(tmp, ctx.storage.blob_path(sha))
     params = ctx.params
     metrics = _summary(done.get("metrics", {}))
+
+    def insert(db: Any) -> int:
+        found = existing(db)
+        if found is not None:
+            return found
+        model = RegisteredModel(
+            project_id=project_id,
+            name=str(params.get("name") or f"train-{ctx.job_id}"),
+            state=ModelState.ready,
+            source="training",
+            filename=f"job-{ctx.job_id}-best.pt",
+            sha256=sha,
+            size_bytes=size,
+            task="detect",
+            class_names=snap.classes,
+            imgsz=int(params["imgsz"]),
+            parameters=done.get("parameters"),
+            architecture=Path(base).stem if base.endswith(".yaml") else None,
+            base=str(params["base"]),
+            base_model_id=base_model_id,
+            job_id=ctx.job_id,
+            dataset_snapshot=snap.key,
+            hyperparams={
+                k: params[k]
+                for k in (
+                    "epochs",
+                    "imgsz",
+                    "batch",
+                    "val_fraction",
+                    "seed",
+                    "warmup_epochs",
+                    "only_reviewed",
+                )
+                if k in params
+            },
+            metrics=metrics,
+            created_by=ctx.created_by,
+        )
+        db.add(model)
+        db.flush()
+        return model.id
+
     try:
-        with ctx.session() as db:
-            model = RegisteredModel(
-                project_id=project_id,
-                name=str(params.get("name") or f"train-{ctx.job_id}"),
-                state=ModelState.ready,
-                source="training",
-                filename=f"job-{ctx.job_id}-best.pt",
-                sha256=sha,
-                size_bytes=size,
-                task="detect",
-                class_names=snap.classes,
-                imgsz=int(params["imgsz"]),
-                parameters=done.get("parameters"),
-                architecture=Path(base).stem if base.endswith(".yaml") else None,
-                base=str(params["base"]),
-                base_model_id=base_model_id,
-                job_id=ctx.job_id,
-                dataset_snapshot=snap.key,
-                hyperparams={
-                    k: params[k]
-                    for k in (
-                        "epochs",
-                        "imgsz",
-                        "batch",
-                        "val_fraction",
-                        "seed",
-                        "warmup_epochs",
-                        "only_reviewed",
-                    )
-                    if k in params
-                },
-                metrics=metrics,
-                created_by=ctx.created_by,
-            )
-            db.add(model)
-            db.flush()
-            return model.id
+        return ctx.write(insert)
     except IntegrityError:
-        with ctx.session() as db:
-            existing = db.scalar(
-                sa.select(RegisteredModel.id).where(RegisteredModel.job_id == ctx.job_id)
-            )
-            if existing is None:
-                raise
-            return existing
+        found = ctx.write(existing)
+        if found is None:
+            raise
+        return found
 
 
 JOB_KINDS = [JobKind("training.train", train, runs_on="gpu")]

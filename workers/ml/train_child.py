@@ -3,8 +3,13 @@
 It runs ultralytics training (or resumes it from the last checkpoint) and appends one
 JSON line per event to the spec's events file: each finished epoch with its losses and
 metrics, then ``done`` with the best weights. Ultralytics' own output goes to stdout.
-Ultralytics saves ``last.pt`` after every epoch, which is the checkpoint a redelivered
-job resumes from.
+Ultralytics saves ``last.pt`` after every epoch; the child then keeps a whole copy in
+``resume-EEEE/``, the checkpoint a later attempt resumes from. It trains only while its
+supervisor feeds its lease (stdin).
+
+Every checkpoint (the base model, ``last.pt`` on resume, and whatever ultralytics loads
+itself while training) is unpickled by the restricted loader of
+workers/ml/checkpoints.py: a file on shared storage is not trusted because we wrote it.
 """
 
 from __future__ import annotations
@@ -42,16 +47,72 @@ def _die_with_parent() -> None:
             sys.exit(3)  # the parent died before we could ask to follow it
 
 
+def _hold_lease(seconds: float | None) -> None:
+    """Trains only while the supervisor feeds our stdin. A worker frozen by SIGSTOP or
+    starved of CPU stops feeding it (and PDEATHSIG never fires for a frozen parent):
+    stop well before the reconciler can give the job to another worker, so two
+    processes never train the same job (server/training/tasks.py, ``lease_seconds``).
+    EOF means the supervisor is gone."""
+    if not seconds:
+        return
+    import select
+    import threading
+
+    def watch() -> None:
+        fd = sys.stdin.fileno()
+        while True:
+            ready, _, _ = select.select([fd], [], [], seconds)
+            if not ready or not os.read(fd, 4096):
+                os._exit(LEASE_EXPIRED_EXIT)
+
+    threading.Thread(target=watch, name="lease", daemon=True).start()
+
+
+def _keep_resume(trainer: Any, epoch: int, folder: Path) -> None:
+    """Copies this epoch's checkpoint to ``resume-EEEE/`` in one rename. Ultralytics
+    rewrites last.pt in place, so a process stopped mid-write leaves it torn; the next
+    attempt resumes from the newest folder here, which is always whole. Runs after the
+    epoch's event is written: a kept checkpoint is never ahead of the reported epochs."""
+    import shutil
+
+    last, best = Path(trainer.last), Path(trainer.best)
+    if not last.is_file():
+        return
+    previous = sorted(folder.glob("resume-[0-9]*"))
+    tmp = folder / f".resume-{epoch:04d}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    shutil.copyfile(last, tmp / "last.pt")
+    kept_best = previous[-1] / "best.pt" if previous else None
+    if best.is_file() and (trainer.best_fitness == trainer.fitness or kept_best is None):
+        shutil.copyfile(best, tmp / "best.pt")  # best.pt was (re)written this epoch
+    elif kept_best is not None and kept_best.is_file():
+        try:
+            os.link(kept_best, tmp / "best.pt")  # our own copy, never rewritten
+        except OSError:
+            shutil.copyfile(kept_best, tmp / "best.pt")
+    tmp.rename(folder / f"resume-{epoch:04d}")
+    for old in previous:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+LEASE_EXPIRED_EXIT = 75  # server/training/tasks.py re-queues the job on this status
+
+
 def main(spec_path: str) -> int:
     _die_with_parent()
     spec = json.loads(Path(spec_path).read_text())
+    _hold_lease(spec.get("lease_seconds"))
     events = open(spec["events"], "a", buffering=1)  # noqa: SIM115 - lives as long as we do
 
     def emit(event: dict[str, Any]) -> None:
         events.write(json.dumps(event) + "\n")
         events.flush()
 
-    import torch
+    from workers.ml import checkpoints
+
+    # Before ultralytics is imported: restricted mode and our torch.load.
+    checkpoints.install()
     from ultralytics import YOLO
     from ultralytics.engine import trainer as trainer_module
 
@@ -77,10 +138,20 @@ def main(spec_path: str) -> int:
                 "fitness": float(trainer.fitness or 0.0),
             }
         )
+        if spec.get("resume_dir"):
+            _keep_resume(trainer, epoch, Path(spec["resume_dir"]))
+
+    def refuse(exc: Exception) -> int:
+        emit({"type": "error", "message": str(exc)})
+        return 2
 
     last = Path(spec["last"])
     if last.exists():
-        checkpoint = torch.load(last, map_location="cpu", weights_only=False)
+        try:
+            checkpoint = checkpoints.load(last)
+            model = checkpoints.load_yolo(last)
+        except (ValueError, checkpoints.CheckpointRefused) as exc:
+            return refuse(exc)
         if int(checkpoint.get("epoch", -1)) == -1:
             # The previous attempt finished training but died before reporting it.
             best = last.with_name("best.pt")
@@ -93,12 +164,17 @@ def main(spec_path: str) -> int:
                 }
             )
             return 0
-        model = YOLO(str(last))
         model.add_callback("on_fit_epoch_end", on_fit_epoch_end)
         emit({"type": "resume", "after_epoch": int(checkpoint.get("epoch", 0)) + 1})
-        model.train(resume=True)
+        # The checkpoint names the folder it was trained in; this attempt has its own.
+        model.train(resume=True, **({"save_dir": spec["save_dir"]} if "save_dir" in spec else {}))
     else:
-        model = YOLO(spec["base"])
+        base = str(spec["base"])
+        try:
+            # A registered model's weights; or one of ultralytics' own configs by name.
+            model = checkpoints.load_yolo(Path(base)) if base.endswith(".pt") else YOLO(base)
+        except (ValueError, checkpoints.CheckpointRefused) as exc:
+            return refuse(exc)
         model.add_callback("on_fit_epoch_end", on_fit_epoch_end)
         model.train(
             data=spec["data"],
