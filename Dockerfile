@@ -13,6 +13,15 @@
 # they work with a read-only root filesystem. Build args pin what changes rarely.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+ARG NODE_IMAGE=node:20-bookworm-slim
+
+# ---- web: the SPA (frontend/), built by Vite into server/web/static/ -----------------
+FROM ${NODE_IMAGE} AS web
+WORKDIR /src/frontend
+COPY frontend/package.json frontend/package-lock.json ./
+RUN PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund
+COPY frontend/ ./
+RUN npm run build && test -f /src/server/web/static/index.html
 
 # ---- base: the runtime user and Python settings shared by both images --------------
 FROM ${PYTHON_IMAGE} AS base
@@ -37,7 +46,10 @@ COPY pyproject.toml README.md ./
 COPY server ./server
 COPY workers ./workers
 COPY migrations ./migrations
-RUN pip install . && pip check
+# The built web app travels inside the package (package data); the API serves it at /.
+COPY --from=web /src/server/web/static ./server/web/static
+RUN pip install . && pip check \
+ && python -c "import importlib.resources as r; assert (r.files('server.web') / 'static' / 'index.html').is_file()"
 
 # ---- api ------------------------------------------------------------------------------
 FROM base AS api

@@ -11,11 +11,23 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: help install run test lint typecheck pytest services bench clean
+.PHONY: help install run test lint typecheck pytest services bench clean \
+	frontend openapi frontend-test frontend-typecheck frontend-unit frontend-e2e chromium
+
+# The web app (frontend/): built by Vite into the Python package, where the API serves it.
+NPM := npm --prefix frontend
+NODE_MODULES := frontend/node_modules/.package-lock.json
+WEB_BUILD := server/web/static/index.html
+WEB_SOURCES := $(shell find frontend/src frontend/public -type f ! -name '*.test.*' \
+	! -path 'frontend/src/test/*' 2>/dev/null) frontend/index.html frontend/vite.config.ts \
+	frontend/tsconfig.json frontend/package-lock.json
+CHROMIUM ?= /usr/bin/chromium
 
 help:
-	@echo "make run      install and start Oculab standalone on http://$(HOST):$(PORT)"
-	@echo "make test     install and run ruff, mypy and pytest on SQLite and PostgreSQL"
+	@echo "make run      install, build the web app if stale, start Oculab on http://$(HOST):$(PORT)"
+	@echo "make test     ruff, mypy, pytest (SQLite and PostgreSQL) and the web app's checks"
+	@echo "make frontend build the web app (frontend/ -> server/web/static/) when stale"
+	@echo "make openapi  regenerate the web app's typed API client after an endpoint change"
 	@echo "make install  create $(VENV) with every extra (ml, dev)"
 	@echo "make bench    run the benchmarks in bench/ against PostgreSQL"
 
@@ -28,7 +40,7 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[ml,dev]'
 	@touch $@
 
-run: install
+run: install frontend
 	$(BIN)/oculab standalone --host $(HOST) --port $(PORT)
 
 # The local PostgreSQL and Redis the tests talk to; started if they are down.
@@ -56,7 +68,46 @@ pytest: install services
 	OCULAB_TEST_DATABASE=sqlite $(BIN)/pytest
 	OCULAB_TEST_DATABASE=postgres $(BIN)/pytest
 
-test: lint typecheck pytest
+test: lint typecheck pytest frontend-test
+
+# ---- the web app ------------------------------------------------------------------------
+# npm ci when node_modules is missing or older than the lockfile; no browser downloads.
+$(NODE_MODULES): frontend/package.json frontend/package-lock.json
+	@command -v npm >/dev/null || { echo "Node.js 20.19+ and npm are required for the web app"; exit 1; }
+	PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 $(NPM) ci --no-audit --no-fund
+	@touch $@
+
+# Rebuilt when any source, the lockfile or the config is newer than the build.
+$(WEB_BUILD): $(NODE_MODULES) $(WEB_SOURCES)
+	$(NPM) run build
+	@touch $@
+
+frontend: $(WEB_BUILD)
+
+# After changing an endpoint: writes frontend/src/api/openapi.json and schema.d.ts
+# (tests/test_frontend.py fails until they match the API).
+openapi: install $(NODE_MODULES)
+	$(NPM) run gen:api
+
+frontend-typecheck: $(NODE_MODULES)
+	$(NPM) run typecheck
+
+frontend-unit: $(NODE_MODULES)
+	$(NPM) test
+
+# The system's Chromium drives the end-to-end tests (Playwright never downloads one).
+chromium:
+	@test -x $(CHROMIUM) || { \
+		echo "installing Debian's chromium for the end-to-end tests"; \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update && $$SUDO apt-get install -y chromium; }
+
+# Against a real `oculab standalone` on a free port with a temp data dir.
+frontend-e2e: install frontend chromium
+	CHROMIUM_PATH=$(CHROMIUM) $(NPM) run e2e
+	$(BIN)/python bench/web_bundle.py
+
+frontend-test: frontend-typecheck frontend-unit frontend-e2e
 
 bench: install services
 	$(BIN)/python bench/api.py
@@ -64,6 +115,10 @@ bench: install services
 	$(BIN)/python bench/job_queue.py
 	$(BIN)/python bench/autolabel.py
 	$(BIN)/python bench/train.py
+	$(MAKE) frontend
+	$(BIN)/python bench/web_bundle.py
+	$(BIN)/python bench/ui_upload.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf frontend/node_modules frontend/test-results server/web/static

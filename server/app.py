@@ -7,12 +7,12 @@ from contextlib import asynccontextmanager
 
 import redis
 from fastapi import FastAPI
-from fastapi.responses import RedirectResponse
 from fastapi.routing import APIRoute
 from PIL import Image as PILImage
 from prometheus_client import CollectorRegistry
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware.sessions import SessionMiddleware
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from server import __version__
 from server.admin.endpoints import router as admin_router
@@ -22,6 +22,7 @@ from server.auth.oidc import OidcClient
 from server.autolabel.endpoints import router as autolabel_router
 from server.datasets.endpoints import router as datasets_router
 from server.demo.loop import start_demo_thread
+from server.health.checks import BrokerCollector
 from server.health.endpoints import router as health_router
 from server.images.endpoints import router as images_router
 from server.jobs.endpoints import router as jobs_router
@@ -29,9 +30,11 @@ from server.jobs.events import WAKER_KEY, Waker
 from server.jobs.kinds import load_kinds
 from server.jobs.metrics import JobsCollector
 from server.jobs.stream import EventHub
+from server.kit.apidocs import install_api_docs
 from server.kit.bodylimit import IMPORT_ENVELOPE_BYTES, BodyLimitMiddleware
-from server.kit.db import make_engine, make_sessionmaker
+from server.kit.db import DbTimeouts, make_engine, make_sessionmaker
 from server.kit.errors import install_error_handlers
+from server.kit.headers import SecurityHeadersMiddleware
 from server.kit.metrics import HttpMetrics, MetricsMiddleware
 from server.kit.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from server.kit.storage import Storage
@@ -41,6 +44,7 @@ from server.settings import Mode, Settings
 from server.tokens.endpoints import router as tokens_router
 from server.training.endpoints import router as training_router
 from server.users.endpoints import router as users_router
+from server.web.endpoints import install_web
 
 
 def _unique_operation_id(route: APIRoute) -> str:
@@ -54,14 +58,17 @@ def create_app(
     workers on the stub broker for as long as the app lives; ``demo_owner`` then runs
     the demo loop for that user in the background once they are up (first start)."""
     settings.ensure_secret_key()
-    engine = make_engine(settings.resolved_database_url)
+    # Requests' statements are bounded; not when this process also runs jobs (standalone),
+    # whose imports and exports share the engine and may run long statements.
+    timeouts = DbTimeouts.from_settings(settings, statements=not run_jobs)
+    engine = make_engine(settings.resolved_database_url, timeouts=timeouts)
     storage = Storage(settings.data_dir, fsync=settings.fsync)
     storage.ensure_layout()
     registry = CollectorRegistry()
     kinds = load_kinds(settings)
     waker = Waker()
     maker = make_sessionmaker(engine, info={WAKER_KEY: waker})
-    event_hub = EventHub(settings.resolved_database_url)
+    event_hub = EventHub(settings.resolved_database_url, timeouts)
     registry.register(JobsCollector(maker, settings))
     # Pillow's own bomb guard follows our pixel budget (it errors at twice this).
     PILImage.MAX_IMAGE_PIXELS = settings.max_image_pixels
@@ -71,6 +78,7 @@ def create_app(
     if settings.mode is Mode.server:
         redis_client = redis.Redis.from_url(settings.redis_url, socket_timeout=2)
         rate_limiter = RedisRateLimiter(redis_client)
+        registry.register(BrokerCollector(redis_client))
     else:
         rate_limiter = MemoryRateLimiter()
 
@@ -102,6 +110,9 @@ def create_app(
         description="On-premise computer-vision lab server: datasets, review, YOLO training.",
         generate_unique_id_function=_unique_operation_id,
         lifespan=lifespan,
+        # Served from the server's own copy of the assets (kit/apidocs.py), not a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.engine = engine
@@ -117,6 +128,7 @@ def create_app(
     app.state.oidc = OidcClient(settings) if settings.oidc_enabled else None
 
     install_error_handlers(app)
+    install_api_docs(app)
     for router in (
         health_router,
         auth_router,
@@ -134,12 +146,14 @@ def create_app(
     ):
         app.include_router(router)
 
-    @app.get("/", include_in_schema=False)
-    def root() -> RedirectResponse:
-        return RedirectResponse("/docs")
+    # The SPA last: its client routes match whatever the API did not.
+    install_web(app)
 
-    # Middleware runs outermost-last: metrics see every response, body caps apply before
-    # any handler buffers a body, and the OIDC state cookie is available to /auth/*.
+    # Middleware runs outermost-last: the proxy headers (when a proxy is trusted) set
+    # the client address and scheme before anything reads them, metrics see every
+    # response, security headers go on every response (the body caps' 413s too), body
+    # caps apply before any handler buffers a body, and the OIDC state cookie is
+    # available to /auth/*.
     app.add_middleware(
         SessionMiddleware,
         secret_key=settings.secret_key,
@@ -154,5 +168,10 @@ def create_app(
         upload_limit=settings.max_request_bytes,
         import_limit=settings.max_import_bytes + IMPORT_ENVELOPE_BYTES,
     )
+    app.add_middleware(SecurityHeadersMiddleware, https=settings.public_url.startswith("https://"))
     app.add_middleware(MetricsMiddleware, metrics=HttpMetrics(registry))
+    if settings.forwarded_allow_ips.strip():
+        # Here rather than in uvicorn so every way of serving the app (and the tests)
+        # believes X-Forwarded-* from the configured proxies only.
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.forwarded_allow_ips)
     return app

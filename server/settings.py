@@ -11,6 +11,7 @@ import secrets
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -44,11 +45,26 @@ class Settings(BaseSettings):
     data_dir: Path = Path("./oculab-data")
     database_url: str | None = None
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # PostgreSQL client timeouts, so that a database that is down or unreachable turns
+    # into a quick 503 (API) or a retry (workers, scheduler) instead of a hang. A
+    # connection attempt gives up after connect_timeout; an established connection
+    # whose server stops answering is declared dead after about tcp_timeout (TCP
+    # keepalives + TCP_USER_TIMEOUT); a request waits pool_timeout for a free pooled
+    # connection. statement_timeout bounds each statement of API requests and the
+    # scheduler (0: none); job statements (imports, exports) are not bounded by it.
+    # Behind PgBouncer, set statement_timeout 0 or `ignore_startup_parameters = options`.
+    database_connect_timeout_seconds: float = Field(default=5, gt=0)
+    database_tcp_timeout_seconds: float = Field(default=30, ge=3)
+    database_pool_timeout_seconds: float = Field(default=10, gt=0)
+    database_statement_timeout_seconds: float = Field(default=60, ge=0)
     # The externally visible base URL (``https://oculab.lab.example``). Used to build the
-    # OIDC redirect URI and to decide whether cookies are ``Secure``. Empty: derived from
-    # each request (uvicorn honours X-Forwarded-* from ``forwarded_allow_ips``).
+    # OIDC redirect URI, to decide whether cookies are ``Secure`` and whether to send
+    # HSTS. Empty: derived from each request.
     public_url: str = ""
-    forwarded_allow_ips: str = "127.0.0.1"
+    # Proxies whose X-Forwarded-For/Proto are believed (comma-separated addresses or
+    # CIDRs, or "*"). Empty trusts none: any local process could otherwise pick the
+    # address that the audit log and the rate limits see.
+    forwarded_allow_ips: str = ""
     secret_key: str = ""
     log_level: str = "info"
 
@@ -63,6 +79,9 @@ class Settings(BaseSettings):
     oidc_discovery_url: str = ""
     oidc_client_id: str = ""
     oidc_client_secret: str = ""
+    # The IdP's name on the sign-in button ("Sign in with <name>"). Empty: the host of
+    # the issuer (or of the discovery URL).
+    oidc_display_name: str = Field(default="", max_length=100)
     oidc_scopes: str = "openid profile email"
     oidc_groups_claim: str = "groups"
     oidc_username_claim: str = "preferred_username"
@@ -70,10 +89,18 @@ class Settings(BaseSettings):
     # {"<idp group>": {"<project name>": "owner|annotator|viewer"}}
     oidc_project_roles: dict[str, dict[str, Role]] = Field(default_factory=dict)
     oidc_clock_skew_seconds: int = Field(default=60, ge=0, le=600)
-    # When set, ``Authorization: Bearer <JWT>`` issued by the IdP for this audience is
-    # accepted (validated against the IdP's JWKS, issuer, audience and expiry).
+    # When set, ``Authorization: Bearer <JWT>`` access tokens (RFC 9068, ``typ: at+jwt``)
+    # issued by the IdP for this audience are accepted (validated against the IdP's JWKS,
+    # issuer, audience and expiry). They authenticate a user who has signed in before;
+    # they never change that user's groups or roles.
     oidc_jwt_audience: str = ""
     oidc_timeout_seconds: float = Field(default=10, gt=0)
+    # Sign-out also ends the session at the IdP (RP-initiated logout) when the IdP
+    # advertises an end_session_endpoint. Off: only Oculab's session ends.
+    oidc_provider_logout: bool = True
+    # Where the IdP sends the browser after that sign-out; register it at the IdP.
+    # Empty: the public URL's root (``<public_url>/``, else derived from the request).
+    oidc_post_logout_redirect_uri: str = ""
 
     # Uploads and images
     max_upload_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
@@ -86,7 +113,14 @@ class Settings(BaseSettings):
     fsync: bool = True
 
     # Abuse limits (per client address and per account, per minute)
+    # Local login: per (address, username), per address (password spraying) and per
+    # username; the last is much higher, so failures from elsewhere cannot lock the
+    # real user out. OIDC callbacks use the first, per address.
     login_rate_limit_per_minute: int = Field(default=10, gt=0)
+    login_address_rate_limit_per_minute: int = Field(default=50, gt=0)
+    login_account_rate_limit_per_minute: int = Field(default=100, gt=0)
+    # Predict jobs jump every queue (interactive priority), so each user gets a budget.
+    predict_rate_limit_per_minute: int = Field(default=30, gt=0)
     token_rate_limit_per_minute: int = Field(default=20, gt=0)
 
     # Demo data seeded on the first standalone start
@@ -125,10 +159,20 @@ class Settings(BaseSettings):
     predict_queue_seconds: float = Field(default=10, gt=0)
     predict_timeout_seconds: float = Field(default=60, gt=0)
     autolabel_batch: int = Field(default=16, ge=1, le=256)
+    # Uploaded weights are inspected in a confined child process (workers/ml/sandbox.py):
+    # these limits, no network, and this account instead of root ("" stays root).
+    inspect_memory_limit_mb: int = Field(default=8192, ge=1024)
+    inspect_cpu_limit_seconds: int = Field(default=120, ge=1)
+    inspect_timeout_seconds: float = Field(default=300, gt=0)
+    inspect_user: str = "nobody"
     max_import_bytes: int = Field(default=20 * 1024**3, gt=0)
     max_import_entries: int = Field(default=200_000, gt=0)
     max_import_unpacked_bytes: int = Field(default=100 * 1024**3, gt=0)
     max_import_ratio: int = Field(default=200, gt=1)
+    # Label files parsed whole by the import job (a thread of the API in standalone
+    # mode): data.yaml / classes.txt, and all of a zip's COCO JSON files together.
+    max_class_file_bytes: int = Field(default=1024 * 1024, gt=0)
+    max_coco_json_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
 
     @field_validator("oidc_admin_groups", "pools", "cpu_pools", "job_modules", mode="before")
     @classmethod
@@ -176,6 +220,14 @@ class Settings(BaseSettings):
     @property
     def oidc_enabled(self) -> bool:
         return bool(self.oidc_issuer or self.oidc_discovery_url)
+
+    @property
+    def oidc_name(self) -> str:
+        """What the sign-in page calls the IdP."""
+        if self.oidc_display_name.strip():
+            return self.oidc_display_name.strip()
+        host = urlsplit(self.oidc_issuer or self.oidc_discovery_url).hostname or ""
+        return host.removeprefix("www.") or "single sign-on"
 
     @property
     def oidc_metadata_url(self) -> str:

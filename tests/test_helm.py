@@ -651,6 +651,35 @@ def test_network_policies_are_on_by_default() -> None:
     assert of_kind(disabled, "NetworkPolicy") == []
 
 
+def test_api_trusts_forwarded_headers_only_from_the_ingress_controller() -> None:
+    """The server trusts no proxy by default; the chart tells the API pods whom to
+    believe. While the NetworkPolicy admits only the ingress controller (the default),
+    whoever connects is the controller, so "auto" trusts it; with no policy nothing is
+    trusted until the controller's addresses are given."""
+    assert config(case("minimal"))["OCULAB_FORWARDED_ALLOW_IPS"] == "*"
+    assert config(case("ingress-tls"))["OCULAB_FORWARDED_ALLOW_IPS"] == "*"
+    for sets in (
+        ("networkPolicy.enabled=false",),
+        ("networkPolicy.apiIngressFrom=null",),
+        ("api.service.type=NodePort",),
+    ):
+        assert config(render("minimal.yaml", sets=sets))["OCULAB_FORWARDED_ALLOW_IPS"] == "", sets
+    given = render(
+        "minimal.yaml", sets=("networkPolicy.enabled=false", "forwardedAllowIps=10.42.0.0/16")
+    )
+    assert config(given)["OCULAB_FORWARDED_ALLOW_IPS"] == "10.42.0.0/16"
+    notes = helm(
+        "install",
+        RELEASE,
+        str(CHART),
+        "--dry-run=client",
+        "--namespace",
+        NAMESPACE,
+        *_values_args(("minimal.yaml",), ("networkPolicy.enabled=false",)),
+    ).stdout.split("NOTES:", 1)[1]
+    assert "the API trusts no X-Forwarded-For" in notes
+
+
 # --- images ----------------------------------------------------------------------------
 
 

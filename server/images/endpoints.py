@@ -10,8 +10,8 @@ from server.auth.dependencies import Client, SettingsDep
 from server.images import service
 from server.images.auth import ImageOwner, ImageViewer
 from server.images.models import ImageStatus, Split
-from server.images.processing import CONTENT_TYPES
-from server.images.schemas import ImageRead, UploadResult
+from server.images.processing import CONTENT_TYPES, download_name
+from server.images.schemas import ImageNeighbors, ImageRead, UploadResult
 from server.images.upload import receive_multipart
 from server.kit.db import DB, release
 from server.kit.errors import Unprocessable
@@ -103,9 +103,18 @@ def list_images(
     cursor: Cursor = None,
     status: Annotated[ImageStatus | None, Query()] = None,
     split: Annotated[Split | None, Query()] = None,
+    order: Annotated[service.ImageOrder, Query()] = "id",
 ) -> Page[ImageRead]:
+    """Images by id (the gallery), or with ``order=confidence`` the lowest confidence
+    among each image's predicted boxes first (the review queue)."""
     items, next_cursor = service.list_images(
-        db, access.project.id, status=status, split=split, limit=limit, cursor=cursor
+        db,
+        access.project.id,
+        status=status,
+        split=split,
+        limit=limit,
+        cursor=cursor,
+        order=order,
     )
     return Page(items=items, next_cursor=next_cursor)
 
@@ -113,6 +122,11 @@ def list_images(
 @router.get("/api/images/{image_id}", operation_id="get_image")
 def get_image(access: ImageViewer) -> ImageRead:
     return service.read(access.image)
+
+
+@router.get("/api/images/{image_id}/neighbors", operation_id="get_image_neighbors")
+def get_image_neighbors(access: ImageViewer, db: DB) -> ImageNeighbors:
+    return service.neighbors(db, access.image)
 
 
 @router.get(
@@ -125,7 +139,7 @@ def get_image_file(access: ImageViewer, request: Request) -> FileResponse:
         media_type=CONTENT_TYPES[image.format],
         headers={**_FILE_HEADERS, "ETag": f'"{image.sha256}"'},
         content_disposition_type="inline",
-        filename=image.filename,
+        filename=download_name(image.filename, image.format),
     )
 
 

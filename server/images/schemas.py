@@ -25,6 +25,15 @@ class ImageRead(ReadSchema):
     annotated_at: dt.datetime | None
 
 
+class ImageNeighbors(ReadSchema):
+    """The images around one image, in id order (the gallery's order), for an editor's
+    previous / next keys; ``next_unreviewed`` wraps around to the project's start."""
+
+    previous: int | None
+    next: int | None
+    next_unreviewed: int | None
+
+
 class UploadItem(BaseModel):
     filename: str
     status: Literal["created", "duplicate", "rejected"]

@@ -1,23 +1,28 @@
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import sqlalchemy as sa
 from PIL import Image as PILImage
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
-from server.annotations.models import Annotation
+from server.annotations.models import Annotation, BoxStatus
 from server.audit import service as audit
 from server.auth.models import User
 from server.images import processing
 from server.images.models import Image, ImageStatus, Split
-from server.images.schemas import ImageRead, UploadItem, UploadResult
+from server.images.schemas import ImageNeighbors, ImageRead, UploadItem, UploadResult
 from server.images.upload import ReceivedFile
-from server.kit.db import dialect_insert, utcnow
+from server.kit.db import MAX_ID, dialect_insert, utcnow
 from server.kit.errors import (
+    BadRequest,
     NotFound,
     OculabError,
     PayloadTooLarge,
@@ -30,6 +35,8 @@ from server.projects.models import Project
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
+
+ImageOrder = Literal["id", "confidence"]
 
 
 @dataclass(frozen=True)
@@ -186,17 +193,89 @@ def list_images(
     split: Split | None,
     limit: int,
     cursor: str | None,
+    order: ImageOrder = "id",
 ) -> tuple[list[ImageRead], str | None]:
-    after = decode_cursor(cursor)
     stmt = sa.select(Image).where(Image.project_id == project_id)
     if status is not None:
         stmt = stmt.where(Image.status == status)
     if split is not None:
         stmt = stmt.where(Image.split == split)
+    if order == "confidence":
+        return _list_by_confidence(db, stmt, limit, cursor)
+    after = decode_cursor(cursor)
     if after is not None:
         stmt = stmt.where(Image.id > after)
     rows = list(db.scalars(stmt.order_by(Image.id).limit(limit + 1)))
     return page(rows, limit, read)
+
+
+# The review queue's order: the lowest confidence among an image's predicted boxes
+# first (an image whose model found nothing, or gave no confidence, counts as 0), ties
+# by id. Keyset pages over (that confidence, id); the cursor carries both.
+_LOWEST_CONFIDENCE = sa.func.coalesce(
+    sa.select(sa.func.min(sa.func.coalesce(Annotation.confidence, 0.0)))
+    .where(Annotation.image_id == Image.id, Annotation.status == BoxStatus.predicted)
+    .correlate(Image)
+    .scalar_subquery(),
+    0.0,
+)
+
+
+def _encode_confidence_cursor(confidence: float, image_id: int) -> str:
+    raw = f"conf:{confidence!r}:{image_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_confidence_cursor(cursor: str | None) -> tuple[float, int] | None:
+    if not cursor:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        prefix, value, last = raw.split(":")
+        confidence, last_id = float(value), int(last)
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise BadRequest("invalid cursor") from None
+    if prefix != "conf" or not math.isfinite(confidence) or not 0 < last_id <= MAX_ID:
+        raise BadRequest("invalid cursor")
+    return confidence, last_id
+
+
+def _list_by_confidence(
+    db: Session, stmt: sa.Select[Image], limit: int, cursor: str | None
+) -> tuple[list[ImageRead], str | None]:
+    after = _decode_confidence_cursor(cursor)
+    lowest = _LOWEST_CONFIDENCE
+    keyed = stmt.add_columns(lowest.label("lowest"))
+    if after is not None:
+        confidence, last_id = after
+        keyed = keyed.where(
+            sa.or_(lowest > confidence, sa.and_(lowest == confidence, Image.id > last_id))
+        )
+    rows = db.execute(keyed.order_by(lowest, Image.id).limit(limit + 1)).all()
+    items = [read(row[0]) for row in rows[:limit]]
+    if len(rows) <= limit:
+        return items, None
+    last = rows[limit - 1]
+    return items, _encode_confidence_cursor(float(last[1]), last[0].id)
+
+
+def neighbors(db: Session, image: Image) -> ImageNeighbors:
+    """The previous and next image by id in the project, and the next one that is not
+    reviewed (after this one, else from the start)."""
+    same = Image.project_id == image.project_id
+    previous = db.scalar(
+        sa.select(Image.id).where(same, Image.id < image.id).order_by(Image.id.desc()).limit(1)
+    )
+    following = db.scalar(
+        sa.select(Image.id).where(same, Image.id > image.id).order_by(Image.id).limit(1)
+    )
+    pending = sa.select(Image.id).where(
+        same, Image.id != image.id, Image.status != ImageStatus.reviewed
+    )
+    next_unreviewed = db.scalar(
+        pending.where(Image.id > image.id).order_by(Image.id).limit(1)
+    ) or db.scalar(pending.where(Image.id < image.id).order_by(Image.id).limit(1))
+    return ImageNeighbors(previous=previous, next=following, next_unreviewed=next_unreviewed)
 
 
 def get(db: Session, image_id: int) -> Image:

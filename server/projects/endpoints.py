@@ -32,7 +32,8 @@ def create_project(
 @router.get("", operation_id="list_projects")
 def list_projects(
     principal: CurrentPrincipal, db: DB, limit: Limit = 100, cursor: Cursor = None
-) -> Page[ProjectRead]:
+) -> Page[ProjectDetail]:
+    """The caller's projects (every project for admins), each with its image counts."""
     items, next_cursor = service.list_visible(db, principal, limit, cursor)
     return Page(items=items, next_cursor=next_cursor)
 

@@ -17,6 +17,11 @@ class Project(Base):
     description: Mapped[str] = mapped_column(sa.Text, default="")
     # Ordered: a box's class_id indexes this list.
     classes: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    # "#rrggbb" per class, parallel to ``classes``; may be shorter (classes appended by
+    # an import): readers fill the rest from the default palette.
+    class_colors: Mapped[list[str]] = mapped_column(
+        JSONType, default=list, server_default=sa.text("'[]'")
+    )
     created_by: Mapped[int | None] = mapped_column(
         IdType, sa.ForeignKey("users.id", ondelete="SET NULL")
     )

@@ -8,8 +8,8 @@ from server.audit import service as audit
 from server.auth.dependencies import Principal
 from server.auth.models import User
 from server.images import service as images
-from server.images.models import Image, ImageStatus
-from server.kit.errors import Conflict, NotFound
+from server.images.models import Image, ImageStatus, Split
+from server.kit.errors import Conflict, NotFound, Unprocessable
 from server.kit.pagination import decode_cursor, page
 from server.kit.roles import Role
 from server.kit.storage import Storage
@@ -22,6 +22,8 @@ from server.projects.schemas import (
     ProjectDetail,
     ProjectRead,
     ProjectUpdate,
+    SplitCounts,
+    class_colors,
 )
 
 
@@ -35,6 +37,7 @@ def _columns(project: Project) -> dict[str, object]:
         "name": project.name,
         "description": project.description,
         "classes": project.classes,
+        "class_colors": class_colors(project.classes, project.class_colors or []),
         "created_at": project.created_at,
         "updated_at": project.updated_at,
     }
@@ -45,6 +48,7 @@ def create(db: Session, principal: Principal, body: ProjectCreate, ip: str | Non
         name=body.name.strip(),
         description=body.description,
         classes=body.classes,
+        class_colors=body.class_colors,
         created_by=principal.user.id,
     )
     db.add(project)
@@ -66,7 +70,7 @@ def create(db: Session, principal: Principal, body: ProjectCreate, ip: str | Non
 
 def list_visible(
     db: Session, principal: Principal, limit: int, cursor: str | None
-) -> tuple[list[ProjectRead], str | None]:
+) -> tuple[list[ProjectDetail], str | None]:
     after = decode_cursor(cursor)
     stmt = (
         sa.select(Project, Membership.role)
@@ -81,25 +85,44 @@ def list_visible(
     if after is not None:
         stmt = stmt.where(Project.id > after)
     rows = db.execute(stmt).all()
+    counts = _image_counts(db, [row[0].id for row in rows[:limit]])
     return page(
         rows,
         limit,
-        lambda row: read(row[0], Role.owner if principal.user.is_admin else row[1]),
+        lambda row: ProjectDetail.model_validate(
+            {
+                **_columns(row[0]),
+                "role": Role.owner if principal.user.is_admin else row[1],
+                **counts.get(row[0].id, {}),
+            }
+        ),
     )
+
+
+def _image_counts(db: Session, project_ids: list[int]) -> dict[int, dict[str, object]]:
+    """Images per status of each project, overall (``images``) and per split
+    (``images_by_split``), in one grouped query."""
+    counts: dict[int, tuple[ImageCounts, SplitCounts]] = {}
+    if project_ids:
+        for project_id, status, split, n in db.execute(
+            sa.select(Image.project_id, Image.status, Image.split, sa.func.count())
+            .where(Image.project_id.in_(project_ids))
+            .group_by(Image.project_id, Image.status, Image.split)
+        ).all():
+            total, by_split = counts.setdefault(project_id, (ImageCounts(), SplitCounts()))
+            key = ImageStatus(status).value
+            for item in (total, getattr(by_split, Split(split).value if split else "none")):
+                setattr(item, key, getattr(item, key) + n)
+                item.total += n
+    return {
+        project_id: {"images": total, "images_by_split": by_split}
+        for project_id, (total, by_split) in counts.items()
+    }
 
 
 def detail(db: Session, access: ProjectAccess) -> ProjectDetail:
-    counts = ImageCounts()
-    for status, n in db.execute(
-        sa.select(Image.status, sa.func.count())
-        .where(Image.project_id == access.project.id)
-        .group_by(Image.status)
-    ).all():
-        setattr(counts, ImageStatus(status).value, n)
-        counts.total += n
-    return ProjectDetail.model_validate(
-        {**_columns(access.project), "role": access.role, "images": counts}
-    )
+    counts = _image_counts(db, [access.project.id]).get(access.project.id, {})
+    return ProjectDetail.model_validate({**_columns(access.project), "role": access.role, **counts})
 
 
 def update(db: Session, access: ProjectAccess, body: ProjectUpdate, ip: str | None) -> ProjectRead:
@@ -109,6 +132,8 @@ def update(db: Session, access: ProjectAccess, body: ProjectUpdate, ip: str | No
         _check_classes_still_cover_boxes(db, project.id, len(changes["classes"]))
     if "name" in changes:
         changes["name"] = changes["name"].strip()
+    if len(changes.get("class_colors", ())) > len(changes.get("classes", project.classes)):
+        raise Unprocessable("class_colors has more entries than classes")
     for field, value in changes.items():
         setattr(project, field, value)
     db.flush()

@@ -78,8 +78,10 @@ and the next steps.
 {{- if and $oidc.enabled (not (hasPrefix "https://" $publicUrl)) -}}
 {{- $warnings = append $warnings "auth.oidc.enabled without an https public URL (ingress.tls.enabled or publicUrl): most IdPs refuse http redirect URIs and session cookies are not marked Secure" -}}
 {{- end -}}
-{{- if and (eq $v.forwardedAllowIps "*") (or (not $v.networkPolicy.enabled) (ne $v.api.service.type "ClusterIP")) -}}
-{{- $warnings = append $warnings "forwardedAllowIps is \"*\" while the API is reachable by more than the ingress controller (networkPolicy disabled or a non-ClusterIP service): any client can forge X-Forwarded-For/Proto; list the ingress controller's addresses instead" -}}
+{{- if and (eq $v.forwardedAllowIps "*") (not (include "oculab.onlyIngressReachesApi" .)) -}}
+{{- $warnings = append $warnings "forwardedAllowIps is \"*\" while the API is reachable by more than the ingress controller (networkPolicy disabled, networkPolicy.apiIngressFrom empty or a non-ClusterIP service): any client can forge X-Forwarded-For/Proto; list the ingress controller's addresses instead" -}}
+{{- else if and (eq $v.forwardedAllowIps "auto") (not (include "oculab.onlyIngressReachesApi" .)) -}}
+{{- $warnings = append $warnings "forwardedAllowIps is auto but the NetworkPolicy does not limit the API to the ingress controller, so the API trusts no X-Forwarded-For: the audit log and the rate limits see the controller's address for every client; set forwardedAllowIps to the controller's addresses (its pod CIDR)" -}}
 {{- end -}}
 
 {{- /* settings given as raw OCULAB_* variables */ -}}
@@ -182,6 +184,24 @@ and the next steps.
 {{- $errors = append $errors "api.autoscaling.maxReplicas must be at least api.autoscaling.minReplicas" -}}
 {{- end -}}
 {{- dict "errors" $errors "warnings" $warnings | toYaml -}}
+{{- end -}}
+
+{{/* "true" when nothing but the ingress controller (and metrics scrapers) can
+connect to the API pods: the NetworkPolicy is on, names who may, and the Service is
+ClusterIP. */}}
+{{- define "oculab.onlyIngressReachesApi" -}}
+{{- $np := .Values.networkPolicy -}}
+{{- if and $np.enabled $np.apiIngressFrom (eq .Values.api.service.type "ClusterIP") -}}true{{- end -}}
+{{- end -}}
+
+{{/* OCULAB_FORWARDED_ALLOW_IPS: "auto" trusts whoever connects only while that can
+be nothing but the ingress controller; otherwise no proxy. Any other value as given. */}}
+{{- define "oculab.forwardedAllowIps" -}}
+{{- if ne (toString .Values.forwardedAllowIps) "auto" -}}
+{{- .Values.forwardedAllowIps -}}
+{{- else if include "oculab.onlyIngressReachesApi" . -}}
+*
+{{- end -}}
 {{- end -}}
 
 {{/* The public URL the chart sets (OCULAB_PUBLIC_URL); may be empty. */}}

@@ -1,0 +1,230 @@
+"""The editor's speed in a browser (issue 10): Playwright driving the system's Chromium
+against a real ``oculab standalone``.
+
+    make frontend && .venv/bin/python bench/ui.py [--boxes 500 --repeats 5]
+
+Seeds a project with two 4000x3000 JPEGs of ``--boxes`` predicted boxes each (every box
+above the default threshold, so every one is drawn with its confidence label), then
+measures, printed and not asserted (goal: open <= 300 ms, drag p95 <= 16.7 ms):
+
+- open to first paint: from navigation start (or from the click on "Next image") to the
+  first frame with every box on the image (the editor's ``oculab:editor-ready`` mark, in
+  the animation frame where Konva first draws; the image is the server's thumbnail
+  until the full file is decoded), and to the frame with the full resolution
+  (``oculab:editor-full-resolution``). Cold: a new browser context (nothing cached);
+  warm: a reload (scripts and the image from the HTTP cache); in the app: "Next image"
+  between the two images (the editor downloads the next image's file in advance);
+- frame time while dragging one box (the mouse moving every ~8 ms): the deltas between
+  ``requestAnimationFrame`` callbacks, p50/p95/p99/max and the frames over 20 ms.
+
+The browser half is ``frontend/scripts/bench-ui.mjs`` (it uses the frontend's
+Playwright); the last line printed is one line of JSON with every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from PIL import Image, ImageDraw, ImageFilter
+
+ROOT = Path(__file__).resolve().parent.parent
+OCULAB = str(Path(sys.executable).with_name("oculab"))
+PASSWORD = "bench-ui-admin-password"
+WIDTH, HEIGHT = 4000, 3000
+SHOTS = ROOT / "frontend" / "test-results" / "screenshots"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def photo_like(seed: int) -> bytes:
+    """A 4000x3000 JPEG with smooth shapes and grain: decodes like a photograph."""
+    rng = random.Random(seed)
+    small = Image.new("RGB", (160, 120))
+    draw = ImageDraw.Draw(small)
+    for _ in range(60):
+        x, y = rng.randrange(160), rng.randrange(120)
+        r = rng.randrange(5, 40)
+        colour = tuple(rng.randrange(256) for _ in range(3))
+        draw.ellipse((x - r, y - r, x + r, y + r), fill=colour)
+    blurred = small.filter(ImageFilter.GaussianBlur(3))
+    big = blurred.resize((WIDTH, HEIGHT), Image.Resampling.BICUBIC)
+    grain = Image.effect_noise((WIDTH, HEIGHT), 24).convert("RGB")
+    out = io.BytesIO()
+    Image.blend(big, grain, 0.12).save(out, "JPEG", quality=88)
+    return out.getvalue()
+
+
+def boxes(n: int, seed: int) -> list[dict[str, Any]]:
+    rng = random.Random(seed)
+    made = []
+    for i in range(n):
+        w, h = rng.uniform(0.01, 0.08), rng.uniform(0.01, 0.08)
+        made.append(
+            {
+                "class_id": i % 5,
+                "x": rng.uniform(0, 1 - w),
+                "y": rng.uniform(0, 1 - h),
+                "w": w,
+                "h": h,
+                "source": "manual",
+                "confidence": round(rng.uniform(0.3, 0.99), 3),
+                "status": "predicted",
+            }
+        )
+    # The box the bench drags: a large one in the middle, on top of the others.
+    made.append(
+        {
+            "class_id": 0,
+            "x": 0.4,
+            "y": 0.4,
+            "w": 0.12,
+            "h": 0.12,
+            "source": "manual",
+            "confidence": 0.9,
+            "status": "predicted",
+        }
+    )
+    return made[-n:] if len(made) > n else made
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--boxes", type=int, default=500)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--drag-ms", type=int, default=3000)
+    parser.add_argument("--drag-runs", type=int, default=3)
+    parser.add_argument("--chromium", default=os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"))
+    args = parser.parse_args()
+    if not (ROOT / "server" / "web" / "static" / "index.html").exists():
+        print("no web build: run `make frontend` first", file=sys.stderr)
+        return 1
+
+    data_dir = Path(tempfile.mkdtemp(prefix="oculab-bench-ui-"))
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OCULAB_")}
+    env.update(
+        OCULAB_DATA_DIR=str(data_dir),
+        OCULAB_ADMIN_PASSWORD=PASSWORD,
+        OCULAB_SEED_DEMO="false",
+        OCULAB_FSYNC="false",
+        OCULAB_STANDALONE_GPU_SLOTS="0",
+        OCULAB_STANDALONE_CPU_SLOTS="1",
+    )
+    log = (data_dir / "server.log").open("wb")
+    server = subprocess.Popen(
+        [OCULAB, "standalone", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=data_dir,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                if httpx.get(f"{url}/api/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                print(f"the server did not start; see {data_dir / 'server.log'}", file=sys.stderr)
+                return 1
+            time.sleep(0.25)
+
+        http = httpx.Client(base_url=url, timeout=120)
+        login = http.post("/api/auth/local/login", json={"username": "admin", "password": PASSWORD})
+        login.raise_for_status()
+        csrf = {"X-CSRF-Token": http.cookies.get("oculab_csrf") or ""}
+        project = http.post(
+            "/api/projects",
+            json={"name": "UI bench", "classes": ["car", "person", "bicycle", "truck", "dog"]},
+            headers=csrf,
+        ).json()
+        print(f"seeding two {WIDTH}x{HEIGHT} images with {args.boxes} boxes each", file=sys.stderr)
+        files = [("files", (f"frame_{i}.jpg", photo_like(i), "image/jpeg")) for i in range(2)]
+        upload = http.post(f"/api/projects/{project['id']}/images", files=files, headers=csrf)
+        upload.raise_for_status()
+        image_ids = [item["image_id"] for item in upload.json()["items"]]
+        seeded = boxes(args.boxes, 1)
+        for image_id in image_ids:
+            saved = http.put(
+                f"/api/images/{image_id}/annotations",
+                json={"base_revision": 0, "boxes": seeded},
+                headers=csrf,
+            )
+            saved.raise_for_status()
+        config = {
+            "url": url,
+            "chromium": args.chromium,
+            "cookies": [{"name": name, "value": value} for name, value in http.cookies.items()],
+            "projectId": project["id"],
+            "imageIds": image_ids,
+            "width": WIDTH,
+            "height": HEIGHT,
+            "repeats": args.repeats,
+            "dragMs": args.drag_ms,
+            "dragRuns": args.drag_runs,
+            "dragBox": seeded[-1],
+            "screenshot": str(SHOTS / "bench-ui-editor.png"),
+        }
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        print("driving Chromium", file=sys.stderr)
+        run = subprocess.run(
+            ["node", str(ROOT / "frontend" / "scripts" / "bench-ui.mjs"), json.dumps(config)],
+            cwd=ROOT / "frontend",
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD": "1"},
+            check=False,
+        )
+        if run.returncode != 0:
+            print(run.stdout, run.stderr, file=sys.stderr)
+            return 1
+        figures = json.loads(run.stdout.strip().splitlines()[-1])
+    finally:
+        server.terminate()
+        try:
+            server.wait(20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+    drag = figures["drag_frame_ms"]
+    first = {key: figures[f"open_{key}_ms"]["median"] for key in ("cold", "warm", "in_app")}
+    full = {key: figures[f"full_resolution_{key}_ms"]["median"] for key in first}
+    print(f"editor, {args.boxes} predicted boxes on a {WIDTH}x{HEIGHT} JPEG")
+    print(f"  shown: {figures['boxes_shown']}")
+    print("  open to first paint (all boxes, preview image) / to the full resolution drawn:")
+    print(f"    cold (new browser context)  {first['cold']:>7} ms / {full['cold']:>7} ms  goal 300")
+    print(f"    warm (reload)               {first['warm']:>7} ms / {full['warm']:>7} ms")
+    print(f"    in the app (Next image)     {first['in_app']:>7} ms / {full['in_app']:>7} ms")
+    print(
+        f"  drag one box: frame p50 {drag['p50']} ms, p95 {drag['p95']} ms (goal <= 16.7), "
+        f"p99 {drag['p99']} ms, max {drag['max']} ms, {drag['over_20ms']} of "
+        f"{figures['drag_frames']} frames over 20 ms"
+    )
+    print(json.dumps({"boxes": args.boxes, **figures}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,192 @@
+// The browser half of bench/ui.py (run it through that script): opens the editor on
+// images with many boxes in the system's Chromium and measures open-to-first-paint and
+// frame times while a box is dragged. Prints one line of JSON.
+//   node frontend/scripts/bench-ui.mjs '<json config>'
+import { chromium } from "@playwright/test";
+
+const cfg = JSON.parse(process.argv[2] ?? "{}");
+const ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"];
+const VIEWPORT = { width: 1600, height: 900 };
+const READY = "oculab:editor-ready";
+
+const pct = (values, p) => {
+  if (!values.length) return null;
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)];
+};
+const median = (values) => pct(values, 50);
+const round = (v) => (v === null ? null : Math.round(v * 10) / 10);
+
+async function newContext(browser) {
+  const context = await browser.newContext({ baseURL: cfg.url, viewport: VIEWPORT });
+  await context.addCookies(cfg.cookies.map((c) => ({ ...c, url: cfg.url })));
+  return context;
+}
+
+const editorUrl = (imageId) => `/projects/${cfg.projectId}/images/${imageId}`;
+
+const FULL = "oculab:editor-full-resolution";
+/**
+ * Navigation start → the editor's first frame with every box on the image (its preview
+ * while the full file decodes), and → the frame with the full resolution.
+ */
+async function openOnce(page, imageId) {
+  await page.goto(editorUrl(imageId));
+  await page.waitForFunction((names) => names.every((n) => performance.getEntriesByName(n).length > 0), [READY, FULL], {
+    timeout: 60_000,
+  });
+  return page.evaluate(
+    ([ready, full]) => ({
+      first: performance.getEntriesByName(ready)[0].startTime,
+      full: performance.getEntriesByName(full)[0].startTime,
+    }),
+    [READY, FULL],
+  );
+}
+
+/** A click on "Next image" → the next image's first frame and full-resolution frame. */
+async function openInApp(page) {
+  await page.waitForFunction(() =>
+    [...document.querySelectorAll("button")].some((b) => b.getAttribute("aria-label") === "Next image" && !b.disabled),
+  );
+  const before = await page.evaluate(([a, b]) => [a, b].map((n) => performance.getEntriesByName(n).length), [READY, FULL]);
+  await page.evaluate(() => {
+    const button = [...document.querySelectorAll("button")].find((b) => b.getAttribute("aria-label") === "Next image");
+    window.__clickAt = performance.now();
+    button.click();
+  });
+  await page.waitForFunction(
+    ([names, counts]) => names.every((n, i) => performance.getEntriesByName(n).length > counts[i]),
+    [[READY, FULL], before],
+    { timeout: 60_000 },
+  );
+  return page.evaluate(
+    ([ready, full]) => {
+      const last = (n) => performance.getEntriesByName(n).at(-1).startTime - window.__clickAt;
+      return { first: last(ready), full: last(full) };
+    },
+    [READY, FULL],
+  );
+}
+
+/** Each request's start and end, the images decoded, the frames (ms from navigation start). */
+function timeline(page) {
+  return page.evaluate(() => [
+    ...performance
+      .getEntriesByType("resource")
+      .filter((e) => /\/api\/|\/assets\//.test(e.name))
+      .map((e) => `${new URL(e.name).pathname} ${Math.round(e.startTime)}-${Math.round(e.responseEnd)}`),
+    ...performance.getEntriesByType("mark").map((m) => `${m.name} ${Math.round(m.startTime)}`),
+  ]);
+}
+
+async function screenPoint(page, x, y) {
+  const box = await page.getByRole("application", { name: "Image canvas" }).boundingBox();
+  const margin = 16;
+  const scale = Math.min((box.width - 2 * margin) / cfg.width, (box.height - 2 * margin) / cfg.height);
+  return {
+    x: box.x + (box.width - cfg.width * scale) / 2 + x * scale,
+    y: box.y + (box.height - cfg.height * scale) / 2 + y * scale,
+  };
+}
+
+/**
+ * Drags one box for `ms`: the mouse goes down on it for real, then the page moves it
+ * twice per animation frame (a 120 Hz mouse) while recording the deltas between frames.
+ */
+async function dragFrames(page, ms) {
+  const b = cfg.dragBox;
+  const start = await screenPoint(page, (b.x + b.w / 2) * cfg.width, (b.y + b.h / 2) * cfg.height);
+  await page.mouse.click(start.x, start.y); // select it
+  await page.waitForTimeout(300);
+  await page.mouse.move(start.x, start.y);
+  await page.mouse.down();
+  await page.mouse.move(start.x + 5, start.y + 5, { steps: 2 });
+  const frames = await page.evaluate(
+    ([x0, y0, duration]) =>
+      new Promise((done) => {
+        const deltas = [];
+        let last;
+        let i = 0;
+        const t0 = performance.now();
+        const move = () => {
+          i += 1;
+          const a = i / 30;
+          const event = { clientX: x0 + 150 * Math.sin(a), clientY: y0 + 100 * Math.sin(a * 0.7), bubbles: true, buttons: 1 };
+          window.dispatchEvent(new MouseEvent("mousemove", event));
+        };
+        const tick = (t) => {
+          if (last !== undefined) deltas.push(t - last);
+          last = t;
+          move();
+          setTimeout(move, 8);
+          if (t - t0 < duration) requestAnimationFrame(tick);
+          else done(deltas);
+        };
+        requestAnimationFrame(tick);
+      }),
+    [start.x + 5, start.y + 5, ms],
+  );
+  await page.mouse.up();
+  return { frames, moves: frames.length * 2 };
+}
+
+const browser = await chromium.launch({ executablePath: cfg.chromium, headless: true, args: ARGS });
+const out = {};
+try {
+  // Cold: a new browser context (empty HTTP cache), the editor's address typed in.
+  const cold = [];
+  for (let i = 0; i < cfg.repeats; i++) {
+    const context = await newContext(browser);
+    const page = await context.newPage();
+    cold.push(await openOnce(page, cfg.imageIds[0]));
+    out.open_cold_timeline = await timeline(page);
+    await context.close();
+  }
+  // Warm: the same tab reloading (scripts and the image file come from the HTTP cache).
+  const context = await newContext(browser);
+  const page = await context.newPage();
+  await openOnce(page, cfg.imageIds[0]);
+  const warm = [];
+  for (let i = 0; i < cfg.repeats; i++) warm.push(await openOnce(page, cfg.imageIds[0]));
+  // Where the last warm open spent its time.
+  out.open_warm_timeline = await timeline(page);
+  // In the app: "Next image" between the two images of 500 boxes each.
+  const inApp = [];
+  for (let i = 0; i < cfg.repeats; i++) {
+    await openOnce(page, cfg.imageIds[0]);
+    inApp.push(await openInApp(page));
+  }
+  await openOnce(page, cfg.imageIds[0]);
+  const boxes = await page.getByTestId("box-counts").textContent();
+  const drags = [];
+  let moves = 0;
+  for (let i = 0; i < cfg.dragRuns; i++) {
+    const run = await dragFrames(page, cfg.dragMs);
+    drags.push(...run.frames);
+    moves += run.moves;
+    await page.keyboard.press("Control+z"); // back where it was
+  }
+  await page.screenshot({ path: cfg.screenshot });
+  out.boxes_shown = boxes;
+  const summary = (runs, key) => ({ median: round(median(runs.map((r) => r[key]))), all: runs.map((r) => round(r[key])) });
+  out.open_cold_ms = summary(cold, "first");
+  out.open_warm_ms = summary(warm, "first");
+  out.open_in_app_ms = summary(inApp, "first");
+  out.full_resolution_cold_ms = summary(cold, "full");
+  out.full_resolution_warm_ms = summary(warm, "full");
+  out.full_resolution_in_app_ms = summary(inApp, "full");
+  out.drag_frames = drags.length;
+  out.drag_mouse_moves = moves;
+  out.drag_frame_ms = {
+    p50: round(median(drags)),
+    p95: round(pct(drags, 95)),
+    p99: round(pct(drags, 99)),
+    max: round(Math.max(...drags)),
+    over_20ms: drags.filter((d) => d > 20).length,
+  };
+  await context.close();
+} finally {
+  await browser.close();
+}
+console.log(JSON.stringify(out));

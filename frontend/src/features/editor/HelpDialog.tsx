@@ -1,0 +1,33 @@
+import { Dialog } from "./Dialog";
+import { SHORTCUTS } from "./shortcuts";
+
+export function HelpDialog({ readOnly, onClose }: { readOnly: boolean; onClose: () => void }) {
+  const shown = SHORTCUTS.filter((s) => !readOnly || !s.edit);
+  return (
+    <Dialog title="Keyboard shortcuts" onClose={onClose} className="help">
+      <table>
+        <thead>
+          <tr>
+            <th scope="col">Keys</th>
+            <th scope="col">Action</th>
+          </tr>
+        </thead>
+        <tbody>
+          {shown.map((s) => (
+            <tr key={s.keys}>
+              <td>
+                <kbd>{s.keys}</kbd>
+              </td>
+              <td>{s.action}</td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+      <div className="actions">
+        <button type="button" className="primary" onClick={onClose} autoFocus>
+          Close
+        </button>
+      </div>
+    </Dialog>
+  );
+}

@@ -1,0 +1,26 @@
+// The editor's keyboard shortcuts: one table for the handler's documentation and the
+// help overlay (`?`).
+export const SHORTCUTS: { keys: string; action: string; edit?: boolean }[] = [
+  { keys: "Drag on the image", action: "Draw a box of the current class", edit: true },
+  { keys: "1 – 9", action: "Choose the class (and set it on the selected boxes)", edit: true },
+  { keys: "Click, Shift+click", action: "Select a box, add to or remove from the selection" },
+  { keys: "Shift+drag", action: "Select the boxes in a rectangle" },
+  { keys: "Ctrl+A", action: "Select every box" },
+  { keys: "Esc", action: "Clear the selection" },
+  { keys: "Arrows (Shift: 10 px)", action: "Move the selected boxes by 1 image pixel", edit: true },
+  { keys: "Delete, Backspace", action: "Delete the selected boxes", edit: true },
+  { keys: "Ctrl+C, Ctrl+V", action: "Copy and paste boxes (also onto another image)", edit: true },
+  { keys: "Ctrl+Z", action: "Undo", edit: true },
+  { keys: "Ctrl+Shift+Z, Ctrl+Y", action: "Redo", edit: true },
+  { keys: "A, R", action: "Accept or reject the selected predictions", edit: true },
+  { keys: "Shift+A", action: "Accept all predictions above the threshold (reject the rest)", edit: true },
+  { keys: "B, V", action: "Box tool, select tool", edit: true },
+  { keys: "Wheel", action: "Zoom around the pointer" },
+  { keys: "0, Z", action: "Fit the image, zoom to 1:1" },
+  { keys: "+, −", action: "Zoom in, out" },
+  { keys: "Space+drag, right or middle drag", action: "Pan" },
+  { keys: "D, F", action: "Previous, next image" },
+  { keys: "N", action: "Next image not reviewed" },
+  { keys: "Ctrl+S", action: "Save now", edit: true },
+  { keys: "?", action: "Show or hide this help" },
+];

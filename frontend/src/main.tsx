@@ -1,0 +1,31 @@
+import { QueryClientProvider } from "@tanstack/react-query";
+import { StrictMode } from "react";
+import { createRoot } from "react-dom/client";
+import { RouterProvider } from "react-router";
+import { onUnauthorized } from "./api/client";
+import { createQueryClient } from "./app/queryClient";
+import { createRouter } from "./app/router";
+import { SIGN_IN_PATH, signInPath } from "./features/auth/next";
+import "./styles.css";
+
+const queryClient = createQueryClient();
+const router = createRouter();
+
+// Any 401 (the session expired or was ended elsewhere): forget what this user could
+// see and sign in again, then come back here.
+onUnauthorized(() => {
+  const here = router.state.location;
+  if (here.pathname === SIGN_IN_PATH) return;
+  queryClient.clear();
+  void router.navigate(signInPath(here), { replace: true });
+});
+
+const root = document.getElementById("root");
+if (!root) throw new Error("index.html has no #root");
+createRoot(root).render(
+  <StrictMode>
+    <QueryClientProvider client={queryClient}>
+      <RouterProvider router={router} />
+    </QueryClientProvider>
+  </StrictMode>,
+);

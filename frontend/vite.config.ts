@@ -1,0 +1,53 @@
+/// <reference types="vitest/config" />
+import { readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { gzipSync } from "node:zlib";
+import react from "@vitejs/plugin-react";
+import { defineConfig, type Plugin } from "vite";
+
+// The API serves the build from its Python package (server/web/static/), so an editable
+// install, the wheel and the container image all find it in one place.
+const outDir = resolve(__dirname, "..", "server", "web", "static");
+
+// Precompressed copies of the hashed assets: the server sends `x.js.gz` to clients
+// that accept gzip, with no compression work per request.
+function precompress(): Plugin {
+  return {
+    name: "oculab-precompress",
+    apply: "build",
+    closeBundle() {
+      const assets = join(outDir, "assets");
+      for (const name of readdirSync(assets)) {
+        const path = join(assets, name);
+        if (!/\.(js|css|svg|json|map)$/.test(name) || statSync(path).size < 1024) continue;
+        writeFileSync(`${path}.gz`, gzipSync(readFileSync(path), { level: 9 }));
+      }
+    },
+  };
+}
+
+export default defineConfig({
+  plugins: [react(), precompress()],
+  build: {
+    outDir,
+    emptyOutDir: true,
+    manifest: true,
+    // Everything is a file of its own: the CSP allows no data: URIs.
+    assetsInlineLimit: 0,
+    sourcemap: false,
+    target: "es2022",
+  },
+  server: {
+    // `npm run dev` talks to `oculab standalone` on :8000.
+    proxy: {
+      "/api": "http://127.0.0.1:8000",
+      "/auth": "http://127.0.0.1:8000",
+    },
+  },
+  test: {
+    environment: "jsdom",
+    include: ["src/**/*.test.{ts,tsx}"],
+    setupFiles: ["src/test/setup.ts"],
+    restoreMocks: true,
+  },
+});

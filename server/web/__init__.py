@@ -1,0 +1,1 @@
+"""The web app: the built React SPA (``frontend/``), served by the API at ``/``."""
