@@ -132,6 +132,22 @@ def app(make_app: Callable[..., FastAPI]) -> FastAPI:
 
 
 @pytest.fixture
+def ml_app(make_app: Callable[..., FastAPI]) -> Iterator[FastAPI]:
+    """Standalone with in-process workers (one GPU slot, one CPU slot) running jobs,
+    with short intervals so ML tests spend their time in ultralytics, not waiting."""
+    app = make_app(
+        run_jobs=True,
+        standalone_gpu_slots=1,
+        standalone_cpu_slots=1,
+        heartbeat_interval_seconds=0.5,
+        scheduler_interval_seconds=0.1,
+        predict_queue_seconds=30,
+    )
+    with TestClient(app):
+        yield app
+
+
+@pytest.fixture
 def client(app: FastAPI) -> Iterator[TestClient]:
     with TestClient(app) as client:
         yield client

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import random
+import time
 import zlib
 from dataclasses import dataclass
 from typing import Any
@@ -85,6 +86,21 @@ class ApiClient:
             f"/api/projects/{project_id}/members/{user.user_id}", json={"role": role}
         )
         assert response.status_code == 200, response.text
+
+
+FINISHED = ("succeeded", "failed", "canceled")
+
+
+def wait_job(client: ApiClient, job_id: int, timeout: float = 240) -> dict[str, Any]:
+    """Polls a job through the API until it ends; fails the test after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        job: dict[str, Any] = client.get(f"/api/jobs/{job_id}").json()
+        if job["state"] in FINISHED:
+            return job
+        if time.monotonic() > deadline:
+            raise AssertionError(f"job {job_id} did not finish within {timeout} s: {job}")
+        time.sleep(0.05)
 
 
 class Factory:

@@ -20,10 +20,9 @@ import struct
 import subprocess
 import sys
 import textwrap
-import time
 import warnings
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,12 +35,10 @@ from fastapi.testclient import TestClient
 from server.auth.models import User
 from server.jobs.models import Job
 from server.models.models import ModelState, RegisteredModel
-from tests.factories import ApiClient, Factory, labeled_shapes_project, png_bytes
+from tests.factories import Factory, labeled_shapes_project, png_bytes, wait_job
 
 if importlib.util.find_spec("ultralytics") is None:
     pytest.skip("the ml extra is not installed", allow_module_level=True)
-
-FINISHED = {"succeeded", "failed", "canceled"}
 
 
 # --- the corpus ---------------------------------------------------------------------
@@ -531,30 +528,6 @@ def test_worker_loader_refuses_malicious_checkpoint(evil: Evil, tmp_path: Path) 
 # --- 3. ...and the server refuses every one: at upload, or when inspecting -----------
 
 
-@pytest.fixture
-def ml_app(make_app: Callable[..., FastAPI]) -> Iterator[FastAPI]:
-    app = make_app(
-        run_jobs=True,
-        standalone_gpu_slots=1,
-        standalone_cpu_slots=1,
-        heartbeat_interval_seconds=0.5,
-        scheduler_interval_seconds=0.1,
-        predict_queue_seconds=30,
-    )
-    with TestClient(app):
-        yield app
-
-
-def wait_for(client: ApiClient, job_id: int, timeout: float = 240) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        body: dict[str, Any] = client.get(f"/api/jobs/{job_id}").json()
-        if body["state"] in FINISHED:
-            return body
-        assert time.monotonic() < deadline, f"job {job_id} stuck: {body}"
-        time.sleep(0.2)
-
-
 def _stored_files(app: FastAPI) -> list[Path]:
     blobs = app.state.settings.data_dir / "blobs"
     return [p for p in blobs.rglob("*") if p.is_file()] if blobs.exists() else []
@@ -602,7 +575,7 @@ def test_checkpoints_that_pass_the_scan_fail_inspection_cleanly(
             files={"file": (f"{evil.name}.pt", path.read_bytes())},
         )
         assert response.status_code == 202, response.text  # every pair is allowed...
-        job = wait_for(owner, response.json()["inspect_job_id"])
+        job = wait_job(owner, response.json()["inspect_job_id"])
         assert job["state"] == "failed", job  # ...and yet nothing runs
         assert expected[evil.name] in job["error"], job["error"]
         model = owner.get(f"/api/models/{response.json()['model']['id']}").json()
@@ -675,7 +648,7 @@ def test_genuine_checkpoints_upload_inspect_autolabel_and_predict(
             data={"name": filename},
         )
         assert uploaded.status_code == 202, uploaded.text
-        inspect = wait_for(owner, uploaded.json()["inspect_job_id"])
+        inspect = wait_job(owner, uploaded.json()["inspect_job_id"])
         assert inspect["state"] == "succeeded", inspect
         model_id = uploaded.json()["model"]["id"]
         model = owner.get(f"/api/models/{model_id}").json()
@@ -693,7 +666,7 @@ def test_genuine_checkpoints_upload_inspect_autolabel_and_predict(
             json={"conf": 0.5, "status": "unlabeled"},
         )
         assert labeled.status_code == 202, labeled.text
-        autolabel = wait_for(owner, labeled.json()["id"])
+        autolabel = wait_job(owner, labeled.json()["id"])
         assert autolabel["state"] == "succeeded", autolabel
 
         predicted = owner.post(
@@ -809,7 +782,7 @@ def test_training_from_a_poisoned_base_model_fails_without_running_it(
             json={"base": model_id, "epochs": 1, "imgsz": 32, "batch": 2, "val_fraction": 0.34},
         )
         assert started.status_code == 202, started.text
-        job = wait_for(owner, started.json()["id"])
+        job = wait_job(owner, started.json()["id"])
         assert job["state"] == "failed", job
         assert reason in job["error"], job["error"]
         assert not marker.exists(), evil.name
@@ -869,7 +842,7 @@ def test_inspection_limits_end_in_a_clean_failure(
                 files={"file": ("yolo11n.pt", genuine())},
             )
             assert uploaded.status_code == 202, uploaded.text
-            job = wait_for(owner, uploaded.json()["inspect_job_id"])
+            job = wait_job(owner, uploaded.json()["inspect_job_id"])
             model = owner.get(f"/api/models/{uploaded.json()['model']['id']}").json()
         assert job["state"] == "failed", job
         assert fragment in job["error"], job["error"]

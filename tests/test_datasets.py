@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 from server.annotations.models import Annotation
 from server.images.models import Image
 from server.jobs.models import Job
-from tests.factories import ApiClient, Factory, png_bytes
+from tests.factories import ApiClient, Factory, png_bytes, wait_job
 
 TOLERANCE = 1e-9
 
@@ -48,16 +48,6 @@ def post_zip(client: ApiClient, project_id: int, data: bytes, name: str = "datas
         f"/api/projects/{project_id}/imports",
         files={"file": (name, data, "application/zip")},
     )
-
-
-def wait_job(client: ApiClient, job_id: int, timeout: float = 60) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job: dict[str, Any] = client.get(f"/api/jobs/{job_id}").json()
-        if job["state"] in ("succeeded", "failed", "canceled"):
-            return job
-        time.sleep(0.05)
-    raise AssertionError(f"job {job_id} did not finish within {timeout} s: {job}")
 
 
 def run_import(client: ApiClient, project_id: int, data: bytes) -> dict[str, Any]:

@@ -10,8 +10,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from server.auth.models import User
-from tests.factories import Factory, labeled_shapes_project, png_bytes
-from tests.test_ml import wait_for
+from tests.factories import Factory, labeled_shapes_project, png_bytes, wait_job
 
 pytestmark = pytest.mark.gpu
 
@@ -51,7 +50,7 @@ def test_training_and_autolabel_run_on_the_gpu(
             f"/api/projects/{project_id}/jobs/train",
             json={"epochs": 3, "imgsz": 160, "batch": 8, "val_fraction": 0.25},
         )
-        job = wait_for(owner, started.json()["id"])
+        job = wait_job(owner, started.json()["id"])
         assert job["state"] == "succeeded", job
         assert job["gpu"] is not None
         log = app.state.settings.data_dir / "runs" / f"job-{job['id']}" / "train.log"
@@ -59,7 +58,7 @@ def test_training_and_autolabel_run_on_the_gpu(
         model_id = job["result"]["model_id"]
         owner.post(f"/api/models/{model_id}/promote")
         owner.upload(project_id, ("fresh.png", png_bytes(7, (160, 160))))
-        labeled = wait_for(
+        labeled = wait_job(
             owner,
             owner.post(f"/api/projects/{project_id}/jobs/autolabel", json={"conf": 0.001}).json()[
                 "id"

@@ -25,7 +25,7 @@ from server.jobs.models import Job
 from server.jobs.runtime import JobFailed
 from server.models.models import ModelState, RegisteredModel
 from server.settings import Settings
-from tests.factories import ApiClient, Factory, image_bytes, png_bytes
+from tests.factories import ApiClient, Factory, image_bytes, png_bytes, wait_job
 
 PASSWORD = "correct horse battery"
 
@@ -48,16 +48,6 @@ def make_zip(entries: dict[str, bytes | str]) -> bytes:
         for name, data in entries.items():
             archive.writestr(name, data)
     return out.getvalue()
-
-
-def wait_job(client: ApiClient, job_id: int, timeout: float = 60) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job: dict[str, Any] = client.get(f"/api/jobs/{job_id}").json()
-        if job["state"] in ("succeeded", "failed", "canceled"):
-            return job
-        time.sleep(0.05)
-    raise AssertionError(f"job {job_id} did not finish within {timeout} s")
 
 
 def import_zip(client: ApiClient, project_id: int, data: bytes) -> dict[str, Any]:

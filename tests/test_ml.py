@@ -8,7 +8,7 @@ import io
 import pickle
 import time
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -22,36 +22,10 @@ from server.images.models import Image, ImageStatus
 from server.jobs.models import Job, JobEvent
 from server.models.models import RegisteredModel
 from server.models.service import class_mapping
-from tests.factories import ApiClient, Factory, labeled_shapes_project, png_bytes
+from tests.factories import Factory, labeled_shapes_project, png_bytes, wait_job
 
 if importlib.util.find_spec("ultralytics") is None:  # not importing it: workers configure it
     pytest.skip("the ml extra is not installed", allow_module_level=True)
-
-FINISHED = {"succeeded", "failed", "canceled"}
-
-
-@pytest.fixture
-def ml_app(make_app: Callable[..., FastAPI]) -> Iterator[FastAPI]:
-    app = make_app(
-        run_jobs=True,
-        standalone_gpu_slots=1,
-        standalone_cpu_slots=1,
-        heartbeat_interval_seconds=0.5,
-        scheduler_interval_seconds=0.1,
-        predict_queue_seconds=5,
-    )
-    with TestClient(app):
-        yield app
-
-
-def wait_for(client: ApiClient, job_id: int, timeout: float = 240) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        body: dict[str, Any] = client.get(f"/api/jobs/{job_id}").json()
-        if body["state"] in FINISHED:
-            return body
-        assert time.monotonic() < deadline, f"job {job_id} stuck: {body}"
-        time.sleep(0.2)
 
 
 def shapes_project(f: Factory, owner: User, n_images: int = 24) -> int:
@@ -100,7 +74,7 @@ def test_train_promote_autolabel_predict_and_reupload(ml_app: FastAPI) -> None:
     )
     assert started.status_code == 202, started.text
     assert started.json()["pool"] == "gpu"
-    job = wait_for(owner, started.json()["id"])
+    job = wait_job(owner, started.json()["id"])
     assert job["state"] == "succeeded", owner.get(f"/api/jobs/{job['id']}/logs").json()[-3:]
     model_id = job["result"]["model_id"]
 
@@ -131,7 +105,7 @@ def test_train_promote_autolabel_predict_and_reupload(ml_app: FastAPI) -> None:
         f"/api/projects/{project_id}/jobs/autolabel", json={"conf": 0.001, "iou": 0.7}
     )
     assert labeled.status_code == 202, labeled.text
-    autolabel = wait_for(owner, labeled.json()["id"])
+    autolabel = wait_job(owner, labeled.json()["id"])
     assert autolabel["state"] == "succeeded", autolabel
     assert autolabel["result"]["images"] == len(fresh_ids)
     with f.sessionmaker() as db:
@@ -148,7 +122,7 @@ def test_train_promote_autolabel_predict_and_reupload(ml_app: FastAPI) -> None:
         )
         assert [(b.class_id, b.source) for b in kept_boxes] == [(2, "manual")]
     # A second run finds nothing left to label: reviewed and predicted images are skipped.
-    again = wait_for(
+    again = wait_job(
         owner,
         owner.post(f"/api/projects/{project_id}/jobs/autolabel", json={"conf": 0.001}).json()["id"],
     )
@@ -180,7 +154,7 @@ def test_train_promote_autolabel_predict_and_reupload(ml_app: FastAPI) -> None:
         data={"name": "re-uploaded"},
     )
     assert uploaded.status_code == 202, uploaded.text
-    inspect = wait_for(owner, uploaded.json()["inspect_job_id"])
+    inspect = wait_job(owner, uploaded.json()["inspect_job_id"])
     assert inspect["state"] == "succeeded", inspect
     again_model = owner.get(f"/api/models/{uploaded.json()['model']['id']}").json()
     assert again_model["state"] == "ready"
@@ -252,7 +226,7 @@ def test_truncated_weights_end_in_a_clear_error(ml_app: FastAPI) -> None:
         files={"file": ("cut.pt", data[: len(data) // 2])},
     )
     if response.status_code == 202:
-        job = wait_for(owner, response.json()["inspect_job_id"])
+        job = wait_job(owner, response.json()["inspect_job_id"])
         assert job["state"] == "failed"
         model = owner.get(f"/api/models/{response.json()['model']['id']}").json()
         assert model["state"] == "failed"
@@ -314,7 +288,7 @@ def test_training_without_reviewed_images_fails_clearly(ml_app: FastAPI) -> None
     job = owner.post(
         f"/api/projects/{project['id']}/jobs/train", json={"epochs": 1, "imgsz": 64}
     ).json()
-    done = wait_for(owner, job["id"])
+    done = wait_job(owner, job["id"])
     assert done["state"] == "failed"
     assert "at least 2 reviewed images" in done["error"]
 
