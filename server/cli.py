@@ -91,7 +91,7 @@ def cmd_standalone(args: argparse.Namespace) -> None:
         demo_owner = admin_id
     url = f"http://{args.host}:{args.port}"
     print("", flush=True)
-    print(f"  Oculab is starting at {url}", flush=True)
+    print(f"  Oculab is starting at {url}   (open it in a browser and sign in)", flush=True)
     print(f"  API docs:  {url}/docs", flush=True)
     print(f"  Data:      {settings.data_dir.resolve()}", flush=True)
     if password is not None:
@@ -100,7 +100,8 @@ def cmd_standalone(args: argparse.Namespace) -> None:
         print("  Login:     admin (password as set on first start)", flush=True)
     if demo_owner is not None:
         print("  Demo:      the 'Demo: shapes' project imports, trains, promotes and", flush=True)
-        print("             auto-labels in the background; watch GET /api/jobs", flush=True)
+        print("             auto-labels in the background (about a minute on a CPU);", flush=True)
+        print("             then its predicted images wait under 'Review predictions'", flush=True)
     print("", flush=True)
     _serve(settings, args.host, args.port, run_jobs=True, demo_owner=demo_owner)
     lock.close()
