@@ -13,8 +13,10 @@ Starts ``oculab standalone`` (SQLite, a temp data dir) on a free port and measur
    Baseline in the same run, same server, same files: a Python script (httpx) posting
    them to ``POST /api/projects/{id}/images`` with the web app's batching (``--batch``
    files per request, ``--concurrency`` requests at once); a second reference posts
-   batches of 100 from one thread. Each round uses fresh projects (uploads are
-   de-duplicated per project); runs alternate and each side keeps its best.
+   batches of 100 from one thread. Every timed upload gets its own fresh files (the
+   server stores a blob and renders its thumbnail once per content: with shared files
+   the first uploader of a round paid for every later one) and a fresh project; runs
+   alternate and each side keeps its best.
    ``upload_ratio`` = drop / script (goal <= 1.2); ``upload_ratio_picker`` likewise.
 2. **Gallery**: a project of ``--rows`` image rows written straight into the database,
    whose thumbnails are hard links to a few shared JPEGs. The browser opens it:
@@ -250,16 +252,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         base = Path(tmp)
         data_dir = base / "data"
         data_dir.mkdir()
-        progress(f"writing {args.images} noise JPEGs")
-        paths = write_images(base / "upload", args.images)
+        progress(f"writing {args.images} noise JPEGs per timed upload")
+        warmup = write_images(base / "warm-up", 60)
         with standalone(data_dir) as url:
             client = signed_in(url)
             common = {"url": url, "username": "admin", "password": PASSWORD}
             common["chromium"] = args.chromium
             # Warm the server up (first requests, imports, caches) outside any timing.
-            api_upload(client, create_project(client, "Warm-up"), paths[:60], args.batch, 1)
+            api_upload(client, create_project(client, "Warm-up"), warmup, args.batch, 1)
             api_best = api_ref_best = drop_best = picker_best = float("inf")
             for round_ in range(1, args.rounds + 1):  # --rounds 0: gallery only
+                # Distinct bytes for each timed upload, written before any timing.
+                fresh = {
+                    side: write_images(base / f"upload-{round_}-{side}", args.images)
+                    for side in ("script", "drop", "picker", "script-100")
+                }
+                paths = fresh["script"]
                 pid = create_project(client, f"API upload {round_}")
                 api = api_upload(client, pid, paths, args.batch, args.concurrency)
                 progress(f"round {round_}: script {args.batch}x{args.concurrency}: {api:.1f} s")
@@ -268,8 +276,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     pid = create_project(client, f"UI upload ({mode}) {round_}")
                     upload = {
                         "project": pid,
-                        "folder": str(base / "upload"),
-                        "files": [str(p) for p in paths],
+                        "folder": str(base / f"upload-{round_}-{mode}"),
+                        "files": [str(p) for p in fresh[mode]],
                         "mode": mode,
                     }
                     ui = browser({**common, "upload": upload})
@@ -278,7 +286,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     seen[mode] = ui["upload_seconds"]
                     progress(f"round {round_}: browser ({mode}): {seen[mode]:.1f} s")
                 pid = create_project(client, f"API upload (100 per request) {round_}")
-                ref = api_upload(client, pid, paths, 100, 1)
+                ref = api_upload(client, pid, fresh["script-100"], 100, 1)
                 progress(f"round {round_}: script 100x1: {ref:.1f} s")
                 api_best = min(api_best, api)
                 api_ref_best = min(api_ref_best, ref)

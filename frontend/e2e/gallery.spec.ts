@@ -33,6 +33,14 @@ test("upload a folder and dropped files: per-file results, a rejected non-image,
     "href",
     /\/projects\/\d+\/images\/\d+$/,
   );
+  // The new images' thumbnails load without a reload (decoded pixels, not grey boxes).
+  await expect
+    .poll(() =>
+      grid.locator("img").evaluateAll((imgs) =>
+        imgs.map((img) => (img as HTMLImageElement).complete && (img as HTMLImageElement).naturalWidth > 0),
+      ),
+    )
+    .toEqual([true, true, true]);
   await screenshot(page, "gallery-upload-folder");
 
   // A drop (synthetic: a real OS drag cannot be scripted) of a known and a new file.

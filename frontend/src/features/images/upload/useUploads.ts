@@ -5,8 +5,9 @@ import { UploadQueue } from "./batcher";
 import { imageSender } from "./sendImages";
 import type { Found } from "./walk";
 
-// Progress reaches the screen at most this often: enough for progress bars, and the
-// page spends its CPU on sending, not on drawing (the server may share the machine).
+// Progress reaches the screen at most this often, in an animation frame (none while the
+// tab is hidden): enough for progress bars, and the page spends its CPU on sending, not
+// on drawing (the server may share the machine). Settling renders at once.
 const RENDER_EVERY_MS = 200;
 
 /**
@@ -20,6 +21,7 @@ export class UploadSession {
   private version = 0;
   private listeners = new Set<() => void>();
   private timer: ReturnType<typeof setTimeout> | null = null;
+  private frame: number | null = null;
   private wasSettled = true;
 
   constructor(
@@ -54,7 +56,7 @@ export class UploadSession {
   }
 
   dispose(): void {
-    if (this.timer !== null) clearTimeout(this.timer);
+    this.cancelRender();
     this.queue?.cancel();
   }
 
@@ -70,19 +72,26 @@ export class UploadSession {
         return;
       }
     }
-    if (this.timer === null) {
+    if (this.timer === null && this.frame === null) {
       this.timer = setTimeout(() => {
         this.timer = null;
-        this.emit();
+        this.frame = requestAnimationFrame(() => {
+          this.frame = null;
+          this.emit();
+        });
       }, RENDER_EVERY_MS);
     }
   };
 
+  private cancelRender(): void {
+    if (this.timer !== null) clearTimeout(this.timer);
+    if (this.frame !== null) cancelAnimationFrame(this.frame);
+    this.timer = null;
+    this.frame = null;
+  }
+
   private emit(): void {
-    if (this.timer !== null) {
-      clearTimeout(this.timer);
-      this.timer = null;
-    }
+    this.cancelRender();
     this.version += 1;
     for (const listener of this.listeners) listener();
   }

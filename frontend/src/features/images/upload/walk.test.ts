@@ -45,6 +45,32 @@ function dirEntry(fullPath: string, children: EntryLike[], chunk = 100): Directo
 }
 
 describe("the folder walker", () => {
+  it("asks for a folder's files all at once and keeps their order", async () => {
+    let pending = 0;
+    let most = 0;
+    const slow = (fullPath: string): FileEntryLike => {
+      const name = fullPath.split("/").at(-1) ?? fullPath;
+      return {
+        isFile: true,
+        isDirectory: false,
+        name,
+        fullPath,
+        file: (ok) => {
+          pending += 1;
+          most = Math.max(most, pending);
+          setTimeout(() => {
+            pending -= 1;
+            ok(new File(["x"], name, { type: "image/png" }));
+          }, 5);
+        },
+      };
+    };
+    const names = Array.from({ length: 50 }, (_, i) => `/big/${i}.png`);
+    const found = await walkEntries([dirEntry("/big", [...names].reverse().map(slow))]);
+    expect(most).toBe(50);
+    expect(found.files.map((f) => `/${f.path}`)).toEqual(names);
+  });
+
   it("walks nested folders depth-first in natural name order", async () => {
     const root = dirEntry("/shots", [
       fileEntry("/shots/img10.png"),

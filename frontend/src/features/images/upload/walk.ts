@@ -62,28 +62,32 @@ async function readAll(entry: DirectoryEntryLike): Promise<EntryLike[]> {
   }
 }
 
-/** Walks entries depth-first, in name order within each folder. */
+/**
+ * Walks entries depth-first, in name order within each folder. The `file()` calls of a
+ * folder's entries (one round trip to the browser process each) run at once, not one
+ * after another: a dropped folder of thousands of files starts uploading sooner.
+ */
 export async function walkEntries(entries: readonly EntryLike[]): Promise<Found> {
   const found: Found = { files: [], skipped: 0, unreadable: [] };
-  const visit = async (entry: EntryLike): Promise<void> => {
+  const visit = async (entry: EntryLike): Promise<FoundFile[]> => {
     const path = stripSlash(entry.fullPath || entry.name);
     if (isJunk(entry.name, entry.isDirectory)) {
       found.skipped += 1;
-      return;
+      return [];
     }
     try {
-      if (entry.isFile) {
-        found.files.push({ file: await readFile(entry as FileEntryLike), path });
-      } else if (entry.isDirectory) {
+      if (entry.isFile) return [{ file: await readFile(entry as FileEntryLike), path }];
+      if (entry.isDirectory) {
         const children = await readAll(entry as DirectoryEntryLike);
         children.sort((a, b) => a.name.localeCompare(b.name, undefined, { numeric: true }));
-        for (const child of children) await visit(child);
+        return (await Promise.all(children.map(visit))).flat();
       }
     } catch {
       found.unreadable.push(path);
     }
+    return [];
   };
-  for (const entry of entries) await visit(entry);
+  for (const entry of entries) for (const file of await visit(entry)) found.files.push(file);
   return found;
 }
 
