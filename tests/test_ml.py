@@ -113,6 +113,13 @@ def test_train_promote_autolabel_predict_and_reupload(ml_app: FastAPI) -> None:
             image = db.get(Image, image_id)
             assert image is not None
             assert image.status == ImageStatus.predicted
+            # The review queue's stored key follows the boxes the run wrote.
+            lowest = db.scalar(
+                sa.select(sa.func.min(Annotation.confidence)).where(
+                    Annotation.image_id == image_id, Annotation.status == "predicted"
+                )
+            )
+            assert image.min_confidence == lowest
         boxes = list(db.scalars(sa.select(Annotation).where(Annotation.image_id.in_(fresh_ids))))
         assert boxes, "the model predicted nothing at conf 0.001"
         assert {b.source for b in boxes} == {f"model:{model_id}"}

@@ -5,6 +5,11 @@ from __future__ import annotations
 
 import base64
 
+import pytest
+import sqlalchemy as sa
+
+from server.images.models import Image, ImageStatus
+from server.images.service import confidence_pages
 from tests.factories import ApiClient, png_bytes
 
 
@@ -125,3 +130,79 @@ def test_neighbors_give_previous_next_and_the_next_unreviewed_wrapping(
     other = bob.project("bob's")
     mine = bob.image(other["id"])
     assert alice.get(f"/api/images/{mine['image_id']}/neighbors").status_code == 404
+
+
+def test_the_stored_order_follows_edits_and_reviews(alice: ApiClient) -> None:
+    """``images.min_confidence`` is kept by every write of boxes, so the queue's order
+    moves with edits, reviews and accepted boxes; images without a predicted box come
+    last (ties by id, across cursor pages)."""
+    project = alice.project()
+    pid = project["id"]
+    items = alice.upload(pid, *[(f"e{n}.png", png_bytes(n)) for n in range(5)]).json()["items"]
+    ids = [item["image_id"] for item in items]
+    _predict(alice, ids[0], 0.9)
+    _predict(alice, ids[1], 0.5)
+    _predict(alice, ids[2], 0.7, 0.6)
+    for limit in (1, 2, 100):
+        assert _queue(alice, pid, limit) == ["e1.png", "e2.png", "e0.png"]
+    # An edit lowers e0 below everything; another raises e1.
+    _predict(alice, ids[0], 0.95, 0.1)
+    _predict(alice, ids[1], 0.99)
+    for limit in (1, 2, 100):
+        assert _queue(alice, pid, limit) == ["e0.png", "e2.png", "e1.png"]
+    # Accepting one of e2's boxes in the editor leaves only the other to count.
+    boxes = alice.get(f"/api/images/{ids[2]}/annotations").json()
+    body = [
+        {k: b[k] for k in ("class_id", "x", "y", "w", "h", "confidence", "status", "source")}
+        for b in boxes["boxes"]
+    ]
+    low = min(range(len(body)), key=lambda i: body[i]["confidence"])
+    body[low]["status"] = "accepted"
+    saved = alice.put(
+        f"/api/images/{ids[2]}/annotations",
+        json={"base_revision": boxes["revision"], "boxes": body},
+    )
+    assert saved.status_code == 200, saved.text
+    assert _queue(alice, pid, 1) == ["e0.png", "e2.png", "e1.png"]
+    _predict(alice, ids[1], 0.65)
+    assert _queue(alice, pid, 1) == ["e0.png", "e1.png", "e2.png"]
+    # Reviewing the whole image takes it out; without the status filter, the images
+    # with no predicted box follow the others by id.
+    assert (
+        alice.post(f"/api/images/{ids[0]}/review", json={"action": "reject_all"}).status_code == 200
+    )
+    assert _queue(alice, pid, 2) == ["e1.png", "e2.png"]
+    names: list[str] = []
+    cursor = None
+    while True:
+        params: dict[str, object] = {"order": "confidence", "limit": 1}
+        if cursor:
+            params["cursor"] = cursor
+        page = alice.get(f"/api/projects/{pid}/images", params=params).json()
+        names += [item["filename"] for item in page["items"]]
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+    assert names == ["e1.png", "e2.png", "e0.png", "e3.png", "e4.png"]
+
+
+def test_the_queue_reads_its_index_on_postgresql(alice: ApiClient, engine: sa.Engine) -> None:
+    """Prints (does not assert) PostgreSQL's plan of a queue page: the index on
+    (project_id, status, min_confidence, id) serves the order and the cursor."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("the plan is PostgreSQL's")
+    project = alice.project()
+    pid = project["id"]
+    items = alice.upload(pid, *[(f"p{n}.png", png_bytes(n)) for n in range(3)]).json()["items"]
+    for n, item in enumerate(items):
+        _predict(alice, item["image_id"], 0.2 * (n + 1))
+    stmt = sa.select(Image).where(Image.project_id == pid, Image.status == ImageStatus.predicted)
+    scored, unscored = confidence_pages(stmt, 50, (0.2, items[0]["image_id"]))
+    assert scored is not None
+    lines = ["review queue page plans:"]
+    with engine.connect() as conn:
+        conn.execute(sa.text("SET enable_seqscan = off"))  # a tiny table would be scanned
+        for query in (scored, unscored):
+            compiled = query.compile(engine, compile_kwargs={"literal_binds": True})
+            lines += conn.execute(sa.text(f"EXPLAIN {compiled}")).scalars().all()
+    print("\n".join(lines))

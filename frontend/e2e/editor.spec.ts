@@ -367,3 +367,76 @@ test("a member of another project gets 'not found' for this project's image and 
   expect(problems).toEqual([]);
 });
 
+
+test("edits kept for closed images are saved when the app starts; a conflict stays kept, with a link", async ({
+  page,
+  browser,
+  baseURL,
+}) => {
+  const state = await session(browser, baseURL ?? "");
+  await useSession(page, state);
+  const { projectId, imageIds } = await seedProject(page.request, { count: 2 });
+  const [fresh, stale] = imageIds as [number, number];
+  // Someone saves the second image after this browser's edit of it began (revision 0).
+  await predict(page.request, stale, [{ class_id: 1, x: 0.6, y: 0.6, w: 0.2, h: 0.2, confidence: 0.5 }]);
+  // A page of the same origin without the app: the edits are in place before it starts.
+  await page.goto("/api/health");
+  const box = (x: number) => ({
+    id: `k${x}`,
+    class_id: 2,
+    x,
+    y: 0.1,
+    w: 0.2,
+    h: 0.2,
+    source: "manual",
+    confidence: null,
+    status: "accepted",
+  });
+  // What an editor left in IndexedDB when the tab closed during an outage.
+  await page.evaluate(
+    ({ edits }) =>
+      new Promise<void>((done, fail) => {
+        const open = indexedDB.open("oculab-editor", 1);
+        open.onupgradeneeded = () => {
+          open.result.createObjectStore("pending", { keyPath: "imageId" }).createIndex("project", "projectId");
+        };
+        open.onerror = () => fail(open.error);
+        open.onsuccess = () => {
+          const tx = open.result.transaction("pending", "readwrite");
+          for (const edit of edits) tx.objectStore("pending").put(edit);
+          tx.oncomplete = () => {
+            open.result.close();
+            done();
+          };
+          tx.onerror = () => fail(tx.error);
+        };
+      }),
+    {
+      edits: [fresh, stale].map((imageId, i) => ({
+        imageId,
+        projectId,
+        baseRevision: 0,
+        baseBoxes: [],
+        boxes: [box(0.1 + i * 0.3)],
+        updatedAt: Date.now() + i,
+      })),
+    },
+  );
+  await page.goto("/projects");
+  // The first is saved in the background, no editor opened.
+  await expect
+    .poll(async () => (await annotations(page.request, fresh)).boxes.map((b) => b.class_id), { timeout: 20_000 })
+    .toEqual([2]);
+  // The second met a newer revision: kept, and the notice links to it.
+  const notice = page.getByRole("complementary", { name: "Unsaved edits" });
+  await expect(notice).toContainText("someone else changed the image meanwhile");
+  expect((await annotations(page.request, stale)).boxes.map((b) => b.class_id)).toEqual([1]);
+  await screenshot(page, "kept-edit-conflict-notice");
+  await notice.getByRole("link", { name: `Image ${stale}` }).click();
+  const dialog = page.getByRole("dialog", { name: "Someone else saved this image" });
+  await expect(dialog).toBeVisible({ timeout: 20_000 });
+  await dialog.getByRole("button", { name: "Merge both" }).click();
+  await expectSaved(page);
+  expect((await annotations(page.request, stale)).boxes.map((b) => b.class_id).sort()).toEqual([1, 2]);
+  await expect(notice).toBeHidden();
+});

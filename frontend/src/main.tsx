@@ -6,9 +6,14 @@ import { onUnauthorized } from "./api/client";
 import { createQueryClient } from "./app/queryClient";
 import { createRouter } from "./app/router";
 import { SIGN_IN_PATH, signInPath } from "./features/auth/next";
+import { meQuery } from "./features/auth/queries";
 import "./styles.css";
 
 const queryClient = createQueryClient();
+// The session check starts now, before the router loads a page's code or React
+// renders: by the time a page's chunk has arrived, RequireAuth finds the answer
+// waiting instead of asking then. (The sign-in page needs no session.)
+if (window.location.pathname !== SIGN_IN_PATH) void queryClient.prefetchQuery(meQuery);
 const router = createRouter();
 
 // Any 401 (the session expired or was ended elsewhere): forget what this user could

@@ -6,6 +6,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
 
+from server.annotations.confidence import refresh_min_confidence
 from server.annotations.models import Annotation, BoxStatus
 from server.annotations.schemas import AnnotationsPut, AnnotationsRead, BoxRead
 from server.auth.models import User
@@ -84,6 +85,7 @@ def save(
                 for i, box in enumerate(body.boxes)
             ],
         )
+    refresh_min_confidence(db, [image.id])
     db.flush()
     db.refresh(image)
     return read(db, image)
@@ -141,6 +143,7 @@ def review(db: Session, image: Image, user: User, action: str) -> AnnotationsRea
             status=ImageStatus.reviewed,
             annotated_by=user.id,
             annotated_at=utcnow(),
+            min_confidence=None,  # no predicted box is left
         )
         .execution_options(synchronize_session=False)
     )

@@ -10,6 +10,7 @@ from typing import Any, cast
 import sqlalchemy as sa
 from sqlalchemy.engine import CursorResult
 
+from server.annotations.confidence import refresh_min_confidence
 from server.annotations.models import Annotation, BoxStatus
 from server.images.models import Image, ImageStatus
 from server.jobs.kinds import JobKind
@@ -172,6 +173,7 @@ def _write(
                 )
             if boxes:
                 db.execute(sa.insert(Annotation), boxes)
+            refresh_min_confidence(db, [image_id])
             counts["images"] += 1
             counts["boxes"] += len(boxes)
         ctx.save_checkpoint(

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy.orm import Session
 
+from server.annotations.confidence import refresh_min_confidence
 from server.annotations.models import Annotation
 from server.annotations.schemas import Box
 from server.auth.models import User
@@ -316,6 +317,7 @@ class BatchImport:
         ]
         if rows_to_insert:
             db.execute(sa.insert(Annotation), rows_to_insert)
+        refresh_min_confidence(db, updated)
         counts.images_labelled += len(updated)
         counts.boxes_imported += len(rows_to_insert)
         for image_id in eligible.keys() - updated:

@@ -29,6 +29,14 @@ class Image(Base):
         sa.Index("ix_images_project_id_id", "project_id", "id"),
         sa.Index("ix_images_project_id_status_id", "project_id", "status", "id"),
         sa.Index("ix_images_project_id_split_id", "project_id", "split", "id"),
+        # The review queue: WHERE project_id = ? AND status = ? ORDER BY min_confidence, id.
+        sa.Index(
+            "ix_images_project_id_status_min_confidence_id",
+            "project_id",
+            "status",
+            "min_confidence",
+            "id",
+        ),
     )
 
     id: Mapped[int] = id_column()
@@ -52,6 +60,10 @@ class Image(Base):
     )
     # Bumped on every annotation write; PUT must name the revision it started from.
     revision: Mapped[int] = mapped_column(default=0)
+    # The lowest confidence among the image's predicted boxes (a box without one counts
+    # as 0); NULL when it has none. Kept by every box write (``refresh_min_confidence``)
+    # so the review queue reads it from an index instead of scanning boxes per page.
+    min_confidence: Mapped[float | None]
     uploaded_by: Mapped[int | None] = mapped_column(
         IdType, sa.ForeignKey("users.id", ondelete="SET NULL")
     )

@@ -13,7 +13,7 @@ from PIL import Image as PILImage
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
-from server.annotations.models import Annotation, BoxStatus
+from server.annotations.models import Annotation
 from server.audit import service as audit
 from server.auth.models import User
 from server.images import processing
@@ -210,53 +210,67 @@ def list_images(
 
 
 # The review queue's order: the lowest confidence among an image's predicted boxes
-# first (an image whose model found nothing, or gave no confidence, counts as 0), ties
-# by id. Keyset pages over (that confidence, id); the cursor carries both.
-_LOWEST_CONFIDENCE = sa.func.coalesce(
-    sa.select(sa.func.min(sa.func.coalesce(Annotation.confidence, 0.0)))
-    .where(Annotation.image_id == Image.id, Annotation.status == BoxStatus.predicted)
-    .correlate(Image)
-    .scalar_subquery(),
-    0.0,
-)
+# first (a box without a confidence counts as 0), ties by id; images without a
+# predicted box last. Keyset pages over the stored (min_confidence, id), which the
+# index (project_id, status, min_confidence, id) serves; the cursor carries both
+# ("none" once the pages reach the images without a predicted box).
 
 
-def _encode_confidence_cursor(confidence: float, image_id: int) -> str:
-    raw = f"conf:{confidence!r}:{image_id}".encode()
+def _encode_confidence_cursor(confidence: float | None, image_id: int) -> str:
+    value = "none" if confidence is None else repr(confidence)
+    raw = f"conf:{value}:{image_id}".encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def _decode_confidence_cursor(cursor: str | None) -> tuple[float, int] | None:
+def _decode_confidence_cursor(cursor: str | None) -> tuple[float | None, int] | None:
     if not cursor:
         return None
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         prefix, value, last = raw.split(":")
-        confidence, last_id = float(value), int(last)
+        confidence = None if value == "none" else float(value)
+        last_id = int(last)
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise BadRequest("invalid cursor") from None
-    if prefix != "conf" or not math.isfinite(confidence) or not 0 < last_id <= MAX_ID:
+    if prefix != "conf" or not 0 < last_id <= MAX_ID:
+        raise BadRequest("invalid cursor")
+    if confidence is not None and not math.isfinite(confidence):
         raise BadRequest("invalid cursor")
     return confidence, last_id
+
+
+def confidence_pages(
+    stmt: sa.Select[Image], limit: int, after: tuple[float | None, int] | None
+) -> tuple[sa.Select[Image] | None, sa.Select[Image]]:
+    """The queries of one page of the review queue after ``after``, ``limit`` + 1 rows
+    each: the images with a predicted box (None once the cursor is past them), then
+    those without. Each condition is an index condition: ``(min_confidence, id) >
+    (cursor)`` as a row comparison, not an OR that the index could only filter by."""
+    lowest = Image.min_confidence
+    unscored = stmt.where(lowest.is_(None))
+    if after is not None and after[0] is None:
+        return None, unscored.where(Image.id > after[1]).order_by(Image.id).limit(limit + 1)
+    scored = stmt.where(lowest.is_not(None))
+    if after is not None:
+        scored = scored.where(sa.tuple_(lowest, Image.id) > sa.tuple_(after[0], after[1]))
+    return (
+        scored.order_by(lowest, Image.id).limit(limit + 1),
+        unscored.order_by(Image.id).limit(limit + 1),
+    )
 
 
 def _list_by_confidence(
     db: Session, stmt: sa.Select[Image], limit: int, cursor: str | None
 ) -> tuple[list[ImageRead], str | None]:
-    after = _decode_confidence_cursor(cursor)
-    lowest = _LOWEST_CONFIDENCE
-    keyed = stmt.add_columns(lowest.label("lowest"))
-    if after is not None:
-        confidence, last_id = after
-        keyed = keyed.where(
-            sa.or_(lowest > confidence, sa.and_(lowest == confidence, Image.id > last_id))
-        )
-    rows = db.execute(keyed.order_by(lowest, Image.id).limit(limit + 1)).all()
-    items = [read(row[0]) for row in rows[:limit]]
+    scored, unscored = confidence_pages(stmt, limit, _decode_confidence_cursor(cursor))
+    rows = list(db.scalars(scored)) if scored is not None else []
+    if len(rows) <= limit:
+        rows += db.scalars(unscored.limit(limit + 1 - len(rows)))
+    items = [read(row) for row in rows[:limit]]
     if len(rows) <= limit:
         return items, None
     last = rows[limit - 1]
-    return items, _encode_confidence_cursor(float(last[1]), last[0].id)
+    return items, _encode_confidence_cursor(last.min_confidence, last.id)
 
 
 def neighbors(db: Session, image: Image) -> ImageNeighbors:

@@ -3,7 +3,7 @@
 // editor starts the next image's file while the user works, so that opening an image
 // waits for as little as possible. Only the API's own endpoints are fetched.
 const kept = new Map<number, HTMLImageElement>();
-const KEEP = 4;
+const KEEP = 6;
 
 export const imageFileUrl = (imageId: number) => `/api/images/${imageId}/file`;
 export const thumbnailUrl = (imageId: number) => `/api/images/${imageId}/thumbnail`;
@@ -33,24 +33,45 @@ export function thumbnailFile(imageId: number): HTMLImageElement {
   return cached(thumbnails, imageId, thumbnailUrl(imageId));
 }
 
-const early = new Map<string, Promise<Response>>();
+const decodes = new WeakMap<HTMLImageElement, Promise<void>>();
+/**
+ * The image decoded (one decode per element, shared): a second `decode()` of the same
+ * element would queue behind every decode asked for meanwhile (such as a 12-megapixel
+ * file's), so the preview decoded early by the router is reused, not asked for again.
+ */
+export function decoded(img: HTMLImageElement): Promise<void> {
+  let done = decodes.get(img);
+  if (!done) {
+    done = img.decode();
+    done.catch(() => decodes.delete(img)); // a failed decode may be retried
+    decodes.set(img, done);
+  }
+  return done;
+}
+
+const early = new Map<string, { at: number; response: Promise<Response> }>();
+// An early answer nobody took soon is stale: the page asks again instead.
+const EARLY_TTL_MS = 10_000;
 
 /** Starts a GET of an API path now; the page that needs it takes it with `takeEarly`. */
 export function fetchEarly(path: string): void {
-  if (early.has(path)) return;
+  const kept = early.get(path);
+  if (kept && performance.now() - kept.at < EARLY_TTL_MS) return;
+  early.delete(path);
   const started = fetch(path, { credentials: "same-origin" });
   started.catch(() => undefined); // a failure is the taker's to handle
-  early.set(path, started);
+  early.set(path, { at: performance.now(), response: started });
   while (early.size > KEEP) early.delete(early.keys().next().value as string);
 }
 
-/** The JSON of an early GET of `path` if one was started and succeeded (used once). */
+/** The JSON of an early GET of `path` if one was started lately and succeeded (used once). */
 export async function takeEarly<T>(path: string): Promise<T | undefined> {
-  const started = early.get(path);
-  if (!started) return undefined;
+  const kept = early.get(path);
+  if (!kept) return undefined;
   early.delete(path);
+  if (performance.now() - kept.at >= EARLY_TTL_MS) return undefined;
   try {
-    const response = await started;
+    const response = await kept.response;
     return response.ok ? ((await response.json()) as T) : undefined;
   } catch {
     return undefined;

@@ -1,10 +1,12 @@
 import { createBrowserRouter, Navigate, type RouteObject } from "react-router";
-import { fetchEarly, imageFile, thumbnailFile } from "../api/prefetch";
+import { decoded, fetchEarly, imageFile, thumbnailFile } from "../api/prefetch";
 import { AppShell } from "../components/AppShell";
 import { NotFoundPage } from "../components/NotFoundPage";
 import { RequireAuth } from "../features/auth/RequireAuth";
 import { SignInPage } from "../features/auth/SignInPage";
 import { SIGN_IN_PATH } from "../features/auth/next";
+
+let firstNavigation = true;
 
 export const routes: RouteObject[] = [
   { path: SIGN_IN_PATH, element: <SignInPage /> },
@@ -36,15 +38,24 @@ export const routes: RouteObject[] = [
           {
             // The box editor: Konva loads with this route only, never with sign-in.
             path: "projects/:projectId/images/:imageId",
-            // The image, its thumbnail (the editor's preview) and its boxes download
-            // while the editor's code loads.
+            // The image, its thumbnail (the editor's preview), its record, its boxes
+            // and the project download while the editor's code loads, without waiting
+            // for the session check (a 401 falls back to the client, which signs in).
             loader: ({ params }) => {
               const id = Number(params.imageId);
+              const projectId = Number(params.projectId);
               if (Number.isSafeInteger(id) && id > 0) {
                 imageFile(id);
-                thumbnailFile(id);
+                // The preview decodes now, not once the editor has mounted.
+                decoded(thumbnailFile(id)).catch(() => undefined);
                 fetchEarly(`/api/images/${id}/annotations`);
+                fetchEarly(`/api/images/${id}`);
               }
+              // The project only when the app opens here: later it is in the cache.
+              if (firstNavigation && Number.isSafeInteger(projectId) && projectId > 0) {
+                fetchEarly(`/api/projects/${projectId}`);
+              }
+              firstNavigation = false;
               return null;
             },
             lazy: async () => ({

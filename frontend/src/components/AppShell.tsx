@@ -4,6 +4,7 @@ import { errorMessage } from "../api/errors";
 import { meQuery } from "../features/auth/queries";
 import { signOut } from "../features/auth/signOut";
 import { SIGN_IN_PATH } from "../features/auth/next";
+import { KeptEditsNotice } from "./KeptEditsNotice";
 
 export function AppShell() {
   const me = useQuery(meQuery);
@@ -54,6 +55,7 @@ export function AppShell() {
           Could not sign out: {errorMessage(logout.error)}
         </p>
       )}
+      <KeptEditsNotice />
       <main id="main" tabIndex={-1}>
         <Outlet />
       </main>

@@ -14,13 +14,14 @@ import {
   type Project,
   saveAnnotations,
 } from "./api";
-import { type EditorBox, toData, withIds } from "./boxes";
+import { type EditorBox, withIds } from "./boxes";
 import { ConflictDialog } from "./ConflictDialog";
 import { EditorCanvas } from "./EditorCanvas";
 import { EditorPanel } from "./EditorPanel";
 import { HelpDialog } from "./HelpDialog";
-import { offlineStore } from "./localStore";
-import { flushPending, type PendingEdit } from "./offline";
+import { offlineStore, openImages } from "./localStore";
+import { backgroundSaver } from "./background";
+import type { PendingEdit } from "./offline";
 import { createEditorStore } from "./store";
 import { ImageSync, type SyncState } from "./sync";
 import { useEditorKeys } from "./useEditorKeys";
@@ -108,20 +109,18 @@ export function Editor({ project, image, file, preview, annotations, pending }: 
     };
   }, [store, sync]);
 
-  // Edits of other images that this browser still keeps (an earlier outage) go now.
+  // Edits of other images that this browser still keeps (an earlier outage) go now,
+  // through the app's background saver (which leaves this image to its editor).
   useEffect(() => {
-    const kept = offlineStore();
-    if (!kept || readOnly) return;
-    const flush = () =>
-      void flushPending(
-        kept,
-        (edit) => saveAnnotations(edit.imageId, edit.baseRevision, edit.boxes.map(toData)),
-        new Set([image.id]),
-      ).catch(() => undefined);
-    flush();
-    window.addEventListener("online", flush);
-    return () => window.removeEventListener("online", flush);
-  }, [image.id, readOnly]);
+    if (readOnly) return;
+    // The image stays this editor's until its last save has its answer: a save of
+    // the same edit from the background saver would race it into a 409.
+    openImages.add(image.id);
+    void backgroundSaver()?.flush();
+    return () => {
+      void sync.whenClosed().then(() => openImages.delete(image.id));
+    };
+  }, [image.id, readOnly, sync]);
 
   // Saved: the gallery's counts and the neighbours' statuses changed.
   useEffect(() => {
@@ -197,9 +196,14 @@ export function Editor({ project, image, file, preview, annotations, pending }: 
           </p>
         )}
         {save.status === "refused" && (
-          <button type="button" onClick={() => void sync.flush()}>
-            Retry save
-          </button>
+          <>
+            <button type="button" onClick={() => void sync.flush()}>
+              Retry save
+            </button>
+            <button type="button" onClick={() => void sync.discard()}>
+              Discard my changes
+            </button>
+          </>
         )}
         <div className="editor-nav" role="group" aria-label="Images">
           <button type="button" aria-label="Previous image" title="Previous image (D)" onClick={() => go("previous")} disabled={!neighbors.data?.previous}>

@@ -39,6 +39,7 @@ import {
   wheelFactor,
   zoomAround,
 } from "./geometry";
+import { showsLabel } from "./labels";
 import type { EditorStore } from "./store";
 
 // Hit graphs are not redrawn while dragging (Konva's default, stated): a drag redraws
@@ -68,7 +69,17 @@ interface Look {
 // One box: its outline (dashed while a prediction), a light fill and, for predictions
 // and the selection, a label of constant screen size (above the box, or inside it at
 // the image's top edge). `scale` is the screen pixels per image pixel.
-function paintBox(ctx: CanvasRenderingContext2D, x: number, y: number, w: number, h: number, look: Look, scale: number, top: number) {
+function paintBox(
+  ctx: CanvasRenderingContext2D,
+  x: number,
+  y: number,
+  w: number,
+  h: number,
+  look: Look,
+  scale: number,
+  top: number,
+  emphasised: boolean,
+) {
   ctx.globalAlpha = look.alpha;
   ctx.beginPath();
   ctx.rect(x, y, w, h);
@@ -79,7 +90,7 @@ function paintBox(ctx: CanvasRenderingContext2D, x: number, y: number, w: number
   if (look.dashed) ctx.setLineDash([6 / scale, 4 / scale]);
   ctx.stroke();
   if (look.dashed) ctx.setLineDash([]);
-  if (look.label) {
+  if (look.label && showsLabel(w, scale, emphasised)) {
     const size = 12 / scale;
     let width12 = labelWidths.get(look.label);
     if (width12 === undefined) {
@@ -104,24 +115,30 @@ function drawBox(context: Context, shape: KShape): void {
   const ctx = context._context;
   const scale = shape.getAbsoluteScale().x || 1;
   ctx.font = font(scale);
-  paintBox(ctx, 0, 0, shape.width(), shape.height(), shape.getAttr("look") as Look, scale, shape.y());
+  paintBox(ctx, 0, 0, shape.width(), shape.height(), shape.getAttr("look") as Look, scale, shape.y(), true);
 }
 
 interface Painted extends Look {
+  id: string;
   x: number;
   y: number;
   w: number;
   h: number;
 }
 
-/** Every other box, in one shape and one pass: nothing to hit-test, nothing to diff. */
+/** Every other box, in one shape and one pass: nothing to hit-test, nothing to diff.
+ * The hovered box (the shape's `hovered` attribute) is drawn last, with its label. */
 function drawAll(context: Context, shape: KShape): void {
   const ctx = context._context;
   const scale = shape.getAbsoluteScale().x || 1;
+  const hovered = shape.getAttr("hovered") as string | null | undefined;
   ctx.font = font(scale);
+  let top: Painted | undefined;
   for (const item of shape.getAttr("items") as Painted[]) {
-    paintBox(ctx, item.x, item.y, item.w, item.h, item, scale, item.y);
+    if (item.id === hovered) top = item;
+    else paintBox(ctx, item.x, item.y, item.w, item.h, item, scale, item.y, false);
   }
+  if (top) paintBox(ctx, top.x, top.y, top.w, top.h, top, scale, top.y, true);
 }
 
 function lookOf(box: EditorBox, color: string, selected: boolean, label: string | undefined): Look {
@@ -238,6 +255,7 @@ export function EditorCanvas({ store, image, full, size, colors, classNames, rea
   const container = useRef<HTMLDivElement | null>(null);
   const stageRef = useRef<KStage | null>(null);
   const boxLayer = useRef<KLayer | null>(null);
+  const allShape = useRef<KShape | null>(null);
   const activeLayer = useRef<KLayer | null>(null);
   const pendingDrag = useRef<string | null>(null);
   const uiLayer = useRef<KLayer | null>(null);
@@ -462,6 +480,36 @@ export function EditorCanvas({ store, image, full, size, colors, classNames, rea
     [onMove, onUp],
   );
 
+  // The box under the pointer shows its label even where labels are hidden; hovering
+  // redraws the boxes' layer only when the hovered box changes.
+  const setHovered = useCallback((id: string | null) => {
+    const shape = allShape.current;
+    if (!shape || (shape.getAttr("hovered") ?? null) === id) return;
+    shape.setAttr("hovered", id);
+    boxLayer.current?.batchDraw();
+  }, []);
+
+  const onHover = useCallback(
+    (e: KonvaEventObject<MouseEvent>) => {
+      const stage = stageRef.current;
+      if (!stage || gesture.current || Konva.isDragging()) return;
+      const pointer = pointerOf(e.evt);
+      if (!pointer) return;
+      const state = store.getState();
+      const id = boxAt(
+        state.history.present,
+        screenToImage(state.view, pointer),
+        size,
+        HIT_SLOP_PX / state.view.scale,
+        (box) => !state.selected.has(box.id) && isShown(box, state.threshold),
+      );
+      setHovered(id ?? null);
+    },
+    [pointerOf, setHovered, size, store],
+  );
+
+  const onLeave = useCallback(() => setHovered(null), [setHovered]);
+
   const onWheel = useCallback(
     (e: KonvaEventObject<WheelEvent>) => {
       e.evt.preventDefault();
@@ -545,6 +593,7 @@ export function EditorCanvas({ store, image, full, size, colors, classNames, rea
       const px = toPixels(box, size);
       painted.push({
         ...cachedLook(box, colors[box.class_id] ?? FALLBACK, false, labelOf(box, false)),
+        id: box.id,
         x: px.x,
         y: px.y,
         w: px.width,
@@ -578,6 +627,8 @@ export function EditorCanvas({ store, image, full, size, colors, classNames, rea
           y={view.y}
           dragDistance={DRAG_THRESHOLD}
           onMouseDown={onMouseDown}
+          onMouseMove={onHover}
+          onMouseLeave={onLeave}
           onWheel={onWheel}
           onDragEnd={onDragEnd}
         >
@@ -585,7 +636,7 @@ export function EditorCanvas({ store, image, full, size, colors, classNames, rea
             <KImage image={image} width={size.width} height={size.height} perfectDrawEnabled={false} />
           </Layer>
           <Layer ref={boxLayer} listening={false}>
-            <Shape items={items} sceneFunc={drawAll} listening={false} perfectDrawEnabled={false} />
+            <Shape ref={allShape} items={items} sceneFunc={drawAll} listening={false} perfectDrawEnabled={false} />
           </Layer>
           <Layer ref={activeLayer}>
             {active.map((box) => (

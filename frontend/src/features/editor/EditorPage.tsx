@@ -7,7 +7,7 @@ import { useParams } from "react-router";
 import { ApiError } from "../../api/errors";
 import { ErrorMessage } from "../../components/ErrorMessage";
 import { useTitle } from "../../components/useTitle";
-import { imageFile, thumbnailFile } from "../../api/prefetch";
+import { decoded, imageFile, thumbnailFile } from "../../api/prefetch";
 import { type Annotations, imageQuery, loadAnnotations, projectQuery } from "./api";
 import { Editor } from "./Editor";
 import { offlineStore } from "./localStore";
@@ -23,8 +23,7 @@ function useDecoded(imageId: number, load: (id: number) => HTMLImageElement, mar
   useEffect(() => {
     let live = true;
     const img = load(imageId);
-    img
-      .decode()
+    decoded(img)
       .then(() => {
         performance.mark(mark);
         if (live) setState({ id: imageId, image: img, error: null });
@@ -80,8 +79,9 @@ export function EditorPage() {
   const { annotations, pending } = useStart(valid ? imageId : 0);
   // The thumbnail is a preview drawn at once; the full file replaces it once decoded
   // (a 12-megapixel JPEG takes longer to decode than everything else the editor needs).
-  const file = useDecoded(imageId, imageFile, "oculab:image-decoded");
+  // The preview's decode is asked for first: decodes are served in order.
   const preview = useDecoded(imageId, thumbnailFile, "oculab:preview-decoded");
+  const file = useDecoded(imageId, imageFile, "oculab:image-decoded");
   useTitle(image.data ? `${image.data.filename}` : "Editor");
 
   if (!valid) return <ErrorMessage error={notFound()} title="Not found" />;

@@ -12,10 +12,12 @@ export type ImageInfo = Schemas["ImageRead"];
 export type Project = Schemas["ProjectDetail"];
 export type Annotations = Schemas["AnnotationsRead"];
 
+// Both take the copy the editor's route started fetching, if any (once), else ask.
 export const projectQuery = (projectId: number) =>
   queryOptions({
     queryKey: keys.project(projectId),
     queryFn: async () =>
+      (await takeEarly<Project>(`/api/projects/${projectId}`)) ??
       unwrap(await api.GET("/api/projects/{project_id}", { params: { path: { project_id: projectId } } })),
   });
 
@@ -23,6 +25,7 @@ export const imageQuery = (imageId: number) =>
   queryOptions({
     queryKey: ["images", imageId] as const,
     queryFn: async () =>
+      (await takeEarly<ImageInfo>(`/api/images/${imageId}`)) ??
       unwrap(await api.GET("/api/images/{image_id}", { params: { path: { image_id: imageId } } })),
   });
 

@@ -7,3 +7,6 @@ export function offlineStore(): OfflineStore | null {
   if (store === undefined) store = typeof indexedDB === "undefined" ? null : openOfflineStore();
   return store;
 }
+
+/** The images whose editor is open in this tab: each saves its own kept edit. */
+export const openImages = new Set<number>();

@@ -126,4 +126,53 @@ describe("saving an image's boxes", () => {
     expect(sync.getState()).toMatchObject({ status: "refused", message: "boxes.0.class_id: 7 is out of range" });
     expect(sync.dirty).toBe(true);
   });
+
+  it("discarding after a refused save shows the server's boxes and keeps nothing", async () => {
+    const server = { revision: 6, boxes: [box("s", 0.3, 2)] as BoxData[] };
+    const { sync, saves, base, store, replaced } = setup(
+      [{ kind: "refused", message: "boxes.0.class_id: 7 is out of range" }],
+      server,
+    );
+    const mine = [...base, box("b", 0.4, 7)];
+    sync.edit(mine);
+    await vi.advanceTimersByTimeAsync(500);
+    expect(sync.getState().status).toBe("refused");
+    await settle();
+    expect((await store.get(5))?.boxes.map((b) => b.id)).toEqual(["a", "b"]);
+    await sync.discard();
+    expect(replaced).toHaveLength(1);
+    expect(replaced[0]?.map((b) => [b.x, b.class_id])).toEqual([[0.3, 2]]);
+    expect(sync.getState()).toMatchObject({ status: "saved", revision: 6, message: null });
+    expect(sync.dirty).toBe(false);
+    await settle();
+    expect(await store.get(5)).toBeUndefined();
+    // The editor's history still holds the discarded edit: undoing it saves it again,
+    // against the server's revision.
+    sync.edit(mine);
+    await vi.advanceTimersByTimeAsync(500);
+    expect(saves.at(-1)?.revision).toBe(6);
+  });
+
+  it("a failed reload while discarding keeps the edit and says so", async () => {
+    const { sync, base, replaced } = setup([{ kind: "refused", message: "nope" }]);
+    sync.edit([...base, box("b", 0.4, 7)]);
+    await vi.advanceTimersByTimeAsync(500);
+    const failing = sync as unknown as { deps: { load: () => Promise<never> } };
+    failing.deps.load = async () => {
+      throw new TypeError("network");
+    };
+    await sync.discard();
+    expect(replaced).toHaveLength(0);
+    expect(sync.getState().status).toBe("refused");
+    expect(sync.getState().message).toMatch(/could not reload/);
+    expect(sync.dirty).toBe(true);
+  });
+
+  it("discard does nothing unless a save was refused", async () => {
+    const { sync, base, replaced } = setup([]);
+    sync.edit([...base, box("b", 0.4)]);
+    await sync.discard();
+    expect(replaced).toHaveLength(0);
+    expect(sync.getState().status).toBe("pending");
+  });
 });

@@ -2,7 +2,7 @@
 // kept in IndexedDB until the server has them. A 409 becomes a three-way merge that
 // the user settles (keep mine, take theirs, merge); a lost connection or a stopped
 // server is retried with backoff and whenever the browser says it is online again.
-import { type BoxData, type EditorBox, toData } from "./boxes";
+import { type BoxData, type EditorBox, toData, withIds } from "./boxes";
 import { isEmptyDiff, type MergeResult, mergeBoxes } from "./merge";
 import type { OfflineStore, SaveOutcome } from "./offline";
 
@@ -238,6 +238,36 @@ export class ImageSync {
     void this.run();
   }
 
+  /**
+   * After a refused save: drops the edits the server would not take and shows the
+   * server's boxes again. The editor commits them as one more step of its history, so
+   * undo brings the discarded edits back (and saving them is refused again).
+   */
+  async discard(): Promise<void> {
+    if (this.state.status !== "refused" || this.running) return;
+    if (this.timer !== null) clearTimeout(this.timer);
+    this.timer = null;
+    this.running = true;
+    let server: { revision: number; boxes: BoxData[] };
+    try {
+      server = await this.deps.load();
+    } catch {
+      this.running = false;
+      this.set({ message: "could not reload the saved boxes; try again" });
+      return;
+    }
+    this.running = false;
+    if (this.disposed) return;
+    const boxes = withIds(server.boxes);
+    this.base = { revision: server.revision, boxes };
+    this.current = boxes;
+    this.currentAt = Math.max(this.now(), this.currentAt + 1);
+    this.attempt = 0;
+    this.deps.onReplace(boxes);
+    void this.deps.store?.discard(this.deps.imageId).catch(() => undefined);
+    this.set({ status: "saved", revision: server.revision, message: null, conflict: null });
+  }
+
   /** The browser is online again: try now rather than at the next backoff step. */
   online(): void {
     if (this.state.status === "offline") void this.flush();
@@ -248,10 +278,22 @@ export class ImageSync {
     if (this.disposed || this.stopping !== null) return;
     this.stopping = setTimeout(() => {
       this.stopping = null;
-      if (this.state.status === "pending" || this.state.status === "offline") void this.flush();
+      let last: Promise<void> = Promise.resolve();
+      if (this.state.status === "pending" || this.state.status === "offline") last = this.flush();
       else if (this.timer !== null) clearTimeout(this.timer);
       this.disposed = true;
       this.listeners.clear();
+      void last.finally(() => this.closedNow());
     }, 0);
+  }
+
+  private closedNow: () => void = () => undefined;
+  private readonly closed = new Promise<void>((resolve) => {
+    this.closedNow = resolve;
+  });
+
+  /** Settles once the editor has closed and its last save has had its answer. */
+  whenClosed(): Promise<void> {
+    return this.closed;
   }
 }

@@ -1,0 +1,33 @@
+"""The stored ``images.min_confidence`` that orders the review queue."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from server.annotations.models import Annotation, BoxStatus
+from server.images.models import Image
+
+# The lowest confidence among an image's predicted boxes (a box without a confidence
+# counts as 0); NULL when the image has no predicted box.
+_LOWEST = (
+    sa.select(sa.func.min(sa.func.coalesce(Annotation.confidence, 0.0)))
+    .where(Annotation.image_id == Image.id, Annotation.status == BoxStatus.predicted)
+    .correlate(Image)
+    .scalar_subquery()
+)
+
+
+def refresh_min_confidence(db: Session, image_ids: Iterable[int]) -> None:
+    """Recomputes ``min_confidence`` of these images from their boxes; every write of
+    boxes calls it in the same transaction."""
+    ids = sorted(set(image_ids))
+    for start in range(0, len(ids), 500):
+        db.execute(
+            sa.update(Image)
+            .where(Image.id.in_(ids[start : start + 500]))
+            .values(min_confidence=_LOWEST)
+            .execution_options(synchronize_session=False)
+        )
