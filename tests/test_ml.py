@@ -443,10 +443,15 @@ def test_killed_worker_resumes_training_from_the_checkpoint(
                     "only_reviewed": True,
                 },
             ).id
-        # Kill as soon as the child has finished two epochs (its own events file).
-        events = tmp_path / "runs" / f"job-{job_id}" / "attempt-1" / "events.jsonl"
+        # Kill as soon as the child has kept a whole checkpoint of its second epoch: it
+        # reports an epoch first and copies it to resume-EEEE/ after, so the events file
+        # alone may run one epoch ahead of what a next attempt can resume from.
+        attempt = tmp_path / "runs" / f"job-{job_id}" / "attempt-1"
         deadline = time.monotonic() + 180
-        while not (events.exists() and events.read_text().count('"type": "epoch"') >= 2):
+        while not any(
+            int(kept.parent.name.removeprefix("resume-")) >= 2
+            for kept in attempt.glob("resume-[0-9]*/last.pt")
+        ):
             assert time.monotonic() < deadline, c.logs()
             time.sleep(0.05)
         with c.maker() as db:
