@@ -595,35 +595,17 @@ class _StopTraining(Exception):
 def interrupted_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny training stopped after its first epoch, as a worker killed mid-run leaves
     it: last.pt is a full trainer checkpoint (optimizer, EMA, train args)."""
-    from ultralytics import YOLO
-
     from workers.ml import checkpoints
-    from workers.ml.gen_allowlist import write_tiny_dataset
+    from workers.ml.gen_allowlist import train_tiny
 
     checkpoints.install()
     root = tmp_path_factory.mktemp("interrupted")
-    data = write_tiny_dataset(root / "dataset")
 
     def stop(trainer: Any) -> None:
         raise _StopTraining
 
-    model = YOLO("yolo11n.yaml")
-    model.add_callback("on_model_save", stop)
     with pytest.raises(_StopTraining):
-        model.train(
-            data=str(data),
-            epochs=2,
-            imgsz=32,
-            batch=2,
-            workers=0,
-            device="cpu",
-            amp=False,
-            plots=False,
-            project=str(root / "runs"),
-            name="train",
-            exist_ok=True,
-            verbose=False,
-        )
+        train_tiny(root, on_model_save=stop)
     last = root / "runs" / "train" / "weights" / "last.pt"
     assert checkpoints.load(last)["epoch"] == 0
     return last

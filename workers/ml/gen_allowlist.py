@@ -24,7 +24,7 @@ import shutil
 import sys
 import tempfile
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +70,31 @@ def write_tiny_dataset(root: Path, n_train: int = 4, n_val: int = 2, size: int =
     return data
 
 
+def train_tiny(workdir: Path, *, on_model_save: Callable[[Any], None]) -> Any:
+    """Trains yolo11n for 2 epochs on a tiny dataset under ``workdir`` (runs/train), with
+    ``on_model_save`` called after each checkpoint ultralytics writes; the YOLO model."""
+    from ultralytics import YOLO
+
+    data = write_tiny_dataset(workdir / "dataset")
+    model = YOLO("yolo11n.yaml")
+    model.add_callback("on_model_save", on_model_save)
+    model.train(
+        data=str(data),
+        epochs=2,
+        imgsz=32,
+        batch=2,
+        workers=0,
+        device="cpu",
+        amp=False,
+        plots=False,
+        project=str(workdir / "runs"),
+        name="train",
+        exist_ok=True,
+        verbose=False,
+    )
+    return model
+
+
 def sample_checkpoints(workdir: Path) -> Iterator[Path]:
     """Every checkpoint shape Oculab meets: built from YAML, trained, mid-training."""
     import torch
@@ -86,7 +111,6 @@ def sample_checkpoints(workdir: Path) -> Iterator[Path]:
             model.save(str(out))
         yield out
 
-    data = write_tiny_dataset(workdir / "dataset")
     snapshots: list[Path] = []
 
     def keep_last(trainer: Any) -> None:  # last.pt as saved mid-training, before stripping
@@ -94,22 +118,7 @@ def sample_checkpoints(workdir: Path) -> Iterator[Path]:
         shutil.copyfile(trainer.last, copy)
         snapshots.append(copy)
 
-    model = YOLO("yolo11n.yaml")
-    model.add_callback("on_model_save", keep_last)
-    model.train(
-        data=str(data),
-        epochs=2,
-        imgsz=32,
-        batch=2,
-        workers=0,
-        device="cpu",
-        amp=False,
-        plots=False,
-        project=str(workdir / "runs"),
-        name="train",
-        exist_ok=True,
-        verbose=False,
-    )
+    model = train_tiny(workdir, on_model_save=keep_last)
     yield from snapshots
     yield Path(model.trainer.best)
     yield Path(model.trainer.last)
