@@ -14,6 +14,10 @@ measures, printed and not asserted (goal: open <= 300 ms, drag p95 <= 16.7 ms):
   (``oculab:editor-full-resolution``). Cold: a new browser context (nothing cached);
   warm: a reload (scripts and the image from the HTTP cache); in the app: "Next image"
   between the two images (the editor downloads the next image's file in advance);
+- for the cold opens, what does not depend on the machine's load: the requests, bytes
+  and long tasks before the first frame, the phases of an opening (route matched, the
+  editor's code evaluated, its data in, first frame) and the server's own time per
+  request (from its ``/metrics``);
 - frame time while dragging one box (the mouse moving every ~8 ms): the deltas between
   ``requestAnimationFrame`` callbacks, p50/p95/p99/max and the frames over 20 ms.
 
@@ -217,6 +221,26 @@ def main() -> int:
     print(f"    cold (new browser context)  {first['cold']:>7} ms / {full['cold']:>7} ms  goal 300")
     print(f"    warm (reload)               {first['warm']:>7} ms / {full['warm']:>7} ms")
     print(f"    in the app (Next image)     {first['in_app']:>7} ms / {full['in_app']:>7} ms")
+    spread = figures["open_cold_spread"]
+    counts = figures["open_cold_counts"]
+    phases = figures["open_cold_phases_ms"]
+    print(
+        f"  cold open over {args.repeats} runs: median {spread['median']} ms, "
+        f"min {spread['min']}, max {spread['max']}"
+    )
+    print(
+        f"    before the first frame (medians; load-independent): {counts['requests']} requests "
+        f"({counts['api_requests']} API, {counts['script_requests']} scripts), "
+        f"{counts['kb_transferred']} KB, {counts['long_tasks']} long tasks "
+        f"({counts['long_task_ms']} ms)"
+    )
+    print(
+        f"    phases from navigation start: route {phases['route']} ms, editor code "
+        f"{phases['code']} ms, data in {phases['data']} ms, first frame {phases['ready']} ms"
+    )
+    print("    server time per request (its /metrics, to the headers), cold opens:")
+    for route, row in sorted(figures["open_cold_server"].items()):
+        print(f"      {route:<44} {row['requests']:>3} x {row['mean_ms']:>6} ms")
     print(
         f"  drag one box: frame p50 {drag['p50']} ms, p95 {drag['p95']} ms (goal <= 16.7), "
         f"p99 {drag['p99']} ms, max {drag['max']} ms, {drag['over_20ms']} of "

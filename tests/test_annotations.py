@@ -3,6 +3,7 @@ from __future__ import annotations
 import threading
 
 import pytest
+from fastapi.testclient import TestClient
 
 from server.annotations.models import Annotation
 from tests.factories import ApiClient, Factory
@@ -220,3 +221,51 @@ def test_bad_review_action_is_422(alice: ApiClient, image_id: int, body: dict) -
     response = alice.post(f"/api/images/{image_id}/review", json=body)
     assert response.status_code == 422
     assert alice.get(f"/api/images/{image_id}/annotations").json()["revision"] == 0
+
+
+def test_editor_start_is_the_four_answers_in_one(alice: ApiClient) -> None:
+    project = alice.project(classes=["cat", "dog"])
+    first, second = (int(alice.image(project["id"], seed=s)["image_id"]) for s in (1, 2))
+    saved = alice.put(
+        f"/api/images/{second}/annotations",
+        json={"base_revision": 0, "boxes": [BOX, {**BOX, "class_id": 1, "x": 0.5}]},
+    )
+    assert saved.status_code == 200, saved.text
+    response = alice.get(f"/api/images/{second}/editor")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["image"] == alice.get(f"/api/images/{second}").json()
+    assert body["project"] == alice.get(f"/api/projects/{project['id']}").json()
+    assert body["annotations"] == alice.get(f"/api/images/{second}/annotations").json()
+    assert body["neighbors"] == alice.get(f"/api/images/{second}/neighbors").json()
+    assert body["neighbors"]["previous"] == first
+    assert [box["class_id"] for box in body["annotations"]["boxes"]] == [0, 1]
+    assert body["project"]["role"] == "owner"
+
+
+def test_editor_start_gives_a_viewer_the_viewer_role(
+    alice: ApiClient, bob: ApiClient, image_id: int
+) -> None:
+    project_id = alice.get(f"/api/images/{image_id}").json()["project_id"]
+    alice.add_member(project_id, bob, "viewer")
+    body = bob.get(f"/api/images/{image_id}/editor").json()
+    assert body["project"]["role"] == "viewer"
+    assert body["annotations"]["boxes"] == []
+
+
+@pytest.mark.parametrize("bad", ["abc", "0", "-1", "1.5", str(2**63)])
+def test_editor_start_with_a_bad_image_id_is_422(alice: ApiClient, bad: str) -> None:
+    assert alice.get(f"/api/images/{bad}/editor").status_code == 422
+
+
+def test_editor_start_of_a_missing_or_foreign_image_is_404(
+    alice: ApiClient, bob: ApiClient, image_id: int
+) -> None:
+    assert alice.get("/api/images/987654/editor").status_code == 404
+    response = bob.get(f"/api/images/{image_id}/editor")
+    assert response.status_code == 404
+    assert response.json() == {"detail": "image not found"}
+
+
+def test_editor_start_needs_a_session(client: TestClient, image_id: int) -> None:
+    assert client.get(f"/api/images/{image_id}/editor").status_code == 401

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import re
 from pathlib import Path
 
@@ -138,3 +139,52 @@ def test_the_web_app_palette_is_the_servers() -> None:
     source = (ROOT / "frontend" / "src" / "features" / "projects" / "palette.ts").read_text()
     array = source[source.index("PALETTE = [") : source.index("] as const")]
     assert re.findall(r'"(#[0-9a-f]{6})"', array) == list(PALETTE)
+
+
+EDITOR_MANIFEST = {
+    "index.html": {"file": "assets/index-abc123.js", "isEntry": True},
+    "src/features/editor/EditorPage.tsx": {
+        "file": "assets/EditorPage-def456.js",
+        "isDynamicEntry": True,
+        "imports": ["index.html", "_konva-789.js"],
+        "css": ["assets/EditorPage-aaa.css"],
+    },
+    "_konva-789.js": {"file": "assets/konva-789.js", "imports": ["index.html"]},
+}
+
+
+def test_the_editor_page_names_its_code_data_and_thumbnail_up_front(
+    web: TestClient, app: FastAPI
+) -> None:
+    (app.state.web_dir / ".vite" / "manifest.json").write_text(json.dumps(EDITOR_MANIFEST))
+    html = web.get("/projects/3/images/42").text
+    head = html.split("</head>")[0]
+    assert '<link rel="preload" as="fetch" crossorigin href="/api/images/42/editor">' in head
+    assert '<link rel="preload" as="image" href="/api/images/42/thumbnail">' in head
+    assert 'rel="modulepreload" crossorigin href="/assets/EditorPage-def456.js"' in head
+    assert 'rel="modulepreload" crossorigin href="/assets/konva-789.js"' in head
+    assert 'href="/assets/EditorPage-aaa.css"' in head
+    assert html.count("index-abc123.js") == 1  # the entry is not named twice
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/projects/3/images",
+        "/projects/3/images/0",
+        "/projects/3/images/abc",
+        "/projects/3/images/42/extra",
+        "/projects/3/images/42%22%3E%3Cscript%3E",
+        "/projects/3/images/" + "9" * 30,
+    ],
+)
+def test_other_addresses_get_the_plain_page(web: TestClient, path: str) -> None:
+    response = web.get(path)
+    assert response.status_code == 200
+    assert response.content == INDEX
+
+
+def test_without_a_usable_manifest_the_editor_page_names_its_data_only(web: TestClient) -> None:
+    html = web.get("/projects/3/images/42").text
+    assert "/api/images/42/editor" in html
+    assert "modulepreload" not in html

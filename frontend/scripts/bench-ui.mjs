@@ -20,7 +20,68 @@ const round = (v) => (v === null ? null : Math.round(v * 10) / 10);
 async function newContext(browser) {
   const context = await browser.newContext({ baseURL: cfg.url, viewport: VIEWPORT });
   await context.addCookies(cfg.cookies.map((c) => ({ ...c, url: cfg.url })));
+  // Main-thread tasks over 50 ms, from the first script on (not buffered by default).
+  await context.addInitScript(() => {
+    window.__longTasks = [];
+    new PerformanceObserver((list) => {
+      for (const e of list.getEntries()) window.__longTasks.push([e.startTime, e.duration]);
+    }).observe({ type: "longtask" });
+  });
   return context;
+}
+
+/** The server's own time per route (to the response headers), from its /metrics. */
+async function serverTimes() {
+  const text = await (await fetch(`${cfg.url}/metrics`)).text();
+  const out = {};
+  for (const line of text.split("\n")) {
+    const m = /^oculab_http_request_duration_seconds_(sum|count)\{method="(\w+)",route="([^"]+)"\} ([\d.e+-]+)$/.exec(line);
+    if (!m) continue;
+    const key = `${m[2]} ${m[3]}`;
+    out[key] ??= { sum: 0, count: 0 };
+    out[key][m[1]] = Number(m[4]);
+  }
+  return out;
+}
+
+function serverDelta(before, after) {
+  const rows = {};
+  for (const [key, now] of Object.entries(after)) {
+    const count = now.count - (before[key]?.count ?? 0);
+    if (count <= 0 || key.includes("/metrics")) continue;
+    const ms = (now.sum - (before[key]?.sum ?? 0)) * 1000;
+    rows[key] = { requests: count, mean_ms: round(ms / count) };
+  }
+  return rows;
+}
+
+/**
+ * What an opening cost until its first frame, in counts that do not depend on the
+ * machine's load: requests started, bytes, long tasks; and the phases (ms from the
+ * navigation start): route matched (data requests out), editor code evaluated, data
+ * in (the editor mounts), first frame.
+ */
+function openingCounts(page) {
+  return page.evaluate((ready) => {
+    const at = performance.getEntriesByName(ready)[0].startTime;
+    const mark = (n) => performance.getEntriesByName(n).at(-1)?.startTime ?? null;
+    const before = performance.getEntriesByType("resource").filter((e) => e.startTime < at);
+    const long = (window.__longTasks ?? []).filter(([start]) => start < at);
+    return {
+      requests: before.length + 1, // and the document
+      api_requests: before.filter((e) => new URL(e.name).pathname.startsWith("/api/")).length,
+      script_requests: before.filter((e) => e.initiatorType === "script" || /\.js$/.test(e.name)).length,
+      kb_transferred: Math.round(before.reduce((n, e) => n + e.transferSize, 0) / 1024),
+      long_tasks: long.length,
+      long_task_ms: Math.round(long.reduce((n, [, d]) => n + d, 0)),
+      phases: {
+        route: mark("oculab:editor-route"),
+        code: mark("oculab:editor-code"),
+        data: mark("oculab:editor-data"),
+        ready: at,
+      },
+    };
+  }, READY);
 }
 
 const editorUrl = (imageId) => `/projects/${cfg.projectId}/images/${imageId}`;
@@ -136,13 +197,34 @@ const out = {};
 try {
   // Cold: a new browser context (empty HTTP cache), the editor's address typed in.
   const cold = [];
+  const coldCounts = [];
+  const serverBefore = await serverTimes();
   for (let i = 0; i < cfg.repeats; i++) {
     const context = await newContext(browser);
     const page = await context.newPage();
     cold.push(await openOnce(page, cfg.imageIds[0]));
+    coldCounts.push(await openingCounts(page));
     out.open_cold_timeline = await timeline(page);
     await context.close();
   }
+  out.open_cold_server = serverDelta(serverBefore, await serverTimes());
+  const mid = (pick) => round(median(coldCounts.map(pick)));
+  const spread = (values) => ({ median: round(median(values)), min: round(Math.min(...values)), max: round(Math.max(...values)) });
+  out.open_cold_spread = spread(cold.map((r) => r.first));
+  out.open_cold_counts = {
+    requests: mid((c) => c.requests),
+    api_requests: mid((c) => c.api_requests),
+    script_requests: mid((c) => c.script_requests),
+    kb_transferred: mid((c) => c.kb_transferred),
+    long_tasks: mid((c) => c.long_tasks),
+    long_task_ms: mid((c) => c.long_task_ms),
+  };
+  out.open_cold_phases_ms = {
+    route: mid((c) => c.phases.route),
+    code: mid((c) => c.phases.code),
+    data: mid((c) => c.phases.data),
+    ready: mid((c) => c.phases.ready),
+  };
   // Warm: the same tab reloading (scripts and the image file come from the HTTP cache).
   const context = await newContext(browser);
   const page = await context.newPage();

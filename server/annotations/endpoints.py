@@ -2,8 +2,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from server.annotations import service
-from server.annotations.schemas import AnnotationsPut, AnnotationsRead, ReviewAction
+from server.annotations import editor, service
+from server.annotations.schemas import (
+    AnnotationsPut,
+    AnnotationsRead,
+    EditorStart,
+    ReviewAction,
+)
 from server.auth.dependencies import SettingsDep
 from server.images.auth import ImageAnnotator, ImageViewer
 from server.kit.db import DB
@@ -28,3 +33,10 @@ def put_annotations(
 @router.post("/review", operation_id="review_image")
 def review_image(body: ReviewAction, access: ImageAnnotator, db: DB) -> AnnotationsRead:
     return service.review(db, access.image, access.access.principal.user, body.action)
+
+
+@router.get("/editor", operation_id="get_editor_start")
+def get_editor_start(access: ImageViewer, db: DB) -> EditorStart:
+    """What the editor opens with: the image, its project (with the caller's role), its
+    boxes and its previous/next images, as the four separate endpoints give them."""
+    return editor.start(db, access)

@@ -8,8 +8,10 @@ from typing import Annotated, Literal
 from pydantic import Field, StrictFloat, StrictInt, field_validator, model_validator
 
 from server.annotations.models import BoxStatus
+from server.images.schemas import ImageNeighbors, ImageRead
 from server.kit.db import MAX_ID
 from server.kit.schemas import ReadSchema, Schema
+from server.projects.schemas import ProjectDetail
 
 Unit = Annotated[StrictFloat, Field(ge=0.0, le=1.0)]
 # Boxes that end a hair past the edge from float rounding are clamped, not refused.
@@ -72,3 +74,13 @@ class AnnotationsRead(ReadSchema):
     annotated_by: int | None
     annotated_at: dt.datetime | None
     boxes: list[BoxRead]
+
+
+class EditorStart(ReadSchema):
+    """Everything the editor needs to open an image, in one answer: the page's start
+    costs one request (one session check, one image and project lookup), not four."""
+
+    image: ImageRead
+    project: ProjectDetail
+    annotations: AnnotationsRead
+    neighbors: ImageNeighbors

@@ -7,6 +7,8 @@ place. Without a build, ``/`` answers 503 with how to make one, never a 500.
 
 from __future__ import annotations
 
+import functools
+import json
 import re
 from pathlib import Path
 
@@ -103,6 +105,21 @@ def _file_in(root: Path, relative: str) -> Path | None:
     return candidate
 
 
+# The build's files are small (the largest script is ~120 KB gzipped) and a hashed
+# asset never changes: kept in memory, a page's scripts cost the server no file reads.
+_CACHED_BYTES = 4 * 1024 * 1024
+
+
+@functools.lru_cache(maxsize=512)
+def _read(path: Path, mtime_ns: int, size: int) -> bytes:
+    return path.read_bytes()
+
+
+def _bytes(path: Path) -> bytes | None:
+    stat = path.stat()
+    return _read(path, stat.st_mtime_ns, stat.st_size) if stat.st_size <= _CACHED_BYTES else None
+
+
 def _file_response(request: Request, path: Path, cache_control: str) -> Response:
     headers = {"Cache-Control": cache_control}
     media_type = _MEDIA_TYPES.get(path.suffix)
@@ -111,15 +128,63 @@ def _file_response(request: Request, path: Path, cache_control: str) -> Response
         gz = path.with_name(path.name + ".gz")
         if "gzip" in request.headers.get("accept-encoding", "") and gz.is_file():
             headers["Content-Encoding"] = "gzip"
-            return FileResponse(gz, media_type=media_type, headers=headers)
-    return FileResponse(path, media_type=media_type, headers=headers)
+            path = gz
+    content = _bytes(path)
+    if content is None:
+        return FileResponse(path, media_type=media_type, headers=headers)
+    return Response(content, media_type=media_type, headers=headers)
 
 
-def _index(request: Request) -> Response:
-    index = _file_in(_web_dir(request), "index.html")
+# The editor's address: the page it opens needs its code, its data and the image's
+# thumbnail, which the HTML names up front so that the browser fetches them while the
+# app's own script downloads (else they wait for it to load, run and route).
+_EDITOR_ROUTE = re.compile(r"projects/[1-9][0-9]{0,17}/images/([1-9][0-9]{0,17})")
+_EDITOR_CHUNK = "src/features/editor/EditorPage.tsx"
+
+
+@functools.lru_cache(maxsize=4)
+def _chunk_files(manifest: Path, mtime_ns: int, entry: str) -> tuple[list[str], list[str]]:
+    """The scripts and style sheets a lazy chunk loads (the entry's own excepted)."""
+    chunks = json.loads(manifest.read_text(encoding="utf-8"))
+    scripts: list[str] = []
+    styles: list[str] = []
+    todo = [entry]
+    while todo:
+        chunk = chunks.get(todo.pop())
+        if not isinstance(chunk, dict) or chunk.get("isEntry"):
+            continue
+        if chunk["file"] not in scripts:
+            scripts.append(chunk["file"])
+            styles.extend(css for css in chunk.get("css", []) if css not in styles)
+            todo.extend(chunk.get("imports", []))
+    return scripts, styles
+
+
+def _editor_hints(root: Path, image_id: str) -> bytes:
+    links = [
+        f'<link rel="preload" as="fetch" crossorigin href="/api/images/{image_id}/editor">',
+        f'<link rel="preload" as="image" href="/api/images/{image_id}/thumbnail">',
+    ]
+    manifest = root / ".vite" / "manifest.json"
+    try:
+        scripts, styles = _chunk_files(manifest, manifest.stat().st_mtime_ns, _EDITOR_CHUNK)
+    except (OSError, ValueError, KeyError, TypeError):
+        scripts, styles = [], []  # a build without a manifest: the data hints only
+    links += [f'<link rel="modulepreload" crossorigin href="/{file}">' for file in scripts]
+    links += [f'<link rel="stylesheet" crossorigin href="/{file}">' for file in styles]
+    return "".join(links).encode()
+
+
+def _index(request: Request, client_path: str = "") -> Response:
+    root = _web_dir(request)
+    index = _file_in(root, "index.html")
     if index is None:
         return HTMLResponse(NOT_BUILT, status_code=503, headers=HTML_HEADERS)
-    return HTMLResponse(index.read_bytes(), headers=HTML_HEADERS)
+    html = index.read_bytes()
+    editor = _EDITOR_ROUTE.fullmatch(client_path)
+    if editor is not None and b"</head>" in html:
+        html = html.replace(b"</head>", _editor_hints(root, editor.group(1)) + b"</head>", 1)
+    return HTMLResponse(html, headers=HTML_HEADERS)
 
 
 def install_web(app: FastAPI, web_dir: Path = STATIC_DIR) -> None:
@@ -147,4 +212,4 @@ def install_web(app: FastAPI, web_dir: Path = STATIC_DIR) -> None:
             return _file_response(request, found, "no-cache")
         if re.search(r"\.[A-Za-z0-9]{1,8}$", path.rsplit("/", 1)[-1]):
             raise NotFound("no such file")
-        return _index(request)
+        return _index(request, path)

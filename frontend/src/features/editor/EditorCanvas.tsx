@@ -233,7 +233,7 @@ type Gesture =
 interface Props {
   store: EditorStore;
   /** the full-resolution file, or a preview (the thumbnail) until it is decoded */
-  image: HTMLImageElement;
+  image: CanvasImageSource;
   full: boolean;
   size: Size;
   colors: string[];

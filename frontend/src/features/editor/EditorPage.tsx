@@ -1,52 +1,78 @@
-// The editor's route: /projects/:projectId/images/:imageId. Loads the project (classes,
-// colours, role), the image, its boxes, any edit this browser kept for it and the
-// full-resolution file, in parallel; then hands them to the editor.
-import { useQuery } from "@tanstack/react-query";
-import { useEffect, useState } from "react";
+// The editor's route: /projects/:projectId/images/:imageId. Loads the editor's start
+// (the image, its project, its boxes and neighbours: one request), any edit this
+// browser kept for it and the thumbnail, in parallel; hands them to the editor, which
+// draws the thumbnail at once. The full-resolution file comes once that first frame is
+// on screen, and then replaces the thumbnail.
+import { useQuery, useQueryClient } from "@tanstack/react-query";
+import { useCallback, useEffect, useRef, useState } from "react";
 import { useParams } from "react-router";
 import { ApiError } from "../../api/errors";
+import { keys } from "../../api/keys";
+import { decoded, type FullImage, fullImage, thumbnailFile } from "../../api/prefetch";
 import { ErrorMessage } from "../../components/ErrorMessage";
 import { useTitle } from "../../components/useTitle";
-import { decoded, imageFile, thumbnailFile } from "../../api/prefetch";
-import { type Annotations, imageQuery, loadAnnotations, projectQuery } from "./api";
+import { editorStartQuery, neighborsQuery } from "./api";
 import { Editor } from "./Editor";
 import { offlineStore } from "./localStore";
 import type { PendingEdit } from "./offline";
 
+// The editor's code has arrived (the bench's breakdown of an opening).
+performance.mark("oculab:editor-code");
+
 const notFound = () => new ApiError(404, "There is no image at this address.");
 
-type Decoded = { image: HTMLImageElement | null; error: Error | null };
+type Loaded<T> = { image: T | null; error: Error | null };
+const FILE_ERROR = "The image file could not be loaded.";
 
-/** An image decoded off the main thread before it is drawn. */
-function useDecoded(imageId: number, load: (id: number) => HTMLImageElement, mark: string): Decoded {
-  const [state, setState] = useState<Decoded & { id: number }>({ id: imageId, image: null, error: null });
+/** The thumbnail, decoded off the main thread (the router asked for it already). */
+function usePreview(imageId: number): Loaded<HTMLImageElement> {
+  const [state, setState] = useState<Loaded<HTMLImageElement> & { id: number }>({ id: imageId, image: null, error: null });
   useEffect(() => {
     let live = true;
-    const img = load(imageId);
+    const img = thumbnailFile(imageId);
     decoded(img)
       .then(() => {
-        performance.mark(mark);
+        performance.mark("oculab:preview-decoded");
         if (live) setState({ id: imageId, image: img, error: null });
       })
-      .catch(() => live && setState({ id: imageId, image: null, error: new Error("The image file could not be loaded.") }));
+      .catch(() => live && setState({ id: imageId, image: null, error: new Error(FILE_ERROR) }));
     return () => {
       live = false;
     };
-  }, [imageId, load, mark]);
+  }, [imageId]);
   return state.id === imageId ? state : { image: null, error: null };
 }
 
-function useStart(imageId: number) {
-  // Boxes are read once per opening: from then on the editor's copy is the truth.
-  const annotations = useQuery({
-    queryKey: ["images", imageId, "annotations"],
-    queryFn: () => loadAnnotations(imageId, true),
-    enabled: imageId > 0,
-    staleTime: 0,
-    gcTime: 0,
-    refetchOnWindowFocus: false,
-    refetchOnReconnect: false,
-  });
+/**
+ * The full-resolution image, downloaded (unless the previous image's editor did) and
+ * decoded only once `painted`: a 12-megapixel file takes longer to serve and decode
+ * than everything else the opening needs, and on a small machine it would take the
+ * server's and the page's CPU from it. Its bitmap is released when the editor moves on.
+ */
+function useFullImage(imageId: number, painted: boolean): Loaded<FullImage> {
+  const [state, setState] = useState<Loaded<FullImage> & { id: number }>({ id: imageId, image: null, error: null });
+  useEffect(() => {
+    if (!painted) return;
+    let live = true;
+    let made: FullImage | null = null;
+    fullImage(imageId)
+      .then((image) => {
+        made = image;
+        performance.mark("oculab:image-decoded");
+        if (live) setState({ id: imageId, image, error: null });
+        else if (image instanceof ImageBitmap) image.close();
+      })
+      .catch(() => live && setState({ id: imageId, image: null, error: new Error(FILE_ERROR) }));
+    return () => {
+      live = false;
+      if (made instanceof ImageBitmap) made.close();
+    };
+  }, [imageId, painted]);
+  return state.id === imageId ? state : { image: null, error: null };
+}
+
+/** The edit this browser kept for the image after an outage, if any. */
+function usePending(imageId: number) {
   const [pending, setPending] = useState<{ id: number; edit: PendingEdit | null } | null>(null);
   useEffect(() => {
     let live = true;
@@ -61,10 +87,7 @@ function useStart(imageId: number) {
       live = false;
     };
   }, [imageId]);
-  return {
-    annotations,
-    pending: pending?.id === imageId ? pending : null,
-  };
+  return pending?.id === imageId ? pending : null;
 }
 
 export function EditorPage() {
@@ -72,39 +95,49 @@ export function EditorPage() {
   const projectId = Number(params.projectId);
   const imageId = Number(params.imageId);
   const valid = [projectId, imageId].every((n) => Number.isSafeInteger(n) && n > 0);
-  // Everything starts at once: the project, the image's record, its boxes, the kept
-  // edit and the file (already downloading since the route began).
-  const project = useQuery({ ...projectQuery(projectId), enabled: valid });
-  const image = useQuery({ ...imageQuery(imageId), enabled: valid });
-  const { annotations, pending } = useStart(valid ? imageId : 0);
-  // The thumbnail is a preview drawn at once; the full file replaces it once decoded
-  // (a 12-megapixel JPEG takes longer to decode than everything else the editor needs).
-  // The preview's decode is asked for first: decodes are served in order.
-  const preview = useDecoded(imageId, thumbnailFile, "oculab:preview-decoded");
-  const file = useDecoded(imageId, imageFile, "oculab:image-decoded");
-  useTitle(image.data ? `${image.data.filename}` : "Editor");
+  const queryClient = useQueryClient();
+  const start = useQuery({ ...editorStartQuery(imageId), enabled: valid });
+  const pending = usePending(valid ? imageId : 0);
+  const preview = usePreview(imageId);
+  const [painted, setPainted] = useState<number | null>(null);
+  // Without a preview (its thumbnail failed) nothing waits for a first frame.
+  const file = useFullImage(imageId, painted === imageId || preview.error !== null);
+  const data = start.data;
+  const belongs = data !== undefined && data.image.project_id === projectId;
+  useTitle(data ? data.image.filename : "Editor");
+
+  // The start's project and neighbours go to the cache as this opening saw them (the
+  // gallery finds the project there; the editor's neighbours need no second request),
+  // before the editor that reads them mounts. Once per answer.
+  const seeded = useRef<unknown>(null);
+  if (data && belongs && seeded.current !== data) {
+    seeded.current = data;
+    queryClient.setQueryData(keys.project(data.project.id), data.project);
+    queryClient.setQueryData(neighborsQuery(data.image.id).queryKey, data.neighbors);
+  }
+
+  const onPainted = useCallback(() => setPainted(imageId), [imageId]);
 
   if (!valid) return <ErrorMessage error={notFound()} title="Not found" />;
-  if (project.isError) return <ErrorMessage error={project.error} />;
-  if (image.isError) return <ErrorMessage error={image.error} />;
-  if (image.data && image.data.project_id !== projectId) {
-    return <ErrorMessage error={notFound()} title="Not found" />;
-  }
-  if (annotations.isError) return <ErrorMessage error={annotations.error} />;
-  if (file.error) return <ErrorMessage error={file.error} />;
+  if (start.isError) return <ErrorMessage error={start.error} />;
+  if (data && !belongs) return <ErrorMessage error={notFound()} title="Not found" />;
+  // A file that fails after the preview is drawn leaves the editor on the preview (the
+  // work on screen stays); with neither, there is nothing to edit on.
+  if (file.error && !preview.image) return <ErrorMessage error={file.error} />;
   const shown = file.image ?? preview.image;
-  if (!project.data || !image.data || !annotations.data || !pending || !shown) {
+  if (!data || !pending || !shown) {
     return <p className="page-status">Loading image…</p>;
   }
   return (
     <Editor
       key={imageId}
-      project={project.data}
-      image={image.data}
+      project={data.project}
+      image={data.image}
       file={file.image}
       preview={preview.image}
-      annotations={annotations.data as Annotations}
+      annotations={data.annotations}
       pending={pending.edit}
+      onPainted={onPainted}
     />
   );
 }

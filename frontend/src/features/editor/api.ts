@@ -1,9 +1,8 @@
-// The editor's server calls: the image, its project, its boxes, its neighbours, and the
-// save, whose outcome says what the editor does next.
+// The editor's server calls: its start (the image, its project, its boxes, its
+// neighbours), the boxes again, and the save, whose outcome says what the editor does next.
 import { queryOptions } from "@tanstack/react-query";
 import { api, type Schemas } from "../../api/client";
 import { unwrap } from "../../api/errors";
-import { keys } from "../../api/keys";
 import { takeEarly } from "../../api/prefetch";
 import type { BoxData } from "./boxes";
 import type { SaveOutcome } from "./offline";
@@ -12,21 +11,26 @@ export type ImageInfo = Schemas["ImageRead"];
 export type Project = Schemas["ProjectDetail"];
 export type Annotations = Schemas["AnnotationsRead"];
 
-// Both take the copy the editor's route started fetching, if any (once), else ask.
-export const projectQuery = (projectId: number) =>
-  queryOptions({
-    queryKey: keys.project(projectId),
-    queryFn: async () =>
-      (await takeEarly<Project>(`/api/projects/${projectId}`)) ??
-      unwrap(await api.GET("/api/projects/{project_id}", { params: { path: { project_id: projectId } } })),
-  });
+export type EditorStart = Schemas["EditorStart"];
 
-export const imageQuery = (imageId: number) =>
+export const editorStartPath = (imageId: number) => `/api/images/${imageId}/editor`;
+
+/**
+ * Everything the editor opens with, in one request: the image, its project (classes,
+ * colours, role), its boxes and its neighbours. Takes the copy the editor's route
+ * started fetching, if any (once), else asks. Read once per opening (no cache): from
+ * then on the editor's copy of the boxes is the truth.
+ */
+export const editorStartQuery = (imageId: number) =>
   queryOptions({
-    queryKey: ["images", imageId] as const,
+    queryKey: ["images", imageId, "editor"] as const,
     queryFn: async () =>
-      (await takeEarly<ImageInfo>(`/api/images/${imageId}`)) ??
-      unwrap(await api.GET("/api/images/{image_id}", { params: { path: { image_id: imageId } } })),
+      (await takeEarly<EditorStart>(editorStartPath(imageId))) ??
+      unwrap(await api.GET("/api/images/{image_id}/editor", { params: { path: { image_id: imageId } } })),
+    staleTime: 0,
+    gcTime: 0,
+    refetchOnWindowFocus: false,
+    refetchOnReconnect: false,
   });
 
 export const neighborsQuery = (imageId: number) =>
@@ -39,10 +43,8 @@ export const neighborsQuery = (imageId: number) =>
     staleTime: 0,
   });
 
-/** The image's boxes now; `early` takes the copy the router started fetching, if any. */
-export async function loadAnnotations(imageId: number, early = false): Promise<Annotations> {
-  const started = early ? await takeEarly<Annotations>(`/api/images/${imageId}/annotations`) : undefined;
-  if (started) return started;
+/** The image's boxes now. */
+export async function loadAnnotations(imageId: number): Promise<Annotations> {
   return unwrap(
     await api.GET("/api/images/{image_id}/annotations", { params: { path: { image_id: imageId } } }),
   );
