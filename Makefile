@@ -102,9 +102,11 @@ chromium:
 		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 		$$SUDO apt-get update && $$SUDO apt-get install -y chromium; }
 
-# Against a real `oculab standalone` on a free port with a temp data dir.
-frontend-e2e: install frontend chromium
+# Against a real `oculab standalone` on a free port with a temp data dir; then against a
+# server-mode stack (PostgreSQL, Redis, api, scheduler, two workers).
+frontend-e2e: install frontend chromium services
 	CHROMIUM_PATH=$(CHROMIUM) $(NPM) run e2e
+	CHROMIUM_PATH=$(CHROMIUM) $(NPM) run e2e -- -c playwright.server.config.ts
 	$(BIN)/python bench/web_bundle.py
 
 frontend-test: frontend-typecheck frontend-unit frontend-e2e

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import os
@@ -18,6 +19,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from server.annotations.models import Annotation
+from server.datasets.csvformat import COLUMNS, box_row, text_cell
 from server.images.models import Image
 from server.jobs.models import Job
 from tests.factories import ApiClient, Factory, png_bytes, wait_job
@@ -608,6 +610,8 @@ def test_import_without_a_file_is_422(alice: ApiClient, factory: Factory) -> Non
     ("body", "detail"),
     [
         ({"format": "xml"}, "format"),
+        ({"format": "CSV"}, "format"),
+        ({"format": "csv", "only_reviewed": "yes"}, "only_reviewed"),
         ({"format": "yolo", "colour": "red"}, "colour"),
         ({"format": "yolo", "val_fraction": 2}, "val_fraction"),
         ({"format": "coco", "val_fraction": -0.1}, "val_fraction"),
@@ -721,3 +725,119 @@ def test_an_entry_that_lies_about_its_size_is_rejected(owner: ApiClient, setting
     reasons = {i["file"]: i["reason"] for i in report["issues"]}
     assert "cannot be read from the zip" in reasons["images/liar.png"]
     assert leftovers(settings.data_dir) == []
+
+
+# --- the csv format ----------------------------------------------------------------------
+
+
+def export_csv(client: ApiClient, project_id: int, **body: Any) -> tuple[dict[str, Any], str]:
+    response = client.post(f"/api/projects/{project_id}/exports", json={"format": "csv", **body})
+    assert response.status_code == 202, response.text
+    job = wait_job(client, response.json()["id"])
+    assert job["state"] == "succeeded", job
+    download = client.get(f"/api/jobs/{job['id']}/artifact")
+    assert download.status_code == 200, download.text
+    assert download.headers["content-type"] == "text/csv; charset=utf-8"
+    assert download.headers["x-content-type-options"] == "nosniff"
+    disposition = download.headers["content-disposition"]
+    assert disposition.startswith("attachment")
+    assert f"{job['id']}.csv" in disposition
+    return job, download.content.decode("utf-8")
+
+
+def test_csv_export_has_a_row_per_box_in_both_coordinate_systems(
+    owner: ApiClient, labelled_project: dict[str, Any]
+) -> None:
+    pid = labelled_project["id"]
+    tricky = "=SUM(1,2) it's.png"  # (clients percent-encode quotes and newlines)
+    uploaded = owner.upload(pid, (tricky, png_bytes(7, (200, 100))))
+    assert uploaded.status_code == 201, uploaded.text
+    stored_name = owner.get(f"/api/images/{uploaded.json()['items'][0]['image_id']}").json()[
+        "filename"
+    ]
+    assert stored_name == tricky
+    save_boxes(
+        owner,
+        uploaded.json()["items"][0]["image_id"],
+        [
+            {
+                "class_id": 2,
+                "x": 0.25,
+                "y": 0.5,
+                "w": 0.5,
+                "h": 0.25,
+                "status": "predicted",
+                "confidence": 0.87654,
+            }
+        ],
+    )
+    job, text = export_csv(owner, pid)
+    assert text.endswith("\r\n")
+    rows = list(csv.reader(io.StringIO(text, newline="")))
+    assert rows[0] == list(COLUMNS)
+    body = rows[1:]
+    # 6 accepted or predicted boxes of the fixture and the new one; rejected never.
+    assert len(body) == 7
+    assert job["result"]["boxes"] == 7
+    assert job["result"]["format"] == "csv"
+    assert job["result"]["images"] == 7
+    assert job["result"]["zip_bytes"] == len(text.encode())
+    by_file: dict[str, list[list[str]]] = {}
+    for row in body:
+        by_file.setdefault(row[0], []).append(row)
+    # A name a spreadsheet would run as a formula comes back as text, whole: quoted
+    # because of its comma.
+    assert f'\r\n"\'{tricky}",bird,' in text
+    normalised = ["0.250000", "0.500000", "0.500000", "0.250000"]
+    pixels = ["50.0", "50.0", "100.0", "25.0"]
+    assert by_file[f"'{stored_name}"] == [
+        [f"'{stored_name}", "bird", "0.8765", *normalised, *pixels]
+    ]
+    (b,) = by_file["b.png"]
+    assert b[1:3] == ["dog", ""]  # drawn by a person: no confidence
+    assert [float(v) for v in b[3:]] == [0.25, 0.25, 0.5, 0.5, 16.0, 12.0, 32.0, 24.0]
+    assert "negative.png" not in by_file
+    assert "unlabelled.png" not in by_file
+
+
+def test_csv_export_of_reviewed_images_leaves_predicted_boxes_out(
+    owner: ApiClient, labelled_project: dict[str, Any]
+) -> None:
+    _, text = export_csv(owner, labelled_project["id"], only_reviewed=True)
+    rows = list(csv.reader(io.StringIO(text, newline="")))[1:]
+    # The second a.png still holds a predicted box, so it is not reviewed: left out.
+    assert len(rows) == 4
+    assert all(row[2] == "" for row in rows)
+    assert sorted(row[0] for row in rows) == ["a.PNG", "a.png", "a.png", "b.png"]
+
+
+def test_csv_export_of_an_empty_project_is_the_header_alone(owner: ApiClient) -> None:
+    job, text = export_csv(owner, owner.project("empty")["id"])
+    assert text == ",".join(COLUMNS) + "\r\n"
+    assert job["result"]["images"] == 0
+    assert job["result"]["boxes"] == 0
+
+
+@pytest.mark.parametrize(
+    ("value", "cell"),
+    [
+        ("=1+1", "'=1+1"),
+        ("+cmd", "'+cmd"),
+        ("-2", "'-2"),
+        ("@SUM(A1)", "'@SUM(A1)"),
+        ("\tx", "'\tx"),
+        ("plain", "plain"),
+        ("a=b", "a=b"),
+    ],
+)
+def test_csv_text_cells_that_look_like_formulas_get_a_quote(value: str, cell: str) -> None:
+    assert text_cell(value) == cell
+
+
+def test_csv_cells_with_quotes_commas_and_newlines_read_back_whole() -> None:
+    out = io.StringIO(newline="")
+    name = 'say "cheese",\nplease.png'
+    csv.writer(out).writerow(box_row(name, "dog", 0.5, (0.0, 0.0, 1.0, 1.0), 10, 20))
+    (row,) = csv.reader(io.StringIO(out.getvalue(), newline=""))
+    assert row[0] == name
+    assert row[2:] == ["0.5000", *["0.000000"] * 2, *["1.000000"] * 2, "0.0", "0.0", "10.0", "20.0"]

@@ -228,6 +228,8 @@ class Worker:
             draining = row is not None and row.draining
         if draining and not self._draining:
             self._pause_consumers()
+        elif not draining and self._draining and not self._stop.is_set():
+            self._resume_consumers()
 
     def _vouch(self, db: Session, attempts: list[Attempt], now: dt.datetime) -> None:
         rows = {
@@ -285,6 +287,15 @@ class Worker:
             for consumer in self._dramatiq.consumers.values():
                 consumer.pause()
         log.info("worker %s is draining", self.id)
+
+    def _resume_consumers(self) -> None:
+        # An admin undrained us: without this the scheduler admits jobs to our slots
+        # that no consumer fetches.
+        self._draining = False
+        if self._dramatiq is not None:
+            for consumer in self._dramatiq.consumers.values():
+                consumer.resume()
+        log.info("worker %s takes work again", self.id)
 
 
 class ActorBody:

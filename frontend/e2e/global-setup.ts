@@ -75,7 +75,8 @@ export default async function globalSetup(): Promise<() => Promise<void>> {
     OCULAB_ADMIN_PASSWORD: ADMIN_PASSWORD,
     OCULAB_SEED_DEMO: "false",
     OCULAB_FSYNC: "false",
-    OCULAB_STANDALONE_GPU_SLOTS: "0",
+    // One CPU-backed slot for the GPU pool: predict and auto-label run there.
+    OCULAB_STANDALONE_GPU_SLOTS: "1",
     OCULAB_STANDALONE_CPU_SLOTS: "1",
     // Every test signs in from 127.0.0.1, many in a minute (the SSO callback shares the
     // per-address budget): the defaults (10 and 50 a minute) would fail tests at random.

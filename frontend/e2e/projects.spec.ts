@@ -10,7 +10,7 @@ test("an owner renames a project, adds a class, adds a member, changes their rol
   await createUser(page, member, "annotator-password-1");
 
   await page.goto(`/projects/${project.id}`);
-  await page.getByRole("link", { name: "Settings" }).click();
+  await page.getByRole("toolbar", { name: "Project actions" }).getByRole("link", { name: "Settings" }).click();
   await expect(page.getByRole("heading", { name: "Project settings", level: 1 })).toBeVisible();
   const renamed = `${project.name} (renamed)`;
   await page.getByLabel("Name", { exact: true }).fill(renamed);
@@ -50,7 +50,7 @@ test("an owner renames a project, adds a class, adds a member, changes their rol
 
   await page.getByRole("link", { name: renamed }).click();
   await expect(page.getByRole("heading", { name: renamed, level: 1 })).toBeVisible();
-  await page.getByRole("link", { name: "Settings" }).click();
+  await page.getByRole("toolbar", { name: "Project actions" }).getByRole("link", { name: "Settings" }).click();
   await page.getByRole("button", { name: "Delete project…" }).click();
   const dialog = page.getByRole("dialog", { name: `Delete “${renamed}”?` });
   await expect(dialog).toContainText(`This deletes the project “${renamed}” with its 0 images`);

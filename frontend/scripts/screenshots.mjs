@@ -1,6 +1,7 @@
 // The README's screenshots (docs/img/*.png), taken from a real `oculab standalone` whose
 // demo has finished: sign-in, projects, the demo's gallery, the editor with predicted
-// boxes and the review queue. Rerun it after a UI change:
+// boxes, the review queue, the training run, the models, the jobs, the GPU queue and
+// the settings page. Rerun it after a UI change:
 //
 //   OCULAB_DATA_DIR=/tmp/shots OCULAB_ADMIN_PASSWORD=<pw> .venv/bin/oculab standalone --port 8765 &
 //   node frontend/scripts/screenshots.mjs --url http://127.0.0.1:8765 --password <pw> [--out docs/img]
@@ -106,6 +107,35 @@ try {
   });
   await sleep(500);
   await shot(page, "editor", true);
+
+  // 6. The demo's training run: its curves, drawn from the stored per-epoch metrics.
+  const runs = await (await page.request.get(`/api/jobs?project_id=${projectId}&kind=training.train&limit=1`)).json();
+  const run = (runs.items ?? runs)[0];
+  if (run) {
+    await page.goto(`/projects/${projectId}/training/${run.id}`);
+    await page.waitForFunction(() => document.querySelectorAll(".chart canvas").length >= 3, null, { timeout: 30_000 });
+    await sleep(500);
+    await shot(page, "training-run");
+  }
+
+  // 7. The model registry with the demo's promoted model.
+  await page.goto(`/projects/${projectId}/models`);
+  await page.getByText("Promoted", { exact: true }).first().waitFor();
+  await shot(page, "models");
+
+  // 8. The jobs the demo ran.
+  await page.goto("/jobs");
+  await page.getByRole("table").first().waitFor();
+  await shot(page, "jobs");
+
+  // 9. The admin's GPU queue (idle now: the demo is done) and 10. personal API tokens.
+  await page.goto("/admin/queue");
+  await page.getByRole("heading", { name: "Workers" }).waitFor();
+  await sleep(2500); // a second sample for the sparklines
+  await shot(page, "gpu-queue");
+  await page.goto("/settings");
+  await page.getByRole("heading", { level: 1 }).waitFor();
+  await shot(page, "settings");
 } finally {
   await browser.close();
 }

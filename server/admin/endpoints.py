@@ -3,9 +3,11 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, status
+from fastapi.responses import StreamingResponse
 
 from server.admin import service
 from server.admin.schemas import AuditRead, UserAdminRead, UserCreate, UserUpdate
+from server.audit.filters import AuditFilter, Instant
 from server.auth import service as auth
 from server.auth.dependencies import AdminPrincipal, Client, SettingsDep
 from server.jobs import queue
@@ -66,8 +68,14 @@ def audit_log(
     cursor: Cursor = None,
     action: Annotated[str | None, Query(max_length=64, pattern=r"^[a-z_.]+$")] = None,
     project_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+    actor_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+    since: Annotated[Instant | None, Query(description="ISO 8601 with offset; inclusive")] = None,
+    until: Annotated[Instant | None, Query(description="ISO 8601 with offset; exclusive")] = None,
 ) -> Page[AuditRead]:
-    items, next_cursor = service.list_audit(db, limit, cursor, action, project_id)
+    filters = AuditFilter(
+        action=action, project_id=project_id, actor_id=actor_id, since=since, until=until
+    )
+    items, next_cursor = service.list_audit(db, limit, cursor, filters)
     return Page(items=items, next_cursor=next_cursor)
 
 
@@ -77,6 +85,22 @@ def audit_log(
 @router.get("/queue", operation_id="admin_queue")
 def queue_view(principal: AdminPrincipal, db: DB, settings: SettingsDep) -> queue.QueueView:
     return queue.view(db, settings)
+
+
+@router.get("/queue/events", operation_id="admin_queue_events", response_class=StreamingResponse)
+async def queue_events(
+    principal: AdminPrincipal,
+    settings: SettingsDep,
+    request: Request,
+    interval: Annotated[float, Query(ge=0.2, le=2.0)] = 2.0,
+) -> StreamingResponse:
+    """Server-sent events: `queue` with the whole queue view at once, then with the parts
+    of it that changed (checked every `interval` seconds); a keepalive when none did."""
+    return StreamingResponse(
+        queue.stream(request.app.state.sessionmaker, settings, request.is_disconnected, interval),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
 
 
 @router.post("/jobs/{job_id}/priority", operation_id="admin_job_priority")

@@ -7,6 +7,7 @@ from sqlalchemy.orm import Session
 
 from server.admin.schemas import AuditRead, UserAdminRead, UserUpdate
 from server.audit import service as audit
+from server.audit.filters import AuditFilter
 from server.audit.models import AuditEvent
 from server.auth import service as auth
 from server.auth.models import User
@@ -70,14 +71,15 @@ def update_user(
 
 
 def list_audit(
-    db: Session, limit: int, cursor: str | None, action: str | None, project_id: int | None
+    db: Session, limit: int, cursor: str | None, filters: AuditFilter
 ) -> tuple[list[AuditRead], str | None]:
     before = decode_cursor(cursor)
-    stmt = sa.select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit + 1)
+    stmt = (
+        sa.select(AuditEvent)
+        .where(*filters.where())
+        .order_by(AuditEvent.id.desc())
+        .limit(limit + 1)
+    )
     if before is not None:
         stmt = stmt.where(AuditEvent.id < before)
-    if action:
-        stmt = stmt.where(AuditEvent.action == action)
-    if project_id is not None:
-        stmt = stmt.where(AuditEvent.project_id == project_id)
     return page(list(db.scalars(stmt)), limit, AuditRead.model_validate)

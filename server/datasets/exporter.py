@@ -1,5 +1,6 @@
 """The ``datasets.export`` job's work: walk the project's images and boxes in id order,
-a batch at a time, and stream them into ``exports/<job id>.zip``, written atomically.
+a batch at a time, and stream them into ``exports/<job id>.zip`` (``.csv`` for the
+``csv`` format: the box table alone, no images), written atomically.
 
 Memory stays flat with the project's size: one batch of rows at a time, image bytes
 copied in chunks from their blobs. What grows is only ``zipfile``'s list of entries
@@ -8,7 +9,9 @@ for the central directory (a few hundred bytes per file) and the set of names us
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import os
 import re
 import time
@@ -20,6 +23,7 @@ from typing import NamedTuple
 import sqlalchemy as sa
 
 from server.annotations.models import Annotation, BoxStatus
+from server.datasets.csvformat import COLUMNS, box_row
 from server.datasets.formats import (
     CocoWriter,
     ExportBox,
@@ -52,8 +56,8 @@ _UNSAFE = re.compile(r"[^\w.\-]+")
 _MAX_STEM = 150
 
 
-def artifact_path(job_id: int) -> str:
-    return f"{EXPORTS_DIR}/{job_id}.zip"
+def artifact_path(job_id: int, suffix: str = ".zip") -> str:
+    return f"{EXPORTS_DIR}/{job_id}{suffix}"
 
 
 def split_for(image_split: Split | None, sha256: str, request: ExportRequest) -> str:
@@ -117,7 +121,7 @@ def _image_page(
 
 def _box_page(
     wanted: list[sa.ColumnElement[bool]], after: int, last: int, statuses: list[BoxStatus]
-) -> sa.Select[int, int, float, float, float, float]:
+) -> sa.Select[int, int, float, float, float, float, float | None]:
     # The page's id range joined back to its images, rather than IN (500 ids): one
     # index range scan, and the same SQL text every time.
     return (
@@ -128,6 +132,7 @@ def _box_page(
             Annotation.y,
             Annotation.w,
             Annotation.h,
+            Annotation.confidence,
         )
         .join(Image, Image.id == Annotation.image_id)
         .where(*wanted, Image.id > after, Image.id <= last, Annotation.status.in_(statuses))
@@ -155,8 +160,8 @@ def _batches(
                 return
             boxes: dict[int, list[ExportBox]] = {row.id: [] for row in rows}
             page = conn.execute(_box_page(wanted, after, rows[-1].id, statuses)).all()
-        for image_id, class_id, x, y, w, h in page:
-            boxes[image_id].append(ExportBox(class_id, x, y, w, h))
+        for image_id, class_id, x, y, w, h, confidence in page:
+            boxes[image_id].append(ExportBox(class_id, x, y, w, h, confidence))
         yield [(row, boxes[row.id]) for row in rows]
         after = rows[-1].id
 
@@ -222,8 +227,56 @@ class _Export:
             self.boxes += len(boxes)
 
 
+def _run_csv(
+    ctx: JobContext, request: ExportRequest, classes: list[str], total: int
+) -> ExportReport:
+    """One row per exported box (see csvformat.py); an image without boxes has no row."""
+    relative = artifact_path(ctx.job_id, ".csv")
+    final = ctx.storage.root / relative
+    images = rows = 0
+    next_report = time.monotonic() + PROGRESS_SECONDS
+    with ctx.storage.atomic_writer(final) as fh:
+        text = io.TextIOWrapper(fh, encoding="utf-8", newline="")
+        # The csv module's default dialect: RFC 4180 quoting, CRLF line ends.
+        writer = csv.writer(text)
+        writer.writerow(COLUMNS)
+        for batch in _batches(ctx, request):
+            for row, boxes in batch:
+                images += 1
+                for box in boxes:
+                    name = classes[box.class_id] if box.class_id < len(classes) else ""
+                    writer.writerow(
+                        box_row(
+                            row.filename,
+                            name,
+                            box.confidence,
+                            (box.x, box.y, box.w, box.h),
+                            row.width,
+                            row.height,
+                        )
+                    )
+                    rows += 1
+            if time.monotonic() >= next_report:
+                next_report = time.monotonic() + PROGRESS_SECONDS
+                ctx.progress(images / max(total, 1), f"exported {images} of {total} images")
+        text.flush()
+        text.detach()  # the writer's file stays open for atomic_writer to finish
+    with ctx.session() as db:
+        db.execute(sa.update(Job).where(Job.id == ctx.job_id).values(artifact_path=relative))
+    return ExportReport(
+        format=request.format,
+        images=images,
+        boxes=rows,
+        splits={},
+        missing_files=[],
+        zip_bytes=final.stat().st_size,
+    )
+
+
 def run(ctx: JobContext, request: ExportRequest) -> ExportReport:
     classes, total = _snapshot(ctx, request)
+    if request.format == "csv":
+        return _run_csv(ctx, request, classes, total)
     relative = artifact_path(ctx.job_id)
     final = ctx.storage.root / relative
     with ctx.storage.atomic_writer(final) as fh, zipfile.ZipFile(fh, "w") as archive:

@@ -38,6 +38,7 @@ class ExportBox(NamedTuple):
     y: float
     w: float
     h: float
+    confidence: float | None = None  # the model's; None for a box a person drew
 
 
 class ZipWriter:

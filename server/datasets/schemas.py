@@ -6,7 +6,8 @@ from pydantic import BaseModel, Field, StrictBool, StrictFloat, StrictInt, field
 
 from server.kit.schemas import Schema
 
-ExportFormat = Literal["yolo", "coco"]
+# csv: one row per box (file, class, confidence, box normalised and in pixels), no images.
+ExportFormat = Literal["yolo", "coco", "csv"]
 
 
 class ExportRequest(Schema):
@@ -64,4 +65,4 @@ class ExportReport(BaseModel):
     boxes: int
     splits: dict[str, int]
     missing_files: list[int] = Field(description="ids of images whose file was missing")
-    zip_bytes: int
+    zip_bytes: int = Field(description="size of the download: the zip, or the csv file")

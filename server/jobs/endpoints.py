@@ -12,7 +12,7 @@ from server.jobs.models import JobState
 from server.jobs.schemas import JobEventRead, JobRead
 from server.jobs.stream import stream_job
 from server.kit.db import DB, MAX_ID
-from server.kit.errors import BadRequest, NotFound
+from server.kit.errors import BadRequest, NotFound, Unprocessable
 from server.kit.pagination import Cursor, Limit
 from server.kit.schemas import Page
 from server.kit.storage import Storage
@@ -23,15 +23,26 @@ router = APIRouter(prefix="/api/jobs", tags=["jobs"])
 @router.get("", operation_id="list_jobs")
 def list_jobs(
     principal: CurrentPrincipal,
+    request: Request,
     db: DB,
     project_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
     state: JobState | None = None,
+    kind: Annotated[str | None, Query(max_length=64)] = None,
     mine: bool = False,
     limit: Limit = 100,
     cursor: Cursor = None,
 ) -> Page[JobRead]:
+    if kind is not None and kind not in request.app.state.kinds:
+        raise Unprocessable(f"unknown job kind {kind!r}")
     items, next_cursor = service.list_for(
-        db, principal, project_id=project_id, state=state, mine=mine, limit=limit, cursor=cursor
+        db,
+        principal,
+        project_id=project_id,
+        state=state,
+        kind=kind,
+        mine=mine,
+        limit=limit,
+        cursor=cursor,
     )
     return Page(items=items, next_cursor=next_cursor)
 
@@ -63,6 +74,10 @@ def job_metrics(job: JobViewer, db: DB) -> list[JobEventRead]:
     return service.events_after(db, job.id, 0, ("metrics",))
 
 
+# Sent as attachments (FileResponse's filename) with nosniff: a browser saves, never renders.
+_ARTIFACT_TYPES = {".zip": "application/zip", ".csv": "text/csv; charset=utf-8"}
+
+
 @router.get("/{job_id}/artifact", operation_id="job_artifact", response_class=FileResponse)
 def job_artifact(job: JobViewer, request: Request) -> FileResponse:
     if job.state != JobState.succeeded or not job.artifact_path:
@@ -73,7 +88,7 @@ def job_artifact(job: JobViewer, request: Request) -> FileResponse:
         raise NotFound("the artifact is missing from storage")
     return FileResponse(
         path,
-        media_type="application/zip",
+        media_type=_ARTIFACT_TYPES.get(path.suffix, "application/octet-stream"),
         filename=f"oculab-{job.kind.rsplit('.', 1)[-1]}-{job.id}{path.suffix}",
         headers={"X-Content-Type-Options": "nosniff"},
     )

@@ -118,6 +118,30 @@ def last_admitted_by_user(
     return {user: at for user, at in rows if at is not None}
 
 
+def last_admitted_by_pool_and_user(
+    db: Session, users_by_pool: dict[str, set[int | None]], now: dt.datetime
+) -> dict[str, dict[int | None, dt.datetime]]:
+    """``last_admitted_by_user`` for several pools in one statement (the admin view)."""
+    pools = [pool for pool, users in users_by_pool.items() if users]
+    if not pools:
+        return {}
+    users = set().union(*users_by_pool.values())
+    ids = [u for u in users if u is not None]
+    who: sa.ColumnElement[bool] = Job.created_by.in_(ids) if ids else sa.false()
+    if None in users:
+        who = sa.or_(who, Job.created_by.is_(None))
+    rows = db.execute(
+        sa.select(Job.pool, Job.created_by, sa.func.max(Job.admitted_at))
+        .where(Job.pool.in_(pools), who, Job.admitted_at >= now - dt.timedelta(days=1))
+        .group_by(Job.pool, Job.created_by)
+    ).all()
+    served: dict[str, dict[int | None, dt.datetime]] = defaultdict(dict)
+    for pool, user, at in rows:
+        if at is not None:
+            served[pool][user] = at
+    return dict(served)
+
+
 def waiting_jobs(db: Session, pool: str, per_user: int | None = None) -> list[Waiting]:
     """Jobs of a pool not yet admitted. ``per_user`` keeps only each user's first few
     at each priority: admitting n jobs never needs more than n of anyone's."""

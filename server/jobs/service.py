@@ -112,6 +112,7 @@ def list_for(
     mine: bool,
     limit: int,
     cursor: str | None,
+    kind: str | None = None,
 ) -> tuple[list[JobRead], str | None]:
     before = decode_cursor(cursor)
     stmt = sa.select(Job).where(visible_jobs(principal)).order_by(Job.id.desc()).limit(limit + 1)
@@ -119,6 +120,8 @@ def list_for(
         stmt = stmt.where(Job.project_id == project_id)
     if state is not None:
         stmt = stmt.where(Job.state == state)
+    if kind is not None:
+        stmt = stmt.where(Job.kind == kind)
     if mine:
         stmt = stmt.where(Job.created_by == principal.user.id)
     if before is not None:

@@ -34,6 +34,23 @@ from server.projects.auth import authorize_project
 
 router = APIRouter(prefix="/api/models", tags=["models"])
 
+# Any field name is taken; `files` is what the web app sends.
+_PREDICT_DOC = {
+    "requestBody": {
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "files": {"type": "array", "items": {"type": "string", "format": "binary"}}
+                    },
+                }
+            }
+        },
+        "required": True,
+    }
+}
+
 _MULTIPART_DOC = {
     "requestBody": {
         "content": {
@@ -139,7 +156,7 @@ def promote_model(access: ModelOwner, db: DB, client: Client) -> ModelRead:
     return service.read(db, access.model)
 
 
-@router.post("/{model_id}/predict", operation_id="predict", openapi_extra=_MULTIPART_DOC)
+@router.post("/{model_id}/predict", operation_id="predict", openapi_extra=_PREDICT_DOC)
 async def predict(
     access: ModelViewer,
     request: Request,

@@ -47,6 +47,71 @@ def _is_val(seed: int, sha256: str, val_fraction: float) -> bool:
     return int.from_bytes(digest[:8], "big") / 2**64 < val_fraction
 
 
+# The one rule for what a training run learns from, shared by the snapshot the job
+# builds and the preview the Train dialog shows (server/training/service.py).
+MIN_IMAGES = 2
+
+
+def image_filter(project_id: int, only_reviewed: bool) -> sa.ColumnElement[bool]:
+    """The project's images a snapshot takes: reviewed ones, or any with boxes."""
+    status = (
+        Image.status == ImageStatus.reviewed
+        if only_reviewed
+        else Image.status != ImageStatus.unlabeled
+    )
+    return sa.and_(Image.project_id == project_id, status)
+
+
+def box_filter(project_id: int, only_reviewed: bool) -> sa.ColumnElement[bool]:
+    """The boxes a snapshot writes (join Image on Annotation.image_id): accepted ones."""
+    return sa.and_(image_filter(project_id, only_reviewed), Annotation.status == BoxStatus.accepted)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The images a snapshot takes and the split each lands in."""
+
+    images: list[sa.Row[int, str, str, int, Split | None]]
+    split_of: dict[int, str]
+
+    @property
+    def val_images(self) -> int:
+        return sum(1 for s in self.split_of.values() if s == "val")
+
+    @property
+    def train_images(self) -> int:
+        return len(self.images) - self.val_images
+
+
+def select(
+    db: Session, project_id: int, *, val_fraction: float, seed: int, only_reviewed: bool
+) -> Selection:
+    images = list(
+        db.execute(
+            sa.select(Image.id, Image.sha256, Image.format, Image.revision, Image.split)
+            .where(image_filter(project_id, only_reviewed))
+            .order_by(Image.id)
+        ).all()
+    )
+    split_of: dict[int, str] = {}
+    for image in images:
+        if val_fraction > 0:
+            split_of[image.id] = "val" if _is_val(seed, image.sha256, val_fraction) else "train"
+        else:
+            split_of[image.id] = "val" if image.split == Split.val else "train"
+    return Selection(images, split_of)
+
+
+def problem(n_images: int, only_reviewed: bool) -> str | None:
+    """Why a selection of ``n_images`` cannot train, or None."""
+    if n_images >= MIN_IMAGES:
+        return None
+    return (
+        f"training needs at least {MIN_IMAGES} {'reviewed ' if only_reviewed else ''}images; "
+        f"this project has {n_images}"
+    )
+
+
 def build(
     db: Session,
     storage: Storage,
@@ -57,21 +122,13 @@ def build(
     seed: int,
     only_reviewed: bool = True,
 ) -> Snapshot:
-    status = (
-        Image.status == ImageStatus.reviewed
-        if only_reviewed
-        else Image.status != ImageStatus.unlabeled
+    selection = select(
+        db, project_id, val_fraction=val_fraction, seed=seed, only_reviewed=only_reviewed
     )
-    images = db.execute(
-        sa.select(Image.id, Image.sha256, Image.format, Image.revision, Image.split)
-        .where(Image.project_id == project_id, status)
-        .order_by(Image.id)
-    ).all()
-    if len(images) < 2:
-        raise EmptyDataset(
-            f"training needs at least 2 {'reviewed ' if only_reviewed else ''}images; "
-            f"this project has {len(images)}"
-        )
+    images, split_of = selection.images, selection.split_of
+    refused = problem(len(images), only_reviewed)
+    if refused:
+        raise EmptyDataset(refused)
     identity = json.dumps(
         {
             "classes": classes,
@@ -84,14 +141,7 @@ def build(
     )
     key = hashlib.sha256(identity.encode()).hexdigest()
     root = storage.root / "snapshots" / key
-    split_of: dict[int, str] = {}
-    for image in images:
-        if val_fraction > 0:
-            split_of[image.id] = "val" if _is_val(seed, image.sha256, val_fraction) else "train"
-        else:
-            split_of[image.id] = "val" if image.split == Split.val else "train"
-    n_val = sum(1 for s in split_of.values() if s == "val")
-    counts = {"train": len(images) - n_val, "val": n_val}
+    counts = {"train": selection.train_images, "val": selection.val_images}
     if (root / "data.yaml").exists():
         return Snapshot(
             key,
@@ -100,7 +150,7 @@ def build(
             classes,
             counts["train"],
             counts["val"],
-            _count_boxes(db, project_id, status),
+            _count_boxes(db, project_id, only_reviewed),
         )
 
     tmp = storage.tmp_dir / f"snapshot-{uuid.uuid4().hex}"
@@ -122,7 +172,7 @@ def build(
                 Annotation.h,
             )
             .join(Image, Image.id == Annotation.image_id)
-            .where(Image.project_id == project_id, status, Annotation.status == BoxStatus.accepted)
+            .where(box_filter(project_id, only_reviewed))
             .order_by(Annotation.image_id, Annotation.position)
         )
         lines: dict[int, list[str]] = {}
@@ -151,13 +201,13 @@ def build(
     return Snapshot(key, root, root / "data.yaml", classes, counts["train"], counts["val"], boxes)
 
 
-def _count_boxes(db: Session, project_id: int, status: sa.ColumnElement[bool]) -> int:
+def _count_boxes(db: Session, project_id: int, only_reviewed: bool) -> int:
     return (
         db.scalar(
             sa.select(sa.func.count())
             .select_from(Annotation)
             .join(Image, Image.id == Annotation.image_id)
-            .where(Image.project_id == project_id, status, Annotation.status == BoxStatus.accepted)
+            .where(box_filter(project_id, only_reviewed))
         )
         or 0
     )

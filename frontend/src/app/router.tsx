@@ -1,12 +1,11 @@
 import { createBrowserRouter, Navigate, type RouteObject } from "react-router";
-import { decoded, fetchEarly, imageFile, thumbnailFile } from "../api/prefetch";
+import { decoded, fetchEarly, thumbnailFile } from "../api/prefetch";
 import { AppShell } from "../components/AppShell";
 import { NotFoundPage } from "../components/NotFoundPage";
+import { RequireAdmin } from "../features/admin/RequireAdmin";
 import { RequireAuth } from "../features/auth/RequireAuth";
 import { SignInPage } from "../features/auth/SignInPage";
 import { SIGN_IN_PATH } from "../features/auth/next";
-
-let firstNavigation = true;
 
 export const routes: RouteObject[] = [
   { path: SIGN_IN_PATH, element: <SignInPage /> },
@@ -38,24 +37,18 @@ export const routes: RouteObject[] = [
           {
             // The box editor: Konva loads with this route only, never with sign-in.
             path: "projects/:projectId/images/:imageId",
-            // The image, its thumbnail (the editor's preview), its record, its boxes
-            // and the project download while the editor's code loads, without waiting
-            // for the session check (a 401 falls back to the client, which signs in).
+            // The thumbnail (the editor's preview) and the editor's start (image,
+            // project, boxes, neighbours: one request) download while the editor's
+            // code loads, without waiting for the session check (a 401 falls back to
+            // the client, which signs in). The full file waits for the start's answer.
             loader: ({ params }) => {
               const id = Number(params.imageId);
-              const projectId = Number(params.projectId);
               if (Number.isSafeInteger(id) && id > 0) {
-                imageFile(id);
+                performance.mark("oculab:editor-route");
                 // The preview decodes now, not once the editor has mounted.
                 decoded(thumbnailFile(id)).catch(() => undefined);
-                fetchEarly(`/api/images/${id}/annotations`);
-                fetchEarly(`/api/images/${id}`);
+                fetchEarly(`/api/images/${id}/editor`);
               }
-              // The project only when the app opens here: later it is in the cache.
-              if (firstNavigation && Number.isSafeInteger(projectId) && projectId > 0) {
-                fetchEarly(`/api/projects/${projectId}`);
-              }
-              firstNavigation = false;
               return null;
             },
             lazy: async () => ({
@@ -73,6 +66,94 @@ export const routes: RouteObject[] = [
             lazy: async () => ({
               Component: (await import("../features/projects/ProjectSettingsPage")).ProjectSettingsPage,
             }),
+          },
+          {
+            path: "projects/:projectId/jobs",
+            lazy: async () => ({
+              Component: (await import("../features/jobs/JobsPage")).JobsPage,
+            }),
+          },
+          {
+            path: "projects/:projectId/training",
+            lazy: async () => ({
+              Component: (await import("../features/training/TrainingPage")).TrainingPage,
+            }),
+          },
+          {
+            path: "projects/:projectId/training/:jobId",
+            // The run and its epochs while the page's code (and uPlot) loads.
+            loader: ({ params }) => {
+              const id = Number(params.jobId);
+              if (Number.isSafeInteger(id) && id > 0) {
+                fetchEarly(`/api/jobs/${id}`);
+                fetchEarly(`/api/jobs/${id}/metrics`);
+              }
+              return null;
+            },
+            lazy: async () => ({
+              Component: (await import("../features/training/RunPage")).RunPage,
+            }),
+          },
+          {
+            path: "projects/:projectId/models",
+            lazy: async () => ({
+              Component: (await import("../features/models/ModelsPage")).ModelsPage,
+            }),
+          },
+          {
+            path: "projects/:projectId/models/:modelId",
+            lazy: async () => ({
+              Component: (await import("../features/models/ModelPage")).ModelPage,
+            }),
+          },
+          {
+            path: "projects/:projectId/predict",
+            lazy: async () => ({
+              Component: (await import("../features/models/PredictPage")).PredictPage,
+            }),
+          },
+          {
+            path: "jobs",
+            lazy: async () => ({
+              Component: (await import("../features/jobs/JobsPage")).JobsPage,
+            }),
+          },
+          {
+            path: "jobs/:jobId",
+            lazy: async () => ({
+              Component: (await import("../features/jobs/JobPage")).JobPage,
+            }),
+          },
+          {
+            path: "settings",
+            lazy: async () => ({
+              Component: (await import("../features/settings/SettingsPage")).SettingsPage,
+            }),
+          },
+          {
+            path: "admin",
+            element: <RequireAdmin />,
+            children: [
+              { index: true, element: <Navigate to="/admin/queue" replace /> },
+              {
+                path: "queue",
+                lazy: async () => ({
+                  Component: (await import("../features/admin/QueuePage")).QueuePage,
+                }),
+              },
+              {
+                path: "users",
+                lazy: async () => ({
+                  Component: (await import("../features/admin/UsersPage")).UsersPage,
+                }),
+              },
+              {
+                path: "audit",
+                lazy: async () => ({
+                  Component: (await import("../features/admin/AuditPage")).AuditPage,
+                }),
+              },
+            ],
           },
           { path: "*", element: <NotFoundPage /> },
         ],

@@ -35,6 +35,25 @@ export function AppShell() {
             <li>
               <NavLink to="/projects">Projects</NavLink>
             </li>
+            <li>
+              <NavLink to="/jobs">Jobs</NavLink>
+            </li>
+            {user?.is_admin && (
+              <>
+                <li>
+                  <NavLink to="/admin/queue">GPU queue</NavLink>
+                </li>
+                <li>
+                  <NavLink to="/admin/users">Users</NavLink>
+                </li>
+                <li>
+                  <NavLink to="/admin/audit">Audit log</NavLink>
+                </li>
+              </>
+            )}
+            <li>
+              <NavLink to="/settings">Settings</NavLink>
+            </li>
           </ul>
         </nav>
         <div className="user">

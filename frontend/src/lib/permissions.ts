@@ -20,6 +20,12 @@ export const canManageMembers = (role: Role | null | undefined) => allows(role, 
 export const canAddImages = (role: Role | null | undefined) => allows(role, "owner");
 /** Export a dataset (a job on the shared CPU pool). */
 export const canExport = (role: Role | null | undefined) => allows(role, "annotator");
+/** Upload model weights and promote a model to the project's default. */
+export const canManageModels = (role: Role | null | undefined) => allows(role, "owner");
+/** Run auto-labeling (it writes predicted boxes, like an annotator's edits). */
+export const canAutolabel = (role: Role | null | undefined) => allows(role, "annotator");
+/** Start a training run (a job in a GPU pool; server/training/endpoints.py). */
+export const canTrain = (role: Role | null | undefined) => allows(role, "owner");
 
 export interface MemberLike {
   user_id: number;
@@ -62,3 +68,18 @@ export function memberActions(
 
 /** Roles an owner may give a new member, most common first. */
 export const NEW_MEMBER_ROLES: Role[] = ["annotator", "viewer", "owner"];
+
+/**
+ * Cancel a job (server/jobs/auth.py): an admin; the job's creator while still in its
+ * project (or any job of theirs without a project); a project owner.
+ */
+export function canCancelJob(
+  job: { created_by: number | null; project_id: number | null },
+  me: { id: number; is_admin: boolean },
+  role: Role | null | undefined,
+): boolean {
+  if (me.is_admin) return true;
+  const mine = job.created_by === me.id;
+  if (job.project_id === null) return mine;
+  return role != null && (mine || role === "owner");
+}

@@ -6,7 +6,7 @@ import { Dialog } from "../../components/Dialog";
 import { exportReport, formatBytes, useJob } from "./job";
 import { JobProgress } from "./JobProgress";
 
-type Format = "yolo" | "coco";
+type Format = "yolo" | "coco" | "csv";
 
 function ExportJob({ jobId }: { jobId: number }) {
   const job = useJob(jobId);
@@ -32,7 +32,7 @@ function ExportJob({ jobId }: { jobId: number }) {
           )}
           {job.data.has_artifact && (
             <a className="button primary" href={`/api/jobs/${jobId}/artifact`} download>
-              Download zip ({formatBytes(report.zip_bytes)})
+              Download {String(report.format) === "csv" ? "CSV" : "zip"} ({formatBytes(report.zip_bytes)})
             </a>
           )}
         </div>
@@ -73,6 +73,10 @@ export function ExportDialog({ projectId, open, onClose }: { projectId: number; 
             <label>
               <input type="radio" name="format" checked={format === "coco"} onChange={() => setFormat("coco")} />
               COCO (images/, annotations/instances_&lt;split&gt;.json)
+            </label>
+            <label>
+              <input type="radio" name="format" checked={format === "csv"} onChange={() => setFormat("csv")} />
+              CSV of the boxes: file, class, confidence, box (no images; untick “Only reviewed” for predictions)
             </label>
           </fieldset>
           <label className="check">

@@ -22,7 +22,7 @@ const COUNT_LABELS: Array<[keyof ImportReport["counts"], string]> = [
   ["labels_skipped", "Label lines skipped"],
 ];
 
-function ImportResult({ report }: { report: ImportReport }) {
+export function ImportResult({ report }: { report: ImportReport }) {
   return (
     <div className="job-result">
       <h3>Imported {report.format.toUpperCase()} from {report.filename}</h3>

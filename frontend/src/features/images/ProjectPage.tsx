@@ -191,6 +191,15 @@ export function ProjectPage() {
         <Link className="button" to={`/projects/${projectId}/review`}>
           Review predictions
         </Link>
+        <Link className="button" to={`/projects/${projectId}/training`}>
+          Training
+        </Link>
+        <Link className="button" to={`/projects/${projectId}/models`}>
+          Models
+        </Link>
+        <Link className="button" to={`/projects/${projectId}/jobs`}>
+          Jobs
+        </Link>
         <Link className="button" to={`/projects/${projectId}/settings`}>
           {canEditProject(role) ? "Settings" : "Members"}
         </Link>

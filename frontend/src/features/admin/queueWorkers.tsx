@@ -1,0 +1,163 @@
+// Workers on the queue page: host, pools, draining, heartbeat age (stale ones stand
+// out), current jobs, and per GPU two sparklines (utilisation and memory, the last 60
+// samples this page received) drawn as plain SVG paths.
+import { memo } from "react";
+import { Link } from "react-router";
+import {
+  type GpuHistory,
+  gpuKey,
+  gpusOf,
+  HISTORY,
+  type HistoryMap,
+  sparkPath,
+  type WorkerSummary,
+} from "./queueData";
+import { Age } from "./queueClock";
+
+const W = 120;
+const H = 28;
+
+export function Sparkline({ values, label, current }: { values: readonly number[]; label: string; current: string }) {
+  return (
+    <span className="spark">
+      <svg role="img" aria-label={`${label}: ${current}`} width={W} height={H} viewBox={`0 0 ${W} ${H}`}>
+        <path className="spark-line" d={sparkPath(values, W, H, HISTORY)} />
+      </svg>
+      <span className="spark-value" aria-hidden="true">
+        {current}
+      </span>
+    </span>
+  );
+}
+
+function HeartbeatAge({ iso, interval }: { iso: string; interval: number }) {
+  return <Age since={iso} prefix="heartbeat " suffix=" ago" staleAfter={interval} className="heartbeat" />;
+}
+
+/** NVML reports bytes. */
+function gib(bytes: number): string {
+  return (bytes / 2 ** 30).toFixed(1);
+}
+
+function pct(value: number | null): string {
+  return value === null ? "unknown" : `${Math.round(value)}%`;
+}
+
+interface CardProps {
+  worker: WorkerSummary;
+  histories: (GpuHistory | undefined)[];
+  interval: number;
+  onDrain: (worker: WorkerSummary, draining: boolean) => void;
+  busy: boolean;
+}
+
+/** A new view redraws a card only when something it shows changed. */
+function sameCard(a: CardProps, b: CardProps): boolean {
+  const same = (x: WorkerSummary, y: WorkerSummary) =>
+    x === y ||
+    (x.hostname === y.hostname &&
+      x.last_heartbeat === y.last_heartbeat &&
+      x.draining === y.draining &&
+      x.slots === y.slots &&
+      x.current_jobs.join() === y.current_jobs.join() &&
+      x.pools.join() === y.pools.join() &&
+      JSON.stringify(x.gpus) === JSON.stringify(y.gpus));
+  return (
+    a.interval === b.interval &&
+    a.busy === b.busy &&
+    a.onDrain === b.onDrain &&
+    same(a.worker, b.worker) &&
+    a.histories.length === b.histories.length &&
+    a.histories.every((h, i) => h === b.histories[i])
+  );
+}
+
+const WorkerCard = memo(function WorkerCard({ worker, histories, interval, onDrain, busy }: CardProps) {
+  const gpus = gpusOf(worker);
+  return (
+    <li className={`card worker-card ${worker.draining ? "is-draining" : ""}`} aria-label={`Worker ${worker.id} on ${worker.hostname}`}>
+      <div className="card-head">
+        <h3 className="clip" title={worker.id}>
+          {worker.hostname} <span className="muted small">{worker.id}</span>
+        </h3>
+        {worker.draining && <span className="badge">draining</span>}
+      </div>
+      <p className="small">
+        {worker.pools.join(", ")} · {worker.slots} slot{worker.slots === 1 ? "" : "s"} ·{" "}
+        <HeartbeatAge iso={worker.last_heartbeat} interval={interval} />
+      </p>
+      <p className="small">
+        {worker.current_jobs.length === 0
+          ? "idle"
+          : worker.current_jobs.map((id, i) => (
+              <span key={id}>
+                {i > 0 && ", "}
+                <Link to={`/jobs/${id}`}>job #{id}</Link>
+              </span>
+            ))}
+      </p>
+      {gpus.length > 0 && (
+        <ul className="gpus" aria-label={`GPUs of ${worker.hostname}`}>
+          {gpus.map((gpu, i) => {
+            const history = histories[i];
+            const { utilization, memoryUsed, memoryTotal } = gpu.sample;
+            const memory = memoryUsed !== null && memoryTotal ? (100 * memoryUsed) / memoryTotal : null;
+            const name = `GPU ${gpu.index} of ${worker.hostname}`;
+            return (
+              <li key={gpu.index} className="gpu">
+                <span className="small clip" title={gpu.name}>
+                  GPU {gpu.index} · {gpu.name}
+                </span>
+                <Sparkline values={history?.utilization ?? []} label={`${name} utilisation`} current={pct(utilization)} />
+                <Sparkline
+                  values={history?.memory ?? []}
+                  label={`${name} memory`}
+                  current={memory === null || memoryUsed === null || !memoryTotal ? "unknown" : `${pct(memory)} (${gib(memoryUsed)} of ${gib(memoryTotal)} GiB)`}
+                />
+              </li>
+            );
+          })}
+        </ul>
+      )}
+      <button
+        type="button"
+        className="small"
+        disabled={busy}
+        onClick={() => onDrain(worker, !worker.draining)}
+        aria-label={`${worker.draining ? "Undrain" : "Drain"} worker ${worker.id}`}
+      >
+        {worker.draining ? "Undrain" : "Drain"}
+      </button>
+    </li>
+  );
+}, sameCard);
+
+export function WorkersPanel({
+  workers,
+  history,
+  interval,
+  onDrain,
+  pending,
+}: {
+  workers: WorkerSummary[];
+  history: HistoryMap;
+  interval: number;
+  onDrain: CardProps["onDrain"];
+  pending: string | null;
+}) {
+  if (workers.length === 0) return <p className="empty">No worker is running. Jobs wait until one starts.</p>;
+  return (
+    <ul className="worker-grid">
+      {workers.map((worker) => (
+        <WorkerCard
+          key={worker.id}
+          worker={worker}
+          histories={gpusOf(worker).map((gpu) => history.get(gpuKey(worker.id, gpu.index)))}
+          interval={interval}
+          onDrain={onDrain}
+          busy={pending === worker.id}
+        />
+      ))}
+    </ul>
+  );
+}
