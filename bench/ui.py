@@ -32,29 +32,13 @@ import io
 import json
 import os
 import random
-import shutil
-import socket
-import subprocess
 import sys
-import tempfile
-import time
-from pathlib import Path
 from typing import Any
 
-import httpx
 from PIL import Image, ImageDraw, ImageFilter
+from webbench import SHOTS, BenchError, cookies, run_browser, signed_in, standalone
 
-ROOT = Path(__file__).resolve().parent.parent
-OCULAB = str(Path(sys.executable).with_name("oculab"))
-PASSWORD = "bench-ui-admin-password"
 WIDTH, HEIGHT = 4000, 3000
-SHOTS = ROOT / "frontend" / "test-results" / "screenshots"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def photo_like(seed: int) -> bytes:
@@ -108,55 +92,9 @@ def boxes(n: int, seed: int) -> list[dict[str, Any]]:
     return made[-n:] if len(made) > n else made
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--boxes", type=int, default=500)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--drag-ms", type=int, default=3000)
-    parser.add_argument("--drag-runs", type=int, default=3)
-    parser.add_argument("--chromium", default=os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"))
-    args = parser.parse_args()
-    if not (ROOT / "server" / "web" / "static" / "index.html").exists():
-        print("no web build: run `make frontend` first", file=sys.stderr)
-        return 1
-
-    data_dir = Path(tempfile.mkdtemp(prefix="oculab-bench-ui-"))
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OCULAB_")}
-    env.update(
-        OCULAB_DATA_DIR=str(data_dir),
-        OCULAB_ADMIN_PASSWORD=PASSWORD,
-        OCULAB_SEED_DEMO="false",
-        OCULAB_FSYNC="false",
-        OCULAB_STANDALONE_GPU_SLOTS="0",
-        OCULAB_STANDALONE_CPU_SLOTS="1",
-    )
-    log = (data_dir / "server.log").open("wb")
-    server = subprocess.Popen(
-        [OCULAB, "standalone", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=data_dir,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if httpx.get(f"{url}/api/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                print(f"the server did not start; see {data_dir / 'server.log'}", file=sys.stderr)
-                return 1
-            time.sleep(0.25)
-
-        http = httpx.Client(base_url=url, timeout=120)
-        login = http.post("/api/auth/local/login", json={"username": "admin", "password": PASSWORD})
-        login.raise_for_status()
-        csrf = {"X-CSRF-Token": http.cookies.get("oculab_csrf") or ""}
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    with standalone("ui") as server:
+        http, csrf = signed_in(server.url)
         project = http.post(
             "/api/projects",
             json={"name": "UI bench", "classes": ["car", "person", "bicycle", "truck", "dog"]},
@@ -175,42 +113,38 @@ def main() -> int:
                 headers=csrf,
             )
             saved.raise_for_status()
-        config = {
-            "url": url,
-            "chromium": args.chromium,
-            "cookies": [{"name": name, "value": value} for name, value in http.cookies.items()],
-            "projectId": project["id"],
-            "imageIds": image_ids,
-            "width": WIDTH,
-            "height": HEIGHT,
-            "repeats": args.repeats,
-            "dragMs": args.drag_ms,
-            "dragRuns": args.drag_runs,
-            "dragBox": seeded[-1],
-            "screenshot": str(SHOTS / "bench-ui-editor.png"),
-        }
-        SHOTS.mkdir(parents=True, exist_ok=True)
-        print("driving Chromium", file=sys.stderr)
-        run = subprocess.run(
-            ["node", str(ROOT / "frontend" / "scripts" / "bench-ui.mjs"), json.dumps(config)],
-            cwd=ROOT / "frontend",
-            capture_output=True,
-            text=True,
-            env={**os.environ, "PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD": "1"},
-            check=False,
+        return run_browser(
+            "bench-ui.mjs",
+            {
+                "url": server.url,
+                "chromium": args.chromium,
+                "cookies": cookies(http),
+                "projectId": project["id"],
+                "imageIds": image_ids,
+                "width": WIDTH,
+                "height": HEIGHT,
+                "repeats": args.repeats,
+                "dragMs": args.drag_ms,
+                "dragRuns": args.drag_runs,
+                "dragBox": seeded[-1],
+                "screenshot": str(SHOTS / "bench-ui-editor.png"),
+            },
         )
-        if run.returncode != 0:
-            print(run.stdout, run.stderr, file=sys.stderr)
-            return 1
-        figures = json.loads(run.stdout.strip().splitlines()[-1])
-    finally:
-        server.terminate()
-        try:
-            server.wait(20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        log.close()
-        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--boxes", type=int, default=500)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--drag-ms", type=int, default=3000)
+    parser.add_argument("--drag-runs", type=int, default=3)
+    parser.add_argument("--chromium", default=os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"))
+    args = parser.parse_args()
+    try:
+        figures = measure(args)
+    except BenchError as exc:
+        print(exc, file=sys.stderr)
+        return 1
 
     drag = figures["drag_frame_ms"]
     first = {key: figures[f"open_{key}_ms"]["median"] for key in ("cold", "warm", "in_app")}

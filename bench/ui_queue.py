@@ -28,18 +28,14 @@ import argparse
 import json
 import os
 import random
-import shutil
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import threading
 import time
-from pathlib import Path
+from typing import Any
 
-import httpx
 import sqlalchemy as sa
+from webbench import SHOTS, BenchError, cookies, run_browser, signed_in, standalone
 
 from server.auth.models import User
 from server.jobs import queue
@@ -48,17 +44,7 @@ from server.kit.db import make_engine, make_sessionmaker, utcnow
 from server.projects.models import Project
 from server.settings import Settings
 
-ROOT = Path(__file__).resolve().parent.parent
-OCULAB = str(Path(sys.executable).with_name("oculab"))
-PASSWORD = "bench-queue-admin-password"
-SHOTS = ROOT / "frontend" / "test-results" / "screenshots"
 KINDS = ("training.train", "autolabel.run", "models.predict")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _gpus(rng: random.Random) -> list[dict[str, object]]:
@@ -160,6 +146,59 @@ def keep_alive(url: str, stop: threading.Event) -> None:
     engine.dispose()
 
 
+def measure(
+    args: argparse.Namespace,
+) -> tuple[list[float], list[float], int, queue.QueueView, dict[str, Any]]:
+    """The server's times per view (in process, over HTTP), the JSON's size, the last
+    view, and the browser's figures."""
+    with standalone("queue") as server:
+        db_url = server.database_url
+        print(f"seeding {args.jobs} queued jobs and {args.workers} workers", file=sys.stderr)
+        seed(db_url, args.jobs, args.workers)
+        stop = threading.Event()
+        beating = threading.Thread(target=keep_alive, args=(db_url, stop), daemon=True)
+        beating.start()
+        try:
+            settings = Settings(
+                data_dir=server.data_dir, database_url=db_url, secret_key="x" * 40, seed_demo=False
+            )
+            engine = make_engine(db_url)
+            maker = make_sessionmaker(engine)
+            in_process = []
+            for _ in range(15):
+                with maker() as db:
+                    started = time.perf_counter()
+                    view = queue.view(db, settings)
+                    in_process.append((time.perf_counter() - started) * 1000)
+            engine.dispose()
+
+            http, _ = signed_in(server.url, timeout=60)
+            over_http = []
+            size = 0
+            for _ in range(15):
+                started = time.perf_counter()
+                response = http.get("/api/admin/queue")
+                over_http.append((time.perf_counter() - started) * 1000)
+                response.raise_for_status()
+                size = len(response.content)
+
+            figures = run_browser(
+                "bench-queue.mjs",
+                {
+                    "url": server.url,
+                    "chromium": args.chromium,
+                    "cookies": cookies(http),
+                    "updates": args.updates,
+                    "repeats": args.repeats,
+                    "screenshot": str(SHOTS / "bench-queue.png"),
+                },
+            )
+        finally:
+            stop.set()
+            beating.join(10)
+        return in_process, over_http, size, view, figures
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=1000)
@@ -168,110 +207,11 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--chromium", default=os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"))
     args = parser.parse_args()
-    if not (ROOT / "server" / "web" / "static" / "index.html").exists():
-        print("no web build: run `make frontend` first", file=sys.stderr)
-        return 1
-
-    data_dir = Path(tempfile.mkdtemp(prefix="oculab-bench-queue-"))
-    db_url = f"sqlite:///{data_dir / 'oculab.db'}"
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OCULAB_")}
-    env.update(
-        OCULAB_DATA_DIR=str(data_dir),
-        OCULAB_DATABASE_URL=db_url,
-        OCULAB_ADMIN_PASSWORD=PASSWORD,
-        OCULAB_SEED_DEMO="false",
-        OCULAB_FSYNC="false",
-        OCULAB_STANDALONE_GPU_SLOTS="0",
-        OCULAB_STANDALONE_CPU_SLOTS="1",
-    )
-    log = (data_dir / "server.log").open("wb")
-    server = subprocess.Popen(
-        [OCULAB, "standalone", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=data_dir,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    stop = threading.Event()
-    beating: threading.Thread | None = None
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if httpx.get(f"{url}/api/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                print(f"the server did not start; see {data_dir / 'server.log'}", file=sys.stderr)
-                return 1
-            time.sleep(0.25)
-
-        print(f"seeding {args.jobs} queued jobs and {args.workers} workers", file=sys.stderr)
-        seed(db_url, args.jobs, args.workers)
-        beating = threading.Thread(target=keep_alive, args=(db_url, stop), daemon=True)
-        beating.start()
-
-        settings = Settings(
-            data_dir=data_dir, database_url=db_url, secret_key="x" * 40, seed_demo=False
-        )
-        engine = make_engine(db_url)
-        maker = make_sessionmaker(engine)
-        in_process = []
-        for _ in range(15):
-            with maker() as db:
-                started = time.perf_counter()
-                view = queue.view(db, settings)
-                in_process.append((time.perf_counter() - started) * 1000)
-        engine.dispose()
-
-        http = httpx.Client(base_url=url, timeout=60)
-        login = http.post("/api/auth/local/login", json={"username": "admin", "password": PASSWORD})
-        login.raise_for_status()
-        over_http = []
-        size = 0
-        for _ in range(15):
-            started = time.perf_counter()
-            response = http.get("/api/admin/queue")
-            over_http.append((time.perf_counter() - started) * 1000)
-            response.raise_for_status()
-            size = len(response.content)
-
-        config = {
-            "url": url,
-            "chromium": args.chromium,
-            "cookies": [{"name": name, "value": value} for name, value in http.cookies.items()],
-            "updates": args.updates,
-            "repeats": args.repeats,
-            "screenshot": str(SHOTS / "bench-queue.png"),
-        }
-        SHOTS.mkdir(parents=True, exist_ok=True)
-        print("driving Chromium", file=sys.stderr)
-        run = subprocess.run(
-            ["node", str(ROOT / "frontend" / "scripts" / "bench-queue.mjs"), json.dumps(config)],
-            cwd=ROOT / "frontend",
-            capture_output=True,
-            text=True,
-            env={**os.environ, "PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD": "1"},
-            check=False,
-        )
-        if run.returncode != 0:
-            print(run.stdout, run.stderr, file=sys.stderr)
-            return 1
-        figures = json.loads(run.stdout.strip().splitlines()[-1])
-    finally:
-        stop.set()
-        if beating is not None:
-            beating.join(10)
-        server.terminate()
-        try:
-            server.wait(20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        log.close()
-        shutil.rmtree(data_dir, ignore_errors=True)
+        in_process, over_http, size, view, figures = measure(args)
+    except BenchError as exc:
+        print(exc, file=sys.stderr)
+        return 1
 
     view_ms = round(statistics.median(in_process), 1)
     http_ms = round(statistics.median(over_http), 1)

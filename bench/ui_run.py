@@ -26,32 +26,15 @@ import json
 import math
 import os
 import random
-import shutil
-import socket
-import subprocess
 import sys
-import tempfile
-import time
-from pathlib import Path
 from typing import Any
 
-import httpx
 import sqlalchemy as sa
+from webbench import SHOTS, BenchError, cookies, run_browser, signed_in, standalone
 
 from server.jobs.models import JobState
 from server.kit.db import make_engine, make_sessionmaker
 from server.tables import Job, JobEvent  # every model, so foreign keys resolve
-
-ROOT = Path(__file__).resolve().parent.parent
-OCULAB = str(Path(sys.executable).with_name("oculab"))
-PASSWORD = "bench-run-admin-password"
-SHOTS = ROOT / "frontend" / "test-results" / "screenshots"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def epoch_metrics(epoch: int, epochs: int, rng: random.Random) -> dict[str, float]:
@@ -130,6 +113,32 @@ def seed_runs(
     return ids
 
 
+def measure(args: argparse.Namespace) -> tuple[float, float, dict[str, Any]]:
+    """The size and time of one run's GET /metrics, and the browser's figures."""
+    with standalone("run") as server:
+        http, csrf = signed_in(server.url)
+        project = http.post(
+            "/api/projects", json={"name": "Run bench", "classes": ["car", "person"]}, headers=csrf
+        ).json()
+        me = http.get("/api/me").json()
+        job_ids = seed_runs(server.database_url, project["id"], me["id"], args.runs, args.epochs)
+        metrics = http.get(f"/api/jobs/{job_ids[0]}/metrics")
+        figures = run_browser(
+            "bench-run.mjs",
+            {
+                "url": server.url,
+                "chromium": args.chromium,
+                "cookies": cookies(http),
+                "projectId": project["id"],
+                "jobIds": job_ids,
+                "epochs": args.epochs,
+                "repeats": args.repeats,
+                "screenshots": str(SHOTS),
+            },
+        )
+        return len(metrics.content) / 1024, metrics.elapsed.total_seconds() * 1000, figures
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=300)
@@ -137,96 +146,15 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--chromium", default=os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"))
     args = parser.parse_args()
-    if not (ROOT / "server" / "web" / "static" / "index.html").exists():
-        print("no web build: run `make frontend` first", file=sys.stderr)
-        return 1
-
-    data_dir = Path(tempfile.mkdtemp(prefix="oculab-bench-run-"))
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OCULAB_")}
-    env.update(
-        OCULAB_DATA_DIR=str(data_dir),
-        OCULAB_ADMIN_PASSWORD=PASSWORD,
-        OCULAB_SEED_DEMO="false",
-        OCULAB_FSYNC="false",
-        OCULAB_STANDALONE_GPU_SLOTS="0",
-        OCULAB_STANDALONE_CPU_SLOTS="1",
-    )
-    log = (data_dir / "server.log").open("wb")
-    server = subprocess.Popen(
-        [OCULAB, "standalone", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=data_dir,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if httpx.get(f"{url}/api/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                print(f"the server did not start; see {data_dir / 'server.log'}", file=sys.stderr)
-                return 1
-            time.sleep(0.25)
-
-        http = httpx.Client(base_url=url, timeout=120)
-        login = http.post("/api/auth/local/login", json={"username": "admin", "password": PASSWORD})
-        login.raise_for_status()
-        csrf = {"X-CSRF-Token": http.cookies.get("oculab_csrf") or ""}
-        project = http.post(
-            "/api/projects", json={"name": "Run bench", "classes": ["car", "person"]}, headers=csrf
-        ).json()
-        me = http.get("/api/me").json()
-        job_ids = seed_runs(
-            f"sqlite:///{(data_dir / 'oculab.db').resolve()}",
-            project["id"],
-            me["id"],
-            args.runs,
-            args.epochs,
-        )
-        metrics = http.get(f"/api/jobs/{job_ids[0]}/metrics")
-        config = {
-            "url": url,
-            "chromium": args.chromium,
-            "cookies": [{"name": name, "value": value} for name, value in http.cookies.items()],
-            "projectId": project["id"],
-            "jobIds": job_ids,
-            "epochs": args.epochs,
-            "repeats": args.repeats,
-            "screenshots": str(SHOTS),
-        }
-        SHOTS.mkdir(parents=True, exist_ok=True)
-        print("driving Chromium", file=sys.stderr)
-        run = subprocess.run(
-            ["node", str(ROOT / "frontend" / "scripts" / "bench-run.mjs"), json.dumps(config)],
-            cwd=ROOT / "frontend",
-            capture_output=True,
-            text=True,
-            env={**os.environ, "PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD": "1"},
-            check=False,
-        )
-        if run.returncode != 0:
-            print(run.stdout, run.stderr, file=sys.stderr)
-            return 1
-        figures: dict[str, Any] = json.loads(run.stdout.strip().splitlines()[-1])
-    finally:
-        server.terminate()
-        try:
-            server.wait(20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        log.close()
-        shutil.rmtree(data_dir, ignore_errors=True)
+        metrics_kib, metrics_ms, figures = measure(args)
+    except BenchError as exc:
+        print(exc, file=sys.stderr)
+        return 1
 
     print(
         f"training run page, {args.epochs} epochs x 10 metrics "
-        f"(GET /metrics: {len(metrics.content) / 1024:.0f} KiB, "
-        f"{metrics.elapsed.total_seconds() * 1000:.0f} ms)"
+        f"(GET /metrics: {metrics_kib:.0f} KiB, {metrics_ms:.0f} ms)"
     )
     for key, label in (("run", "run page, 3 charts"), ("overlay", f"overlay of {args.runs} runs")):
         cold, warm = figures[f"{key}_cold_ms"], figures[f"{key}_warm_ms"]

@@ -77,9 +77,10 @@ test("a 2-epoch training run from the Train dialog shows both epochs", async ({ 
   // The trained model in the registry: promote it, auto-label the unlabeled images with
   // it and find them in the review queue.
   await row.getByRole("link", { name: /^Model #\d+$/ }).click();
-  const title = page.getByRole("heading", { level: 1 });
-  await expect(title).toBeVisible();
-  const modelName = (await title.innerText()).trim();
+  await expect(page).toHaveURL(new RegExp(`/projects/${seeded.projectId}/models/\\d+$`));
+  const modelId = Number(page.url().split("/").pop());
+  const { name: modelName } = await call<{ name: string }>(page.request, "GET", `/api/models/${modelId}`);
+  await expect(page.getByRole("heading", { level: 1, name: modelName })).toBeVisible();
   await page.getByRole("button", { name: `Promote ${modelName}` }).click();
   await page.getByRole("dialog", { name: `Promote ${modelName}?` }).getByRole("button", { name: "Promote" }).click();
   await expect(page.getByText("Promoted", { exact: true })).toBeVisible();

@@ -1,24 +1,17 @@
 // Per-user caps on concurrent jobs per pool (GET/PUT /api/admin/quotas): find a user,
 // pick a pool, set the cap; removing a quota brings back the pool's default limit.
 import { useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
-import { type FormEvent, useEffect, useId, useState } from "react";
+import { type FormEvent, useId, useState } from "react";
 import { api, type Schemas } from "../../api/client";
 import { errorMessage, unwrap } from "../../api/errors";
 import { keys } from "../../api/keys";
+import { useDebounced } from "../../lib/useDebounced";
 
 type UserSummary = Schemas["UserSummary"];
 type QuotaPut = Schemas["QuotaPut"];
 
 const quotasKey = ["admin", "quotas"] as const;
 
-function useDebounced<T>(value: T, ms: number): T {
-  const [debounced, setDebounced] = useState(value);
-  useEffect(() => {
-    const timer = setTimeout(() => setDebounced(value), ms);
-    return () => clearTimeout(timer);
-  }, [value, ms]);
-  return debounced;
-}
 
 export function QuotasPanel({ pools }: { pools: { name: string; per_user_limit: number }[] }) {
   const queryClient = useQueryClient();

@@ -3,8 +3,9 @@ import { type FormEvent, useState } from "react";
 import { api } from "../../api/client";
 import { errorMessage, unwrap } from "../../api/errors";
 import { Dialog } from "../../components/Dialog";
-import { exportReport, formatBytes, useJob } from "./job";
-import { JobProgress } from "./JobProgress";
+import { JobProgress } from "../../components/JobProgress";
+import { formatBytes } from "../../lib/format";
+import { exportReport, useJob } from "./job";
 
 type Format = "yolo" | "coco" | "csv";
 

@@ -3,8 +3,10 @@ import { type FormEvent, useEffect, useId, useRef, useState } from "react";
 import { errorMessage } from "../../api/errors";
 import { keys } from "../../api/keys";
 import { Dialog } from "../../components/Dialog";
-import { formatBytes, type ImportReport, importReport, type Job, useJob } from "./job";
-import { JobProgress } from "./JobProgress";
+import { JobProgress } from "../../components/JobProgress";
+import { formatBytes } from "../../lib/format";
+import type { Job } from "../../lib/jobs";
+import { type ImportReport, importReport, useJob } from "./job";
 import { detailOf, NetworkError, postForm } from "./upload/xhr";
 
 type Phase =

@@ -2,14 +2,11 @@
 // second while it waits or runs. The results' shapes are the server's ImportReport and
 // ExportReport (server/datasets/schemas.py); the API types them as free objects.
 import { useQuery } from "@tanstack/react-query";
-import { api, type Schemas } from "../../api/client";
+import { api } from "../../api/client";
+import { isFinished, type Job } from "../../lib/jobs";
 import { unwrap } from "../../api/errors";
 import { keys } from "../../api/keys";
 
-export type Job = Schemas["JobRead"];
-
-export const isFinished = (job: Job | undefined) =>
-  job !== undefined && (job.state === "succeeded" || job.state === "failed" || job.state === "canceled");
 
 export function useJob(jobId: number | null) {
   return useQuery({
@@ -69,34 +66,4 @@ export function importReport(job: Job | undefined): ImportReport | null {
 export function exportReport(job: Job | undefined): ExportReport | null {
   const result = job?.result;
   return isObject(result) && typeof result.images === "number" ? (result as unknown as ExportReport) : null;
-}
-
-/** "Waiting (2nd in line)", "Running 40 %: importing images", "Done", ... */
-export function jobStatusText(job: Job): string {
-  switch (job.state) {
-    case "queued":
-      return job.position && job.position > 0 ? `Waiting for a worker (number ${job.position} in line)` : "Starting…";
-    case "running":
-      return `Running${job.message ? `: ${job.message}` : "…"}`;
-    case "succeeded":
-      return "Done";
-    case "failed":
-      return `Failed: ${job.error ?? job.message ?? "unknown error"}`;
-    case "canceled":
-      return "Canceled";
-    default:
-      return job.state;
-  }
-}
-
-export function formatBytes(bytes: number): string {
-  if (bytes < 1024) return `${bytes} B`;
-  const units = ["KB", "MB", "GB", "TB"];
-  let value = bytes / 1024;
-  let unit = 0;
-  while (value >= 1024 && unit < units.length - 1) {
-    value /= 1024;
-    unit += 1;
-  }
-  return `${value.toFixed(value < 10 ? 1 : 0)} ${units[unit]}`;
 }

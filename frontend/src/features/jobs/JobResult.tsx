@@ -3,7 +3,8 @@
 // Results are free JSON objects in the API; each reader checks the shape it needs.
 import { Link } from "react-router";
 import { ImportResult } from "../images/ImportDialog";
-import { exportReport, formatBytes, importReport } from "../images/job";
+import { formatBytes } from "../../lib/format";
+import { exportReport, importReport } from "../images/job";
 import type { Job } from "./format";
 
 type Dict = Record<string, unknown>;

@@ -9,7 +9,8 @@ import { errorMessage, unwrap } from "../../api/errors";
 import { keys } from "../../api/keys";
 import { Dialog } from "../../components/Dialog";
 import { LiveJob } from "./ModelParts";
-import type { Job, Model } from "./queries";
+import type { Job } from "../../lib/jobs";
+import type { Model } from "./queries";
 
 type Which = "unlabeled" | "predicted" | "all";
 

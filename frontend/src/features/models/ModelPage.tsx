@@ -9,7 +9,8 @@ import { useTitle } from "../../components/useTitle";
 import { canAutolabel } from "../../lib/permissions";
 import { AutolabelDialog } from "./AutolabelDialog";
 import { Lineage, Metrics, ModelActions, PromotedBadge, StateBadge } from "./ModelParts";
-import { formatBytes, modelQuery, modelsQuery, projectQuery } from "./queries";
+import { formatBytes } from "../../lib/format";
+import { modelQuery, modelsQuery, projectQuery } from "./queries";
 import "./models.css";
 
 function Row({ label, children }: { label: string; children: React.ReactNode }) {

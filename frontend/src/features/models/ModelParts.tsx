@@ -7,9 +7,9 @@ import { api } from "../../api/client";
 import { errorMessage, unwrap } from "../../api/errors";
 import { Dialog } from "../../components/Dialog";
 import { canManageModels, type Role } from "../../lib/permissions";
+import { JobProgress } from "../../components/JobProgress";
+import type { Job } from "../../lib/jobs";
 import {
-  isFinished,
-  type Job,
   METRICS,
   metricOf,
   type Model,
@@ -144,53 +144,14 @@ export function ModelActions({ model, role, current }: { model: Model; role: Rol
   );
 }
 
-function statusText(job: Job): string {
-  switch (job.state) {
-    case "queued":
-      return job.position && job.position > 0 ? `Waiting for a worker (number ${job.position} in line)` : "Starting…";
-    case "running":
-      return `Running${job.message ? `: ${job.message}` : "…"}`;
-    case "succeeded":
-      return "Done";
-    case "failed":
-      return `Failed: ${job.error ?? job.message ?? "unknown error"}`;
-    default:
-      return "Canceled";
-  }
-}
-
 /** A job's state and progress as its events arrive, with cancel while it runs. */
 export function LiveJob({ jobId, label, children }: { jobId: number; label: string; children?: (job: Job) => React.ReactNode }) {
   const job = useLiveJob(jobId);
-  const cancel = useMutation({
-    mutationFn: async () => unwrap(await api.POST("/api/jobs/{job_id}/cancel", { params: { path: { job_id: jobId } } })),
-  });
   if (job.isError) return <p role="alert" className="error">Cannot follow job {jobId}: {errorMessage(job.error)}</p>;
   if (!job.data) return <p className="muted">Job {jobId} created…</p>;
-  const finished = isFinished(job.data);
   return (
-    <div className="job-progress">
-      <p aria-live="polite" className={job.data.state === "failed" ? "error" : undefined}>
-        <Link to={`/jobs/${jobId}`} className="muted">
-          Job {jobId}
-        </Link>
-        : {statusText(job.data)}
-      </p>
-      {!finished && (
-        <div className="job-bar">
-          <progress max={1} value={job.data.progress} aria-label={label} />
-          <span className="muted">{Math.round(job.data.progress * 100)} %</span>
-          <button type="button" onClick={() => cancel.mutate()} disabled={cancel.isPending}>
-            Cancel job
-          </button>
-        </div>
-      )}
-      {cancel.isError && (
-        <p role="alert" className="error">
-          Could not cancel: {errorMessage(cancel.error)}
-        </p>
-      )}
+    <JobProgress job={job.data} label={label}>
       {children?.(job.data)}
-    </div>
+    </JobProgress>
   );
 }

@@ -9,7 +9,9 @@ import type { Schemas } from "../../api/client";
 import { Dialog } from "../../components/Dialog";
 import { detailOf, postForm } from "../images/upload/xhr";
 import { LiveJob } from "./ModelParts";
-import { formatBytes, isFinished, modelQuery, useLiveJob, useRefreshModels } from "./queries";
+import { formatBytes } from "../../lib/format";
+import { isFinished } from "../../lib/jobs";
+import { modelQuery, useLiveJob, useRefreshModels } from "./queries";
 
 type Uploaded = Schemas["ModelUploaded"];
 

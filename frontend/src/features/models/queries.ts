@@ -4,10 +4,10 @@ import { queryOptions, useQuery, useQueryClient } from "@tanstack/react-query";
 import { api, type Schemas } from "../../api/client";
 import { unwrap } from "../../api/errors";
 import { keys } from "../../api/keys";
+import { isFinished } from "../../lib/jobs";
 import { useJobEvents } from "../jobs/useJobEvents";
 
 export type Model = Schemas["ModelRead"];
-export type Job = Schemas["JobRead"];
 export type Project = Schemas["ProjectDetail"];
 
 export const modelKeys = {
@@ -40,9 +40,6 @@ export const modelQuery = (modelId: number) =>
     queryFn: async () => unwrap(await api.GET("/api/models/{model_id}", { params: { path: { model_id: modelId } } })),
     refetchInterval: (query) => (query.state.data?.state === "pending" ? 2000 : false),
   });
-
-export const isFinished = (job: Job | undefined) =>
-  job !== undefined && (job.state === "succeeded" || job.state === "failed" || job.state === "canceled");
 
 /** A job kept current by its event stream; polled only while the stream is down. */
 export function useLiveJob(jobId: number | null) {
@@ -82,15 +79,3 @@ export const STATE_LABELS: Record<Model["state"], string> = {
   ready: "Ready",
   failed: "Refused",
 };
-
-export function formatBytes(bytes: number): string {
-  if (bytes < 1024) return `${bytes} B`;
-  const units = ["KB", "MB", "GB", "TB"];
-  let value = bytes / 1024;
-  let unit = 0;
-  while (value >= 1024 && unit < units.length - 1) {
-    value /= 1024;
-    unit += 1;
-  }
-  return `${value.toFixed(value < 10 ? 1 : 0)} ${units[unit]}`;
-}

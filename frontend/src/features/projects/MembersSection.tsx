@@ -1,11 +1,12 @@
 import { useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
-import { useEffect, useId, useState } from "react";
+import { useId, useState } from "react";
 import { useNavigate } from "react-router";
 import { api } from "../../api/client";
 import { errorMessage, unwrap } from "../../api/errors";
 import { keys } from "../../api/keys";
 import { canManageMembers, type MemberLike, memberActions, NEW_MEMBER_ROLES, ROLES, type Role } from "../../lib/permissions";
 import { type Member, membersQuery, type Project, type UserSummary, usersQuery } from "./queries";
+import { useDebounced } from "../../lib/useDebounced";
 
 const ROLE_HELP: Record<Role, string> = {
   owner: "edits the project, uploads, manages members",
@@ -17,14 +18,6 @@ function personName(p: { username: string; display_name: string | null }): strin
   return p.display_name && p.display_name !== p.username ? `${p.display_name} (${p.username})` : p.username;
 }
 
-function useDebounced<T>(value: T, ms: number): T {
-  const [debounced, setDebounced] = useState(value);
-  useEffect(() => {
-    const timer = setTimeout(() => setDebounced(value), ms);
-    return () => clearTimeout(timer);
-  }, [value, ms]);
-  return debounced;
-}
 
 function AddMember({ projectId, members }: { projectId: number; members: Member[] }) {
   const [q, setQ] = useState("");

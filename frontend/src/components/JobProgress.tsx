@@ -1,10 +1,12 @@
 import { useMutation } from "@tanstack/react-query";
-import { api } from "../../api/client";
-import { errorMessage, unwrap } from "../../api/errors";
-import { isFinished, type Job, jobStatusText } from "./job";
+import type { ReactNode } from "react";
+import { Link } from "react-router";
+import { api } from "../api/client";
+import { errorMessage, unwrap } from "../api/errors";
+import { isFinished, type Job, jobStatusText } from "../lib/jobs";
 
 /** A job's state and progress bar, with a cancel button while it is not finished. */
-export function JobProgress({ job, label }: { job: Job; label: string }) {
+export function JobProgress({ job, label, children }: { job: Job; label: string; children?: ReactNode }) {
   const cancel = useMutation({
     mutationFn: async () =>
       unwrap(await api.POST("/api/jobs/{job_id}/cancel", { params: { path: { job_id: job.id } } })),
@@ -13,8 +15,10 @@ export function JobProgress({ job, label }: { job: Job; label: string }) {
   return (
     <div className="job-progress">
       <p aria-live="polite" className={job.state === "failed" ? "error" : undefined}>
-        <span className="muted">Job {job.id}: </span>
-        {jobStatusText(job)}
+        <Link to={`/jobs/${job.id}`} className="muted">
+          Job {job.id}
+        </Link>
+        : {jobStatusText(job)}
       </p>
       {!finished && (
         <div className="job-bar">
@@ -30,6 +34,7 @@ export function JobProgress({ job, label }: { job: Job; label: string }) {
           Could not cancel: {errorMessage(cancel.error)}
         </p>
       )}
+      {children}
     </div>
   );
 }
