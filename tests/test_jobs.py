@@ -419,3 +419,40 @@ def test_restart_recovers_jobs_held_in_memory(
     assert done["state"] == "succeeded"
     assert done["attempts"] == 2
     assert f.count(JobEvent, JobEvent.job_id == job_id) > 3
+
+
+def test_metrics_are_the_job_s_metrics_events_as_validated_rows(f: Factory) -> None:
+    """GET /metrics builds its JSON from the rows directly: the same answer the validated
+    JobEventRead rows give (ids, UTC times with a Z, data), only the metrics events, in
+    order; non-finite numbers (SQLite can hold them) come back as null."""
+    alice, carol = (f.client(f.user(n)) for n in ("alice", "carol"))
+    project = alice.project()
+    job_id = submit(f, "test.sleep_count", alice.user_id, project_id=project["id"], pool="gpu")
+    sqlite = f.app.state.engine.dialect.name == "sqlite"
+    with f.sessionmaker() as db, db.begin():
+        for epoch in range(1, 4):
+            db.add(JobEvent(job_id=job_id, kind="log", data={"line": f'epoch {epoch} "done"'}))
+            data: dict[str, Any] = {
+                "epoch": epoch,
+                "train/box_loss": 1.5 / epoch,
+                "note": "é\u2028",
+            }
+            if sqlite and epoch == 2:
+                data["val/cls_loss"] = float("nan")
+            db.add(JobEvent(job_id=job_id, kind="metrics", data=data))
+    answer = alice.get(f"/api/jobs/{job_id}/metrics")
+    assert answer.status_code == 200
+    assert answer.headers["content-type"] == "application/json"
+    events = answer.json()
+    assert [e["data"]["epoch"] for e in events] == [1, 2, 3]
+    assert all(e["kind"] == "metrics" and e["created_at"].endswith("Z") for e in events)
+    with f.sessionmaker() as db:
+        rows = jobs.events_after(db, job_id, 0, ("metrics",))
+    assert events == [json.loads(row.model_dump_json()) for row in rows]
+    if sqlite:
+        assert events[1]["data"]["val/cls_loss"] is None
+    assert carol.get(f"/api/jobs/{job_id}/metrics").status_code == 404
+    for bad in ("0", "abc", str(2**63)):
+        assert alice.get(f"/api/jobs/{bad}/metrics").status_code in (404, 422), bad
+    empty = submit(f, "test.sleep_count", alice.user_id, project_id=project["id"], pool="gpu")
+    assert alice.get(f"/api/jobs/{empty}/metrics").json() == []

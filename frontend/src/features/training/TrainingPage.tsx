@@ -1,8 +1,9 @@
 // A project's training runs: state, progress, epochs, best mAP50-95, duration and the
 // model each registered; the Train dialog; several runs overlaid on one chart.
 import { useQuery } from "@tanstack/react-query";
-import { useCallback, useRef, useState } from "react";
+import { useCallback, useEffect, useRef, useState } from "react";
 import { Link, useParams, useSearchParams } from "react-router";
+import { fetchEarly } from "../../api/prefetch";
 import { ErrorMessage } from "../../components/ErrorMessage";
 import { useTitle } from "../../components/useTitle";
 import { canTrain } from "../../lib/permissions";
@@ -33,6 +34,13 @@ function parseIds(text: string | null): number[] {
   return [...new Set(ids.filter((id) => Number.isSafeInteger(id) && id > 0))].slice(0, MAX_COMPARED);
 }
 
+/** A run's record and epochs, started as the pointer or focus reaches its link: the run
+ * page's loader asks for the same paths and takes these (api/prefetch.ts). */
+function warmRun(jobId: number): void {
+  fetchEarly(`/api/jobs/${jobId}`);
+  fetchEarly(`/api/jobs/${jobId}/metrics`);
+}
+
 function RunRow({ job, projectId, compared, onCompare }: { job: Job; projectId: number; compared: boolean; onCompare: (on: boolean) => void }) {
   const total = totalEpochs(job);
   const done = epochsDone(job);
@@ -50,7 +58,13 @@ function RunRow({ job, projectId, compared, onCompare }: { job: Job; projectId: 
         />
       </td>
       <th scope="row">
-        <Link to={`/projects/${projectId}/training/${job.id}`}>{name}</Link>
+        <Link
+          to={`/projects/${projectId}/training/${job.id}`}
+          onPointerEnter={() => warmRun(job.id)}
+          onFocus={() => warmRun(job.id)}
+        >
+          {name}
+        </Link>
       </th>
       <td>{baseLabel(job)}</td>
       <td>
@@ -86,6 +100,18 @@ export function TrainingPage() {
   const rawMetric = params.get("metric");
   const metric: MetricId = isMetricId(rawMetric) ? rawMetric : "map5095";
   const marked = useRef(false);
+  // The compared runs' epochs start with the runs list, not once it has come back and the
+  // overlay mounts (its queries take these: api/prefetch.ts).
+  const [early] = useState(() => compared);
+  useEffect(() => {
+    for (const id of early.slice(0, 6)) fetchEarly(`/api/jobs/${id}/metrics`);
+  }, [early]);
+  const listed = (runs.data?.length ?? 0) > 0;
+  // The run page's code (uPlot comes with this page's), loaded once there are runs to
+  // open, so that a click waits only for the run's data.
+  useEffect(() => {
+    if (listed) void import("./RunPage");
+  }, [listed]);
   // For bench/ui_run.py: when every compared run is drawn.
   const onDraw = useCallback(
     (drawn: number, points: number) => {
