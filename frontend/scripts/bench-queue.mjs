@@ -29,6 +29,36 @@ async function newPage(browser) {
   return { context, page };
 }
 
+// Waits inside the page for a PerformanceObserver to see the marks: no polling. The
+// default of waitForFunction polls on every animation frame, which keeps the page
+// producing 60 frames a second and would be counted as the page's own work.
+const untilMarks = (page, name, want, timeout) =>
+  page.evaluate(
+    ([n, w, t]) =>
+      new Promise((resolve, reject) => {
+        const done = () => performance.getEntriesByName(n).length >= w;
+        if (done()) return resolve(true);
+        const timer = setTimeout(() => reject(new Error(`fewer than ${w} ${n} marks`)), t);
+        const observer = new PerformanceObserver(() => {
+          if (!done()) return;
+          observer.disconnect();
+          clearTimeout(timer);
+          resolve(true);
+        });
+        observer.observe({ type: "mark" });
+      }),
+    [name, want, timeout],
+  );
+
+// With cfg.trace: a Chrome trace of the measured updates (open it in DevTools'
+// Performance panel) to see where the main thread goes: script, layout roots, paint.
+const TRACE_CATEGORIES = [
+  "devtools.timeline",
+  "disabled-by-default-devtools.timeline",
+  "disabled-by-default-devtools.timeline.frame",
+  "v8",
+];
+
 const marks = (page, name) => page.evaluate((n) => performance.getEntriesByName(n).length, name);
 
 async function firstRender(browser) {
@@ -60,14 +90,12 @@ try {
   await cdp.send("Performance.enable", { timeDomain: "threadTicks" });
   const startCount = await marks(page, UPDATE);
   const longBefore = await page.evaluate(() => window.__longTasks.length);
+  if (cfg.trace) await browser.startTracing(page, { path: cfg.trace, categories: TRACE_CATEGORIES });
   const before = await metrics(cdp);
   const started = Date.now();
-  await page.waitForFunction(
-    ([n, want]) => performance.getEntriesByName(n).length >= want,
-    [UPDATE, startCount + cfg.updates],
-    { timeout: cfg.updates * 10_000 },
-  );
+  await untilMarks(page, UPDATE, startCount + cfg.updates, cfg.updates * 10_000);
   const after = await metrics(cdp);
+  if (cfg.trace) await browser.stopTracing();
   const updates = (await marks(page, UPDATE)) - startCount;
   const longTasks = await page.evaluate((from) => window.__longTasks.slice(from), longBefore);
   const rows = await page.locator("[data-job-id]").count();

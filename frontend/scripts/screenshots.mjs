@@ -9,8 +9,9 @@
 // It waits (up to --wait seconds, default 600) for the demo's jobs to finish through the
 // API, then drives the system's Chromium (CHROMIUM_PATH, default /usr/bin/chromium).
 // Shrink the PNGs afterwards with `pngquant --force --ext .png docs/img/*.png` if present.
-import { mkdirSync } from "node:fs";
-import { dirname, resolve } from "node:path";
+import { mkdirSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "@playwright/test";
 
@@ -118,10 +119,46 @@ try {
     await shot(page, "training-run");
   }
 
-  // 7. The model registry with the demo's promoted model.
+  // The runs list with the Train dialog open (its counts of reviewed images and boxes),
+  // and the run's job page with its log.
+  await page.goto(`/projects/${projectId}/training`);
+  await page.getByRole("button", { name: "Train a model" }).click();
+  await page.getByRole("table", { name: "Boxes per class" }).waitFor();
+  await shot(page, "train-dialog");
+  if (run) {
+    await page.goto(`/jobs/${run.id}`);
+    await page.getByLabel("Job details").waitFor();
+    await sleep(500);
+    await shot(page, "job");
+  }
+
+  // 7. The model registry with the demo's promoted model, and the model's page.
   await page.goto(`/projects/${projectId}/models`);
   await page.getByText("Promoted", { exact: true }).first().waitFor();
   await shot(page, "models");
+  const models = await (await page.request.get(`/api/models?project_id=${projectId}`)).json();
+  const model = (models.items ?? models).find((m) => m.promoted);
+  if (model) {
+    await page.goto(`/projects/${projectId}/models/${model.id}`);
+    await page.getByRole("heading", { level: 1, name: model.name }).waitFor();
+    await shot(page, "model");
+  }
+
+  // The predict playground on three of the demo's images (downloaded to files first:
+  // the playground takes files from the user's disk).
+  const images = await (await page.request.get(`/api/projects/${projectId}/images?limit=3`)).json();
+  const files = [];
+  for (const image of images.items) {
+    const body = await (await page.request.get(`/api/images/${image.id}/file`)).body();
+    const path = join(tmpdir(), `oculab-shot-${image.id}-${image.filename ?? "image.png"}`.replace(/[^\w.-]/g, "_"));
+    writeFileSync(path, body);
+    files.push(path);
+  }
+  await page.goto(`/projects/${projectId}/predict`);
+  await page.getByLabel("Choose images").setInputFiles(files);
+  await page.getByText(/boxes? on \d+ images?/).waitFor({ timeout: 60_000 });
+  await sleep(500);
+  await shot(page, "predict", true);
 
   // 8. The jobs the demo ran.
   await page.goto("/jobs");
@@ -133,6 +170,12 @@ try {
   await page.getByRole("heading", { name: "Workers" }).waitFor();
   await sleep(2500); // a second sample for the sparklines
   await shot(page, "gpu-queue");
+  await page.goto("/admin/users");
+  await page.getByRole("table", { name: "Users" }).waitFor();
+  await shot(page, "users");
+  await page.goto("/admin/audit");
+  await page.getByRole("table", { name: "Audit events" }).waitFor();
+  await shot(page, "audit");
   await page.goto("/settings");
   await page.getByRole("heading", { level: 1 }).waitFor();
   await shot(page, "settings");

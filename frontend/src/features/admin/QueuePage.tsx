@@ -16,6 +16,8 @@ import { queueKey, useQueueView } from "./useQueueView";
 import "./queue.css";
 
 const Quotas = memo(QuotasPanel);
+// A view whose jobs did not change (most updates: only GPU figures moved) skips the table.
+const Table = memo(QueueTable);
 
 const FEED_TEXT = { connecting: "Connecting…", live: "Live", polling: "Polling every 2 s" } as const;
 
@@ -236,7 +238,7 @@ export function QueuePage() {
             </select>
           </label>
         </div>
-        <QueueTable jobs={jobs} onAction={onAction} />
+        <Table jobs={jobs} onAction={onAction} />
       </section>
 
       <section aria-labelledby="workers-title" className="queue-section">

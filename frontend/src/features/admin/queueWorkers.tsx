@@ -20,11 +20,13 @@ const H = 28;
 export function Sparkline({ values, label, current }: { values: readonly number[]; label: string; current: string }) {
   return (
     <span className="spark">
-      <svg role="img" aria-label={`${label}: ${current}`} width={W} height={H} viewBox={`0 0 ${W} ${H}`}>
-        <path className="spark-line" d={sparkPath(values, W, H, HISTORY)} />
-      </svg>
+      <span className="spark-chart">
+        <svg role="img" aria-label={`${label}: ${current}`} width={W} height={H} viewBox={`0 0 ${W} ${H}`}>
+          <path className="spark-line" d={sparkPath(values, W, H, HISTORY)} />
+        </svg>
+      </span>
       <span className="spark-value" aria-hidden="true">
-        {current}
+        <span className="spark-figure">{current}</span>
       </span>
     </span>
   );

@@ -27,7 +27,11 @@ function mark(name: string) {
 export function useQueueView(): { query: ReturnType<typeof useQuery<QueueView>>; feed: Feed; history: HistoryMap } {
   const queryClient = useQueryClient();
   const [feed, setFeed] = useState<Feed>("connecting");
-  const [history, setHistory] = useState<HistoryMap>(() => new Map());
+  // The history for the view being rendered, derived in the same render as the view:
+  // kept in state (an effect after the view) it cost a second render, layout and paint
+  // of every worker card per update. The stamp makes the derivation idempotent, so a
+  // render that runs twice (StrictMode, an interrupted render) appends once.
+  const sparks = useRef<{ stamp: string | null; history: HistoryMap }>({ stamp: null, history: new Map() });
   const lastStamp = useRef<string | null>(null);
 
   useEffect(() => {
@@ -77,11 +81,14 @@ export function useQueueView(): { query: ReturnType<typeof useQuery<QueueView>>;
 
   // History grows once per distinct view, whichever way it came.
   const view = query.data;
+  if (view && view.generated_at !== sparks.current.stamp) {
+    sparks.current = { stamp: view.generated_at, history: appendHistory(sparks.current.history, view) };
+  }
+  const history = sparks.current.history;
   useEffect(() => {
     if (!view || view.generated_at === lastStamp.current) return;
     lastStamp.current = view.generated_at;
     setServerTime(view.generated_at);
-    setHistory((previous) => appendHistory(previous, view));
     mark("queue-update");
   }, [view]);
 
