@@ -1,7 +1,7 @@
 // Workers on the queue page: host, pools, draining, heartbeat age (stale ones stand
 // out), current jobs, and per GPU two sparklines (utilisation and memory, the last 60
 // samples this page received) drawn as plain SVG paths.
-import { memo } from "react";
+import { memo, type RefObject, useEffect, useRef, useState } from "react";
 import { Link } from "react-router";
 import {
   type GpuHistory,
@@ -77,7 +77,11 @@ function sameCard(a: CardProps, b: CardProps): boolean {
 const WorkerCard = memo(function WorkerCard({ worker, histories, interval, onDrain, busy }: CardProps) {
   const gpus = gpusOf(worker);
   return (
-    <li className={`card worker-card ${worker.draining ? "is-draining" : ""}`} aria-label={`Worker ${worker.id} on ${worker.hostname}`}>
+    <li
+      className={`card worker-card ${worker.draining ? "is-draining" : ""}`}
+      aria-label={`Worker ${worker.id} on ${worker.hostname}`}
+      data-worker={worker.id}
+    >
       <div className="card-head">
         <h3 className="clip" title={worker.id}>
           {worker.hostname} <span className="muted small">{worker.id}</span>
@@ -134,6 +138,32 @@ const WorkerCard = memo(function WorkerCard({ worker, histories, interval, onDra
   );
 }, sameCard);
 
+/** The ids of the cards on screen (or near it), kept by one IntersectionObserver over
+ * the grid; null where the browser has none (every card then counts as shown). */
+function useCardsOnScreen(grid: RefObject<HTMLUListElement | null>, ids: string): Set<string> | null {
+  const [onScreen, setOnScreen] = useState<Set<string> | null>(null);
+  useEffect(() => {
+    const element = grid.current;
+    if (!element || typeof IntersectionObserver === "undefined") return;
+    const seen = new Set<string>();
+    const observer = new IntersectionObserver(
+      (entries) => {
+        for (const entry of entries) {
+          const id = (entry.target as HTMLElement).dataset.worker;
+          if (!id) continue;
+          if (entry.isIntersecting) seen.add(id);
+          else seen.delete(id);
+        }
+        setOnScreen(new Set(seen));
+      },
+      { rootMargin: "200px" },
+    );
+    for (const card of element.querySelectorAll<HTMLElement>("[data-worker]")) observer.observe(card);
+    return () => observer.disconnect();
+  }, [grid, ids]);
+  return onScreen;
+}
+
 export function WorkersPanel({
   workers,
   history,
@@ -147,19 +177,33 @@ export function WorkersPanel({
   onDrain: CardProps["onDrain"];
   pending: string | null;
 }) {
+  const grid = useRef<HTMLUListElement>(null);
+  // Observed again whenever the set of workers changes, so a new card is watched too.
+  const onScreen = useCardsOnScreen(grid, workers.map((w) => w.id).join(" "));
+  // A card scrolled out of view keeps what it last showed, so an update redraws only
+  // the cards on screen (50 workers' sparklines each second were most of the page's
+  // work); it catches up as soon as it scrolls back.
+  const shown = useRef(new Map<string, CardProps>());
+  const present = new Set(workers.map((w) => w.id));
+  for (const id of shown.current.keys()) if (!present.has(id)) shown.current.delete(id);
   if (workers.length === 0) return <p className="empty">No worker is running. Jobs wait until one starts.</p>;
   return (
-    <ul className="worker-grid">
-      {workers.map((worker) => (
-        <WorkerCard
-          key={worker.id}
-          worker={worker}
-          histories={gpusOf(worker).map((gpu) => history.get(gpuKey(worker.id, gpu.index)))}
-          interval={interval}
-          onDrain={onDrain}
-          busy={pending === worker.id}
-        />
-      ))}
+    <ul className="worker-grid" ref={grid}>
+      {workers.map((worker) => {
+        const last = shown.current.get(worker.id);
+        const props: CardProps =
+          last && onScreen !== null && !onScreen.has(worker.id)
+            ? last
+            : {
+                worker,
+                histories: gpusOf(worker).map((gpu) => history.get(gpuKey(worker.id, gpu.index))),
+                interval,
+                onDrain,
+                busy: pending === worker.id,
+              };
+        shown.current.set(worker.id, props);
+        return <WorkerCard key={worker.id} {...props} />;
+      })}
     </ul>
   );
 }
