@@ -72,12 +72,13 @@ COPY server ./server
 COPY workers ./workers
 COPY migrations ./migrations
 # OpenCV: the headless build instead of ultralytics' default (no X11/GL libraries).
-# Versions come from pyproject.toml's ranges (the project has no lock file yet).
+# Versions come from requirements/ml.lock: what the tests ran with.
+COPY requirements ./requirements
 # hadolint ignore=DL3013
 RUN if [ -n "$TORCH_INDEX_URL" ]; then \
-        pip install --extra-index-url "$TORCH_INDEX_URL" torch torchvision; \
+        pip install -c requirements/ml.lock --extra-index-url "$TORCH_INDEX_URL" torch torchvision; \
     fi \
- && pip install '.[ml]' \
+ && pip install -c requirements/ml.lock '.[ml]' \
  && pip uninstall -y opencv-python \
  && pip install opencv-python-headless \
  && python -c "import torch, ultralytics; print('torch', torch.__version__, 'cuda', torch.version.cuda)"

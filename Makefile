@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: help install run test lint typecheck pytest services bench clean \
+.PHONY: help install lock run test lint typecheck pytest services bench clean \
 	frontend openapi frontend-test frontend-typecheck frontend-unit frontend-e2e chromium
 
 # The web app (frontend/): built by Vite into the Python package, where the API serves it.
@@ -33,12 +33,20 @@ help:
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml requirements/ml.lock
 	@test -n "$(PYTHON)" || { echo "Python 3.11 or newer is required"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[ml,dev]'
+	$(BIN)/python -m pip install --quiet -c requirements/ml.lock -e '.[ml,dev]'
 	@touch $@
+
+# The tested versions (torch, ultralytics and everything under them), after a change
+# of pyproject.toml's dependencies: install without the lock, test, then freeze.
+lock:
+	$(BIN)/python -m pip install --quiet -e '.[ml,dev]'
+	{ sed -n '/^#/p' requirements/ml.lock; \
+	  $(BIN)/python -m pip freeze --exclude-editable | grep -v '^oculab'; } > requirements/ml.lock.new
+	mv requirements/ml.lock.new requirements/ml.lock
 
 run: install frontend
 	$(BIN)/oculab standalone --host $(HOST) --port $(PORT)

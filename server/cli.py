@@ -261,6 +261,7 @@ def cmd_worker(args: argparse.Namespace) -> None:
     from server.kit.db import DbTimeouts, make_engine, make_sessionmaker
     from server.kit.storage import Storage
     from workers.broker import get_broker
+    from workers.gpus import GpuUnusable
     from workers.runner import ActorBody, Worker
 
     kinds = load_kinds(settings)
@@ -277,15 +278,18 @@ def cmd_worker(args: argparse.Namespace) -> None:
     # Consumers prefetch no more than their slots, so a consumer whose slots are all busy
     # polls again (backing off up to poll_ms) before it fetches the message waiting for
     # the slot that just freed: a short poll keeps that gap small for short CPU jobs.
-    worker = Worker(
-        settings,
-        broker,
-        make_sessionmaker(engine),
-        storage,
-        pools,
-        slots=args.slots,
-        poll_ms=250,
-    )
+    try:
+        worker = Worker(
+            settings,
+            broker,
+            make_sessionmaker(engine),
+            storage,
+            pools,
+            slots=args.slots,
+            poll_ms=250,
+        )
+    except GpuUnusable as exc:
+        raise SystemExit(f"oculab: {exc}") from exc
     body.worker = worker
     stop = _stop_on_signals()
     broker.emit_after("process_boot")

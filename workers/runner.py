@@ -59,9 +59,20 @@ class Worker:
         self.pools = pools
         self.poll_ms = poll_ms
         gpu_pool = any(settings.is_gpu_pool(p) for p in pools)
-        self.gpu_indices = (
-            (gpu_info.detect() if gpu_indices is None else gpu_indices) if gpu_pool else []
-        )
+        if gpu_pool and gpu_indices is None:
+            found = gpu_info.slots()
+            gpu_info.require_usable(found)
+            gpu_indices = [slot.ordinal for slot in found]
+        self.gpu_indices = (gpu_indices or []) if gpu_pool else []
+        if gpu_pool and not self.gpu_indices:
+            log.warning("no GPU found: this worker's GPU pool runs its jobs on the CPU")
+        if self.gpu_indices and slots is not None and slots > len(self.gpu_indices):
+            # The extra slots would run GPU-pool jobs on the CPU, silently slower.
+            raise gpu_info.GpuUnusable(
+                f"this worker has {len(self.gpu_indices)} GPU slot(s) but was asked for "
+                f"{slots}: a GPU pool runs one job per GPU. Leave the slots unset, or serve "
+                "CPU pools from a worker of their own"
+            )
         # One job per GPU; a CPU worker (or a GPU pool on a machine without one) runs
         # the given number of slots on the CPU.
         self.slots = slots or (len(self.gpu_indices) or 1)
