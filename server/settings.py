@@ -158,7 +158,13 @@ class Settings(BaseSettings):
     # A predict request waits this long for a worker to start it, then answers 503.
     predict_queue_seconds: float = Field(default=10, gt=0)
     predict_timeout_seconds: float = Field(default=60, gt=0)
+    # While longer jobs (training, auto-label) hold every live slot of the GPU pool, a
+    # predict request runs in the CPU pool instead of waiting (the response says so).
+    predict_cpu_fallback: bool = True
     autolabel_batch: int = Field(default=16, ge=1, le=256)
+    # Threads decoding an auto-label job's images ahead of the model. None: sized to the
+    # device (on a GPU up to 8, one CPU left free; on the CPU one).
+    autolabel_decode_threads: int | None = Field(default=None, ge=1, le=64)
     # Uploaded weights are inspected in a confined child process (workers/ml/sandbox.py):
     # these limits, no network, and this account instead of root ("" stays root).
     inspect_memory_limit_mb: int = Field(default=8192, ge=1024)

@@ -1,10 +1,13 @@
 """The auto-labeling job: predicted boxes for every selected image, in batches, with
-image decoding overlapped with inference, never touching what a person reviewed."""
+image decoding overlapped with inference (server/autolabel/decoding.py), never touching
+what a person reviewed. On a GPU it runs in FP16 and halves its batch when the GPU runs
+out of memory; the result says where it ran and at which batch."""
 
 from __future__ import annotations
 
 from collections import Counter
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Sequence
+from contextlib import closing
 from typing import Any, cast
 
 import sqlalchemy as sa
@@ -12,6 +15,8 @@ from sqlalchemy.engine import CursorResult
 
 from server.annotations.confidence import refresh_min_confidence
 from server.annotations.models import Annotation, BoxStatus
+from server.autolabel import decoding
+from server.autolabel.decoding import Row
 from server.images.models import Image, ImageStatus
 from server.jobs.kinds import JobKind
 from server.jobs.runtime import JobContext, JobFailed
@@ -19,13 +24,10 @@ from server.kit.db import utcnow
 from server.models.models import ModelState, RegisteredModel
 from server.models.service import class_mapping, weights_file
 from server.projects.models import Project
-
-Row = tuple[int, str, int]  # image id, sha256, revision
+from workers import cpus
 
 
 def autolabel(ctx: JobContext) -> dict[str, Any]:
-    import cv2
-
     from workers.ml import yolo
 
     params = ctx.params
@@ -44,19 +46,53 @@ def autolabel(ctx: JobContext) -> dict[str, Any]:
         selected = sa.and_(Image.project_id == project.id, Image.status.in_(statuses))
         total = db.scalar(sa.select(sa.func.count()).select_from(Image).where(selected)) or 0
 
-    state = ctx.checkpoint
-    after = int(state.get("after_id", 0))
-    counts: Counter[str] = Counter(state.get("counts", {}))
-    dropped: Counter[str] = Counter(state.get("dropped", {}))
-    seen = 0  # rows looked at by this attempt; `total` counted what it had left
-
     yolo.configure_offline(ctx.settings.data_dir)
     device = yolo.device_for(ctx.gpu_index)
     try:
         loaded = yolo.MODELS.get(weights, sha, device)
     except ValueError as exc:  # refused by the restricted loader, or unreadable
         raise JobFailed(f"the model could not be loaded: {exc}") from exc
+    except yolo.GpuOutOfMemory as exc:
+        raise JobFailed(f"model {model_id}: {exc}") from exc
+    try:
+        return _label(ctx, loaded, device, batch, selected, total, mapping, names, model_id)
+    except yolo.GpuOutOfMemory as exc:
+        raise JobFailed(str(exc)) from exc
+    finally:
+        # The batches' activations stay reserved by this process otherwise, out of reach
+        # of the next training child on this GPU.
+        yolo.release_cuda_memory()
+
+
+def _label(
+    ctx: JobContext,
+    loaded: Any,
+    device: str,
+    batch: int,
+    selected: sa.ColumnElement[bool],
+    total: int,
+    mapping: dict[int, int | None],
+    names: list[str],
+    model_id: int,
+) -> dict[str, Any]:
+    import cv2
+
+    from workers.ml import yolo
+
+    params = ctx.params
+    conf, iou = float(params.get("conf", 0.25)), float(params.get("iou", 0.7))
+    imgsz: int | None = params.get("imgsz")
+    state = ctx.checkpoint
+    after = int(state.get("after_id", 0))
+    counts: Counter[str] = Counter(state.get("counts", {}))
+    dropped: Counter[str] = Counter(state.get("dropped", {}))
+    seen = 0  # rows looked at by this attempt; `total` counted what it had left
     source = f"model:{model_id}"
+    what = f"model {model_id} at image size {yolo.image_size(loaded, imgsz)}"
+    # Starts at the job's batch; smaller for good once the GPU ran out of memory.
+    predict_batch = (
+        yolo.warm_up(loaded, batch=batch, imgsz=imgsz, what=what, log=ctx.log) if total else batch
+    )
 
     def fetch(after_id: int) -> list[Row]:
         with ctx.session() as db:
@@ -68,30 +104,19 @@ def autolabel(ctx: JobContext) -> dict[str, Any]:
             ).all()
         return [(r[0], r[1], r[2]) for r in rows]
 
-    def decode(rows: list[Row]) -> list[Any]:
-        return [cv2.imread(str(ctx.storage.blob_path(r[1])), cv2.IMREAD_COLOR) for r in rows]
+    def decode(row: Row) -> Any:
+        return cv2.imread(str(ctx.storage.blob_path(row[1])), cv2.IMREAD_COLOR)
 
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="decode") as pool:
-        rows = fetch(after)
-        pending: Future[list[Any]] | None = pool.submit(decode, rows) if rows else None
-        while rows and pending is not None:
-            images = pending.result()
-            next_rows = fetch(rows[-1][0])
-            # The next batch decodes while this one runs through the model.
-            pending = pool.submit(decode, next_rows) if next_rows else None
+    def run(images: Sequence[Any]) -> list[list[Any]]:
+        return yolo.predict(loaded, images, conf=conf, iou=iou, imgsz=imgsz, device=device)
+
+    plan = decoding.plan(device, batch, cpus.usable(), ctx.settings.autolabel_decode_threads)
+    with closing(decoding.batches(fetch, decode, after, plan)) as ahead:
+        for rows, images in ahead:
             usable = [(row, img) for row, img in zip(rows, images, strict=True) if img is not None]
             counts["unreadable"] += len(rows) - len(usable)
-            detections = (
-                yolo.predict(
-                    loaded,
-                    [img for _, img in usable],
-                    conf=float(params.get("conf", 0.25)),
-                    iou=float(params.get("iou", 0.7)),
-                    imgsz=params.get("imgsz"),
-                    device=device,
-                )
-                if usable
-                else []
+            detections, predict_batch = yolo.run_in_batches(
+                run, [img for _, img in usable], predict_batch, what=what, log=ctx.log
             )
             after = rows[-1][0]
             _write(ctx, usable, detections, mapping, names, source, counts, dropped, after)
@@ -100,7 +125,7 @@ def autolabel(ctx: JobContext) -> dict[str, Any]:
             ctx.progress(
                 seen / max(total, 1), f"{counts['images']} images, {counts['boxes']} boxes"
             )
-            rows = next_rows
+    ran_on, half = yolo.placement(loaded)
     return {
         "model_id": model_id,
         "images": counts["images"],
@@ -108,6 +133,10 @@ def autolabel(ctx: JobContext) -> dict[str, Any]:
         "skipped_reviewed_meanwhile": counts["skipped"],
         "unreadable": counts["unreadable"],
         "dropped_classes": dict(dropped),
+        "device": ran_on,
+        "half": half,
+        "batch": predict_batch,
+        "decode_threads": plan.threads,
     }
 
 

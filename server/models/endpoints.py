@@ -211,6 +211,7 @@ async def predict(
                 project_id=model.project_id,
                 priority=INTERACTIVE_PRIORITY,
                 params={"model_id": model.id, "files": staged, "conf": conf, "iou": iou},
+                pool=service.predict_pool(db, settings),
             )
             return job.id
 
@@ -219,15 +220,22 @@ async def predict(
         request, job_id, settings.predict_queue_seconds, settings.predict_timeout_seconds
     )
     if job.state is JobState.succeeded and job.result is not None:
-        return PredictResult(model_id=model.id, job_id=job_id, images=job.result["images"])
+        return PredictResult(
+            model_id=model.id,
+            job_id=job_id,
+            images=job.result["images"],
+            # A result written before workers said where they ran.
+            device=str(job.result.get("device", "unknown")),
+            half=bool(job.result.get("half", False)),
+        )
     if job.state is JobState.failed:
         raise Unprocessable(f"prediction failed: {job.error}")
     if job.started_at is None:
         # It never ran, so no worker will clean up its images.
         await run_in_threadpool(service.discard_predict_files, storage, staged)
     raise ServiceUnavailable(
-        "no worker is free to run the prediction right now (every GPU slot of the pool is "
-        "busy or no worker is running); try again shortly"
+        f"no worker is free to run the prediction right now (every slot of pool {job.pool!r} "
+        "is busy or no worker is running); try again shortly"
     )
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from server.kit.schemas import ReadSchema
 from server.models.models import ModelState
@@ -61,3 +61,8 @@ class PredictResult(BaseModel):
     model_id: int
     job_id: int
     images: list[PredictedImage]
+    device: str = Field(
+        description="where the model ran: `cuda:N`, or `cpu` (also while longer jobs held "
+        "every GPU slot)"
+    )
+    half: bool = Field(description="whether it ran in FP16")

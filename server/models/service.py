@@ -12,9 +12,11 @@ from sqlalchemy.orm import Session
 from server.audit import service as audit
 from server.auth.dependencies import Principal
 from server.images.upload import ReceivedFile
+from server.jobs import scheduler
 from server.jobs import service as jobs
 from server.jobs.kinds import JobKind
-from server.jobs.models import Job
+from server.jobs.models import INTERACTIVE_PRIORITY, Job, JobState
+from server.kit.db import utcnow
 from server.kit.errors import Conflict, PayloadTooLarge, Unprocessable
 from server.kit.pagination import decode_cursor, page
 from server.kit.storage import Storage
@@ -164,3 +166,29 @@ def weights_file(storage: Storage, sha256: str) -> Path:
             shutil.copyfile(storage.blob_path(sha256), tmp)
         os.replace(tmp, path)
     return path
+
+
+def predict_pool(db: Session, settings: Settings) -> str | None:
+    """The CPU pool while longer jobs hold every live slot of the GPU pool (a training on
+    a one-GPU server would otherwise hold predictions off for hours); None (the kind's
+    GPU pool) when a slot is free, is held by another prediction that ends in a moment,
+    or no GPU worker is running at all (then nothing is busy, something is down)."""
+    gpu = settings.gpu_pool
+    if not settings.predict_cpu_fallback or not settings.is_gpu_pool(gpu):
+        return None
+    slots = scheduler.pool_capacity(scheduler.live_workers(db, settings, utcnow()), gpu)
+    if slots == 0:
+        return None
+    held = db.scalar(
+        sa.select(sa.func.count())
+        .select_from(Job)
+        .where(
+            Job.pool == gpu,
+            Job.priority < INTERACTIVE_PRIORITY,
+            sa.or_(
+                Job.state == JobState.running,
+                sa.and_(Job.state == JobState.queued, Job.admitted_at.is_not(None)),
+            ),
+        )
+    )
+    return settings.cpu_pool if (held or 0) >= slots else None

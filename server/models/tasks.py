@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +59,8 @@ def inspect_model(ctx: JobContext) -> dict[str, Any]:
 
 
 def predict(ctx: JobContext) -> dict[str, Any]:
-    """Runs a model on a few uploaded images, ahead of batch work in the pool."""
+    """Runs a model on a few uploaded images, ahead of batch work in the pool (or in the
+    CPU pool while longer jobs hold every GPU slot); says where it ran."""
     import cv2
 
     from workers.ml import yolo
@@ -75,25 +77,37 @@ def predict(ctx: JobContext) -> dict[str, Any]:
             mapping = class_mapping(model.class_names, project.classes)
             names = list(model.class_names)
             weights = weights_file(ctx.storage, model.sha256)
-            sha = model.sha256
+            sha, model_id = model.sha256, model.id
         yolo.configure_offline(ctx.settings.data_dir)
         device = yolo.device_for(ctx.gpu_index)
         try:
             loaded = yolo.MODELS.get(weights, sha, device)
         except ValueError as exc:
             raise JobFailed(f"the model could not be loaded: {exc}") from exc
+        except yolo.GpuOutOfMemory as exc:
+            raise JobFailed(f"model {model_id}: {exc}") from exc
         decoded = [cv2.imread(str(path), cv2.IMREAD_COLOR) for path in staged]
         images: list[Any] = [img for img in decoded if img is not None]
         if len(images) != len(decoded):
             raise JobFailed("an image could not be decoded")
-        detections = yolo.predict(
-            loaded,
-            images,
-            conf=float(ctx.params.get("conf", 0.25)),
-            iou=float(ctx.params.get("iou", 0.7)),
-            imgsz=ctx.params.get("imgsz"),
-            device=device,
-        )
+        imgsz: int | None = ctx.params.get("imgsz")
+
+        def run(chunk: Sequence[Any]) -> list[list[Any]]:
+            return yolo.predict(
+                loaded,
+                chunk,
+                conf=float(ctx.params.get("conf", 0.25)),
+                iou=float(ctx.params.get("iou", 0.7)),
+                imgsz=imgsz,
+                device=device,
+            )
+
+        what = f"model {model_id} at image size {yolo.image_size(loaded, imgsz)}"
+        try:
+            detections, _ = yolo.run_in_batches(run, images, len(images), what=what)
+        except yolo.GpuOutOfMemory as exc:
+            raise JobFailed(str(exc)) from exc
+        ran_on, half = yolo.placement(loaded)
         results = []
         for f, img, found in zip(files, images, detections, strict=True):
             results.append(
@@ -117,8 +131,9 @@ def predict(ctx: JobContext) -> dict[str, Any]:
                     ],
                 }
             )
-        return {"images": results}
+        return {"images": results, "device": ran_on, "half": half}
     finally:
+        yolo.release_cuda_memory()
         if staged:
             shutil.rmtree(Path(staged[0]).parent, ignore_errors=True)
 

@@ -31,6 +31,10 @@ class TrainRequest(Schema):
     # lasts at least 100 iterations).
     warmup_epochs: Annotated[StrictFloat, Field(ge=0, le=10)] = 3.0
     only_reviewed: StrictBool = True
+    # Reproducible runs (the same data and seed give the same model) at some cost in
+    # speed on a GPU: torch and cuDNN are held to deterministic algorithms. Off for the
+    # fastest training.
+    deterministic: StrictBool = True
     name: Annotated[str, Field(max_length=200)] | None = None
     pool: Annotated[str, Field(max_length=40)] | None = None
 

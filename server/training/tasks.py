@@ -9,6 +9,12 @@ starved) stops feeding it and the child stops itself within ``heartbeat_timeout 
 before the reconciler can give the job to another attempt. Every write back to the
 database is fenced by the attempt (see ``JobContext.write``): an attempt that lost the
 job reports nothing more and stops its child.
+
+The child runs on its slot's GPU only (``CUDA_VISIBLE_DEVICES`` names that GPU by UUID,
+in NVML's order), with data-loader workers sized to the CPUs this process may use, and
+reports what it really trained on: the job log gets one line for it, the job's result
+and the model's hyperparameters keep it (with the batch actually used, which ultralytics
+halves when the GPU runs out of memory in the first epoch).
 """
 
 from __future__ import annotations
@@ -35,11 +41,18 @@ from server.models.models import ModelState, RegisteredModel
 from server.models.service import weights_file
 from server.projects.models import Project
 from server.training import snapshot
+from workers import cpus
 
 _POLL_SECONDS = 1.0
 _STOP_GRACE_SECONDS = 15
 # train_child's exit status when its lease ran out (workers/ml/train_child.py).
 LEASE_EXPIRED_EXIT = 75
+# A test and operations knob the child reads (workers/ml/train_child.py): the share of
+# its GPU's memory it may use. Passed through; every other OCULAB_ variable is not.
+MEMORY_FRACTION_ENV = "OCULAB_CUDA_MEMORY_FRACTION"
+# More loader processes than this rarely feed one GPU faster, and each holds a copy of
+# the dataset's index and a slice of shared memory.
+_MAX_LOADER_WORKERS = 8
 
 
 def train(ctx: JobContext) -> dict[str, Any]:
@@ -99,7 +112,8 @@ def train(ctx: JobContext) -> dict[str, Any]:
             "save_dir": str(here / "train"),
             "resume_dir": str(here),
             "device": "0" if ctx.gpu_index is not None else "cpu",
-            "workers": 4 if ctx.gpu_index is not None else 0,
+            "workers": loader_workers(ctx.gpu_index is not None, cpus.usable()),
+            "deterministic": bool(params.get("deterministic", True)),
             "last": str(last),
             "events": str(events),
             "lease_seconds": lease_seconds(ctx),
@@ -108,7 +122,10 @@ def train(ctx: JobContext) -> dict[str, Any]:
         spec_path.write_text(json.dumps(spec))
         done = _supervise(ctx, spec_path, events, offset, here / "train.log", epochs, prior)
     model_id = _register(ctx, Path(done["best"]), done, snap, base, base_model_id, project.id)
-    return {"model_id": model_id, "snapshot": snap.key, "metrics": _summary(done["metrics"])}
+    result = {"model_id": model_id, "snapshot": snap.key, "metrics": _summary(done["metrics"])}
+    if done.get("device"):
+        result["device"] = {**done["device"], "batch_used": done.get("batch")}
+    return result
 
 
 def _resolve_base(db: Any, ctx: JobContext, base: str) -> tuple[str, int | None]:
@@ -124,14 +141,34 @@ def _resolve_base(db: Any, ctx: JobContext, base: str) -> tuple[str, int | None]
 
 
 def _child_env(ctx: JobContext) -> dict[str, str]:
+    from workers import gpus
     from workers.ml import yolo
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("OCULAB_")}
     env.update(yolo.configure_offline(ctx.settings.data_dir))
-    # One job per GPU: the child sees only its own device, as cuda:0.
-    env["CUDA_VISIBLE_DEVICES"] = str(ctx.gpu_index) if ctx.gpu_index is not None else ""
+    # ultralytics' own lines (the device it picked, AMP, loader workers) make train.log.
+    env["YOLO_VERBOSE"] = "True"
+    # One job per GPU: the child sees only its slot's device (by UUID where NVML names
+    # it, so any CUDA_VISIBLE_DEVICES this worker was given, in any order, maps right),
+    # as cuda:0; in NVML's order, which is what the slot numbers follow.
+    env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
+    try:
+        env["CUDA_VISIBLE_DEVICES"] = gpus.visible_devices_for(ctx.gpu_index)
+    except gpus.GpuUnusable as exc:
+        raise JobFailed(str(exc)) from exc
+    if os.environ.get(MEMORY_FRACTION_ENV):
+        env[MEMORY_FRACTION_ENV] = os.environ[MEMORY_FRACTION_ENV]
     env["PYTHONUNBUFFERED"] = "1"
     return env
+
+
+def loader_workers(gpu: bool, cpus: int) -> int:
+    """Data-loader processes for a training child: on a GPU as many as the CPUs allow,
+    one CPU left for the training loop itself; none on a CPU, where they would only
+    compete with the model for the same cores (ultralytics forces 0 there anyway)."""
+    if not gpu:
+        return 0
+    return max(0, min(_MAX_LOADER_WORKERS, cpus - 1))
 
 
 def lease_seconds(ctx: JobContext) -> float:
@@ -197,6 +234,7 @@ def _supervise(
         )
     lease = _Lease(child, lease_seconds(ctx))
     done: dict[str, Any] | None = None
+    device: dict[str, Any] | None = None
     failure = ""
     try:
         while True:
@@ -211,6 +249,14 @@ def _supervise(
                     after = int(event["after_epoch"])
                     reported = _relay_replay(ctx, prior, reported, after, epochs)
                     ctx.log(f"resumed after epoch {after}")
+                elif event["type"] == "device":
+                    device = {k: v for k, v in event.items() if k != "type"}
+                    ctx.log(describe_device(device))
+                elif event["type"] == "batch":
+                    ctx.log(
+                        f"out of memory at batch {event['was']}: ultralytics lowered the "
+                        f"batch to {event['batch']} and restarted the epoch"
+                    )
                 elif event["type"] == "done":
                     done = event
                 elif event["type"] == "error":  # e.g. a checkpoint the loader refused
@@ -237,7 +283,26 @@ def _supervise(
         if failure:
             raise JobFailed(f"training failed: {failure}")
         raise JobFailed(f"training failed (exit code {child.returncode}); see the job logs")
-    return done
+    return {**done, "device": device} if device is not None else done
+
+
+def describe_device(device: dict[str, Any]) -> str:
+    """The child's device report as one line of the job log."""
+    if device.get("uuid"):
+        where = (
+            f"{device.get('device')} ({device.get('name')}, {device.get('uuid')}; "
+            f"CUDA_VISIBLE_DEVICES={device.get('cuda_visible_devices')}, "
+            f"{device.get('device_count')} visible)"
+        )
+    else:
+        where = str(device.get("device") or "cpu")
+    return (
+        f"training on {where}: model on {device.get('model_device')} in "
+        f"{device.get('dtype')}, AMP {'on' if device.get('amp') else 'off'}, batch "
+        f"{device.get('batch')}, {device.get('workers')} loader workers, "
+        f"image size {device.get('imgsz')}, "
+        f"{'deterministic' if device.get('deterministic') else 'not deterministic'}"
+    )
 
 
 def _relay(ctx: JobContext, event: dict[str, Any], epochs: int) -> None:
@@ -452,9 +517,11 @@ def _register(
                     "seed",
                     "warmup_epochs",
                     "only_reviewed",
+                    "deterministic",
                 )
                 if k in params
-            },
+            }
+            | _as_trained(done),
             metrics=metrics,
             created_by=ctx.created_by,
         )
@@ -469,6 +536,18 @@ def _register(
         if found is None:
             raise
         return found
+
+
+def _as_trained(done: dict[str, Any]) -> dict[str, Any]:
+    """What the run really used, where the child reported it: the batch after any
+    halving for lack of memory, and the device."""
+    out: dict[str, Any] = {}
+    if done.get("batch") is not None:
+        out["batch_used"] = int(done["batch"])
+    device = done.get("device") or {}
+    if device.get("name"):
+        out["device"] = str(device["name"])
+    return out
 
 
 JOB_KINDS = [JobKind("training.train", train, runs_on="gpu")]

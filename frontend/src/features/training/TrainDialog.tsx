@@ -21,9 +21,21 @@ interface Form {
   valFraction: string;
   pool: string;
   name: string;
+  deterministic: boolean;
 }
 
-const INITIAL: Form = { base: "", epochs: "50", imgsz: "640", batch: "16", valFraction: "0.2", pool: "", name: "" };
+type TextField = Exclude<keyof Form, "deterministic">;
+
+const INITIAL: Form = {
+  base: "",
+  epochs: "50",
+  imgsz: "640",
+  batch: "16",
+  valFraction: "0.2",
+  pool: "",
+  name: "",
+  deterministic: true,
+};
 
 function validFraction(text: string): number | null {
   const value = Number(text);
@@ -54,6 +66,7 @@ export function parseForm(form: Form, data: TrainingData): TrainRequest | string
     batch,
     val_fraction: val,
     seed: data.seed,
+    deterministic: form.deterministic,
     pool: form.pool || data.default_pool,
   };
   if (form.name.trim()) body.name = form.name.trim();
@@ -133,7 +146,7 @@ export function TrainDialog({ projectId, open, onClose }: Props) {
     },
   });
 
-  const set = (field: keyof Form) => (event: { target: { value: string } }) => {
+  const set = (field: TextField) => (event: { target: { value: string } }) => {
     setInvalid(null);
     setForm((f) => ({ ...f, [field]: event.target.value }));
   };
@@ -237,6 +250,17 @@ export function TrainDialog({ projectId, open, onClose }: Props) {
             <input type="text" maxLength={200} value={form.name} onChange={set("name")} placeholder="train-<job id>" />
           </label>
         </div>
+        <label className="check">
+          <input
+            type="checkbox"
+            checked={form.deterministic}
+            onChange={(event) => {
+              const deterministic = event.target.checked;
+              setForm((f) => ({ ...f, deterministic }));
+            }}
+          />
+          Deterministic: the same data and seed train the same model (slower on a GPU)
+        </label>
         <p id={ids.help} className="muted small">
           Batch -1 picks the largest batch that fits the GPU. A validation fraction of 0 keeps each image's own split.
         </p>

@@ -133,6 +133,9 @@ describe("TrainingPage", () => {
     await user.clear(within(dialog).getByRole("spinbutton", { name: "Image size (px)" }));
     await user.type(within(dialog).getByRole("spinbutton", { name: "Image size (px)" }), "100");
     await user.selectOptions(within(dialog).getByRole("combobox", { name: "Pool" }), "cpu");
+    const deterministic = within(dialog).getByRole("checkbox", { name: /^Deterministic/ });
+    expect(deterministic).toBeChecked();
+    await user.click(deterministic);
     await user.click(within(dialog).getByRole("button", { name: "Start training" }));
     expect(within(dialog).getByRole("alert")).toHaveTextContent("Image size must be a multiple of 32");
     await user.clear(within(dialog).getByRole("spinbutton", { name: "Image size (px)" }));
@@ -141,7 +144,16 @@ describe("TrainingPage", () => {
     expect(await screen.findByRole("heading", { name: "Run #9" })).toBeInTheDocument();
     expect(streams).toEqual(["/api/jobs/9/events"]);
     const post = requests.find((r) => r.method === "POST")!;
-    expect(await post.json()).toEqual({ base: 3, epochs: 2, imgsz: 64, batch: 16, val_fraction: 0.2, seed: 0, pool: "cpu" });
+    expect(await post.json()).toEqual({
+      base: 3,
+      epochs: 2,
+      imgsz: 64,
+      batch: 16,
+      val_fraction: 0.2,
+      seed: 0,
+      deterministic: false,
+      pool: "cpu",
+    });
   });
 
   it("refuses clearly when there is nothing to train on", async () => {
