@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import random
+import shutil
 import time
 import zlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -165,6 +168,30 @@ class Factory:
             db.add(row)
             db.flush()
             return row.id
+
+    def weights(self, project_id: int, path: Path, classes: int = 80) -> tuple[int, Path]:
+        """A ready model with real weights, stored as an upload would store them (without
+        the inspection job): its id and its blob."""
+        data = path.read_bytes()
+        sha = hashlib.sha256(data).hexdigest()
+        blob: Path = self.app.state.storage.blob_path(sha)
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, blob)
+        with self.sessionmaker() as db, db.begin():
+            row = RegisteredModel(
+                project_id=project_id,
+                name=path.stem,
+                state=ModelState.ready,
+                source="upload",
+                sha256=sha,
+                size_bytes=len(data),
+                class_names=[str(i) for i in range(classes)],
+                hyperparams={},
+                metrics={},
+            )
+            db.add(row)
+            db.flush()
+            return row.id, blob
 
     def count(self, model: type[Any], *where: Any) -> int:
         with self.sessionmaker() as db:

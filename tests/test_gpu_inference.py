@@ -8,8 +8,6 @@ with a clear message when even one image does not fit. The test process is the w
 from __future__ import annotations
 
 import gc
-import hashlib
-import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +16,6 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from server.models.models import ModelState, RegisteredModel
 from tests.factories import ApiClient, Factory, png_bytes, wait_job
 from workers import cpus
 
@@ -120,33 +117,10 @@ def gpu_app(make_app: Callable[..., FastAPI]) -> Iterator[FastAPI]:
         yield app
 
 
-def register(f: Factory, project_id: int, path: Path) -> tuple[int, Path]:
-    data = path.read_bytes()
-    sha = hashlib.sha256(data).hexdigest()
-    blob: Path = f.app.state.storage.blob_path(sha)
-    blob.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(path, blob)
-    with f.sessionmaker() as db, db.begin():
-        model = RegisteredModel(
-            project_id=project_id,
-            name=path.stem,
-            state=ModelState.ready,
-            source="upload",
-            sha256=sha,
-            size_bytes=len(data),
-            class_names=[str(i) for i in range(80)],
-            hyperparams={},
-            metrics={},
-        )
-        db.add(model)
-        db.flush()
-        return model.id, blob
-
-
 def labelled_project(f: Factory, weights: Path, n_images: int) -> tuple[ApiClient, int, int, Path]:
     owner = f.client(f.user("owner"))
     project_id = owner.project(classes=["0", "1", "2"])["id"]
-    model_id, blob = register(f, project_id, weights)
+    model_id, blob = f.weights(project_id, weights)
     files = [(f"{i}.png", png_bytes(i, (320, 240))) for i in range(n_images)]
     assert owner.upload(project_id, *files).status_code == 201
     return owner, project_id, model_id, blob

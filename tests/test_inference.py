@@ -6,9 +6,7 @@ long job holds the only GPU slot. tests/test_gpu_inference.py checks the GPU sid
 from __future__ import annotations
 
 import gc
-import hashlib
 import importlib.util
-import shutil
 import threading
 import time
 import weakref
@@ -27,7 +25,6 @@ from server.auth.models import User
 from server.autolabel import decoding
 from server.images.models import Image, ImageStatus
 from server.jobs import service as jobs
-from server.models.models import ModelState, RegisteredModel
 from tests.factories import ApiClient, Factory, png_bytes, wait_job
 
 if importlib.util.find_spec("ultralytics") is None:  # not importing it: workers configure it
@@ -245,30 +242,6 @@ def png_array(seed: int) -> Any:
     return cv2.imdecode(np.frombuffer(png_bytes(seed, (96, 80)), np.uint8), cv2.IMREAD_COLOR)
 
 
-def register(f: Factory, project_id: int, weights: Path) -> int:
-    """The weights as a ready model of the project, as the inspect job would leave it."""
-    data = weights.read_bytes()
-    sha = hashlib.sha256(data).hexdigest()
-    blob = f.app.state.storage.blob_path(sha)
-    blob.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(weights, blob)
-    with f.sessionmaker() as db, db.begin():
-        model = RegisteredModel(
-            project_id=project_id,
-            name="yolo11n",
-            state=ModelState.ready,
-            source="upload",
-            sha256=sha,
-            size_bytes=len(data),
-            class_names=[str(i) for i in range(80)],
-            hyperparams={},
-            metrics={},
-        )
-        db.add(model)
-        db.flush()
-        return model.id
-
-
 @pytest.fixture
 def inference_app(make_app: Callable[..., FastAPI]) -> Iterator[FastAPI]:
     """Standalone: one GPU-pool slot (on the CPU here), one CPU-pool slot."""
@@ -292,7 +265,7 @@ def test_autolabel_reports_where_it_ran_and_the_batch_it_used(
     f = Factory(inference_app)
     owner = f.client(f.user("owner"))
     project_id = owner.project(classes=["0", "1", "2"])["id"]
-    model_id = register(f, project_id, weights)
+    model_id, _ = f.weights(project_id, weights)
     uploaded = owner.upload(project_id, *[(f"{i}.png", png_bytes(i, (96, 80))) for i in range(6)])
     ids = [item["image_id"] for item in uploaded.json()["items"]]
     started = owner.post(
@@ -351,7 +324,7 @@ def test_predict_runs_on_the_cpu_while_a_long_job_holds_the_only_gpu_slot(
     f = Factory(inference_app)
     owner = f.client(f.user("owner"))
     project_id = owner.project(classes=["0", "1"])["id"]
-    model_id = register(f, project_id, weights)
+    model_id, _ = f.weights(project_id, weights)
     holder = hold_gpu_slot(f, owner)
 
     busy = predict(owner, model_id)
@@ -387,7 +360,7 @@ def test_predict_waits_for_the_gpu_when_the_fallback_is_off(
     f = Factory(app)
     owner = f.client(f.user("owner"))
     project_id = owner.project(classes=["0"])["id"]
-    model_id = register(f, project_id, weights)
+    model_id, _ = f.weights(project_id, weights)
     with TestClient(app):
         holder = hold_gpu_slot(f, owner)
         response = predict(owner, model_id)
