@@ -8,6 +8,7 @@ import random
 import shutil
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -298,3 +299,20 @@ def labeled_shapes_project(
         )
         annotation_service.save(db, settings, project, image, owner, body)
     return project
+
+
+def statements(app: FastAPI, call: Callable[[], object]) -> int:
+    """How many SQL statements ``call`` sends to the app's database."""
+    count = 0
+
+    def counted(*_: object) -> None:
+        nonlocal count
+        count += 1
+
+    engine = app.state.engine
+    sa.event.listen(engine, "before_cursor_execute", counted)
+    try:
+        call()
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", counted)
+    return count

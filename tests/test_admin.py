@@ -11,7 +11,6 @@ from typing import Any
 
 import httpx
 import pytest
-import sqlalchemy as sa
 import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -23,7 +22,7 @@ from server.jobs import queue, scheduler
 from server.jobs.models import Job, JobState, WorkerRow
 from server.kit.db import make_sessionmaker, utcnow
 from server.projects.models import Project
-from tests.factories import ApiClient, Factory
+from tests.factories import ApiClient, Factory, statements
 
 
 def test_admin_creates_a_local_account_that_can_log_in(admin: ApiClient, app: FastAPI) -> None:
@@ -171,22 +170,6 @@ def _seed_queue(app: FastAPI, users: int, jobs: int, workers: int, tag: str = "q
         return [job.id for job in created]
 
 
-def _statements(app: FastAPI, call: Callable[[], object]) -> int:
-    count = 0
-
-    def counted(*_: object) -> None:
-        nonlocal count
-        count += 1
-
-    engine = app.state.engine
-    sa.event.listen(engine, "before_cursor_execute", counted)
-    try:
-        call()
-    finally:
-        sa.event.remove(engine, "before_cursor_execute", counted)
-    return count
-
-
 def test_queue_view_costs_the_same_statements_for_ten_or_a_thousand_jobs(app: FastAPI) -> None:
     settings = app.state.settings
     maker = make_sessionmaker(app.state.engine)
@@ -196,11 +179,11 @@ def test_queue_view_costs_the_same_statements_for_ten_or_a_thousand_jobs(app: Fa
             return queue.view(db, settings)
 
     _seed_queue(app, users=3, jobs=12, workers=2, tag="s")
-    small = _statements(app, take)
+    small = statements(app, take)
     _empty_view = take()
     assert len(_empty_view.jobs) == 12
     ids = _seed_queue(app, users=40, jobs=1000, workers=50)
-    large = _statements(app, take)
+    large = statements(app, take)
     assert large == small, (small, large)
     assert large <= 4
     big = take()

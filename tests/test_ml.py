@@ -9,6 +9,7 @@ import pickle
 import time
 import zipfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,7 +23,7 @@ from server.images.models import Image, ImageStatus
 from server.jobs.models import Job, JobEvent
 from server.models.models import RegisteredModel
 from server.models.service import class_mapping
-from tests.factories import Factory, labeled_shapes_project, png_bytes, wait_job
+from tests.factories import Factory, labeled_shapes_project, png_bytes, statements, wait_job
 
 if importlib.util.find_spec("ultralytics") is None:  # not importing it: workers configure it
     pytest.skip("the ml extra is not installed", allow_module_level=True)
@@ -168,7 +169,25 @@ def test_train_promote_autolabel_predict_and_reupload(ml_app: FastAPI) -> None:
     assert again_model["class_names"] == ["square", "circle", "triangle"]
     assert again_model["parameters"] > 1_000_000
     listed = owner.get("/api/models", params={"project_id": project_id}).json()["items"]
-    assert {m["id"] for m in listed} == {model_id, again_model["id"]}
+    assert {m["id"]: m["promoted"] for m in listed} == {model_id: True, again_model["id"]: False}
+
+
+def test_listing_models_costs_the_same_statements_for_one_or_forty(app: FastAPI) -> None:
+    f = Factory(app)
+    owner = f.client(f.user("owner"))
+    project_id = owner.project()["id"]
+    first = f.model(project_id)
+    assert owner.post(f"/api/models/{first}/promote").status_code == 200
+    pages: list[Any] = []
+
+    def listing() -> None:
+        pages.append(owner.get("/api/models", params={"project_id": project_id}).json())
+
+    one = statements(app, listing)
+    others = [f.model(project_id) for _ in range(39)]
+    assert statements(app, listing) == one
+    promoted = {m["id"]: m["promoted"] for m in pages[-1]["items"]}
+    assert promoted == {first: True} | dict.fromkeys(others, False)
 
 
 class _Exploit:
@@ -232,15 +251,26 @@ def test_truncated_weights_end_in_a_clear_error(ml_app: FastAPI) -> None:
         f"/api/models?project_id={project['id']}",
         files={"file": ("cut.pt", data[: len(data) // 2])},
     )
-    if response.status_code == 202:
-        job = wait_job(owner, response.json()["inspect_job_id"])
-        assert job["state"] == "failed"
-        model = owner.get(f"/api/models/{response.json()['model']['id']}").json()
-        assert model["state"] == "failed"
-        assert model["error"]
-    else:
-        assert response.status_code == 422
-        assert f.count(RegisteredModel) == 0
+    # Refused before anything is stored: no pickle can be read from a broken archive.
+    assert response.status_code == 422, response.text
+    assert "not a PyTorch weights file" in response.json()["detail"]
+    assert f.count(RegisteredModel) == 0
+
+
+def test_a_broken_archive_named_pt_is_refused_not_a_crash(tmp_path: Path) -> None:
+    from ultralytics import YOLO
+
+    from server.kit.errors import Unprocessable
+    from server.models.scan import check_weights
+
+    whole = tmp_path / "whole.pt"
+    YOLO("yolo11n.yaml").save(str(whole))
+    # picklescan opens *.pt files as zips itself: a cut one raised BadZipFile (a 500).
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(whole.read_bytes()[:-1000])
+    with pytest.raises(Unprocessable, match="not a PyTorch weights file"):
+        check_weights(cut)
+    check_weights(whole)
 
 
 def test_only_owners_upload_and_promote(ml_app: FastAPI) -> None:

@@ -292,13 +292,6 @@ def neighbors(db: Session, image: Image) -> ImageNeighbors:
     return ImageNeighbors(previous=previous, next=following, next_unreviewed=next_unreviewed)
 
 
-def get(db: Session, image_id: int) -> Image:
-    image = db.get(Image, image_id)
-    if image is None:
-        raise NotFound("image not found")
-    return image
-
-
 def file_path(storage: Storage, image: Image) -> Path:
     path = storage.blob_path(image.sha256)
     if not path.exists():

@@ -22,8 +22,6 @@ class JobState(StrEnum):
         return self in (JobState.succeeded, JobState.failed, JobState.canceled)
 
 
-FINISHED_STATES = (JobState.succeeded, JobState.failed, JobState.canceled)
-
 # Interactive requests (predict) run ahead of all batch work and are not held back by
 # their user's concurrent-job limit; admins may set batch priorities below this.
 INTERACTIVE_PRIORITY = 1000

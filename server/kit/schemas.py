@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Path
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from server.kit.db import MAX_ID
 
@@ -62,7 +62,6 @@ def _not_blank(value: str) -> str:
 
 Name = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_not_blank)]
 Description = Annotated[str, Field(max_length=10_000)]
-Id = Annotated[StrictInt, Field(ge=1, le=MAX_ID)]
 PathId = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 

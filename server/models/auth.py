@@ -36,5 +36,4 @@ def _gate(needed: Role) -> Any:
 
 
 ModelViewer = Annotated[ModelAccess, Depends(_gate(Role.viewer))]
-ModelAnnotator = Annotated[ModelAccess, Depends(_gate(Role.annotator))]
 ModelOwner = Annotated[ModelAccess, Depends(_gate(Role.owner))]

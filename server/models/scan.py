@@ -10,18 +10,23 @@ which checks the same pairs again at every load.
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 from picklescan.scanner import SafetyLevel, scan_file_path
 
 from server.kit.errors import Unprocessable
 from server.models.allowlist import CHECKPOINT_GLOBALS
-from server.models.archive import layout_problem
+from server.models.archive import NOT_A_CHECKPOINT, layout_problem
 
 
 def check_weights(path: Path) -> None:
     """Raises Unprocessable unless the file is a PyTorch checkpoint with safe pickles."""
-    result = scan_file_path(str(path))
+    try:
+        result = scan_file_path(str(path))
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
+        # picklescan opens a file named *.pt as a zip and lets a broken one escape.
+        raise Unprocessable(layout_problem(path) or NOT_A_CHECKPOINT) from exc
     if result.scan_err or result.scanned_files == 0:
         raise Unprocessable("not a PyTorch weights file (no pickle could be read from it)")
     dangerous = [g for g in result.globals if g.safety == SafetyLevel.Dangerous]

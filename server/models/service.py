@@ -30,7 +30,11 @@ from server.settings import Settings
 
 def read(db: Session, model: RegisteredModel) -> ModelRead:
     promoted = db.scalar(sa.select(Project.default_model_id).where(Project.id == model.project_id))
-    return ModelRead.model_validate(model).model_copy(update={"promoted": promoted == model.id})
+    return _as_read(model, promoted == model.id)
+
+
+def _as_read(model: RegisteredModel, promoted: bool) -> ModelRead:
+    return ModelRead.model_validate(model).model_copy(update={"promoted": promoted})
 
 
 def upload(
@@ -95,8 +99,15 @@ def list_models(
     db: Session, principal: Principal, project_id: int | None, limit: int, cursor: str | None
 ) -> tuple[list[ModelRead], str | None]:
     before = decode_cursor(cursor)
+    # Whether each is its project's promoted model, in the same query (not one per row).
+    promoted = (
+        sa.select(Project.default_model_id)
+        .where(Project.id == RegisteredModel.project_id)
+        .scalar_subquery()
+        == RegisteredModel.id
+    )
     stmt = (
-        sa.select(RegisteredModel)
+        sa.select(RegisteredModel, sa.func.coalesce(promoted, False))
         .where(RegisteredModel.project_id.in_(member_project_ids(principal)))
         .order_by(RegisteredModel.id.desc())
         .limit(limit + 1)
@@ -105,7 +116,11 @@ def list_models(
         stmt = stmt.where(RegisteredModel.project_id == project_id)
     if before is not None:
         stmt = stmt.where(RegisteredModel.id < before)
-    return page(list(db.scalars(stmt)), limit, lambda model: read(db, model))
+    return page(
+        list(db.execute(stmt).tuples()),
+        limit,
+        lambda row: _as_read(row[0], bool(row[1])),
+    )
 
 
 def promote(db: Session, model: RegisteredModel, access: ProjectAccess, ip: str | None) -> None:
