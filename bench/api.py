@@ -4,6 +4,11 @@ Run from the repository root::
 
     .venv/bin/python bench/api.py [--images 2000 --rows 100000 --seconds 15 --clients 8]
 
+``--database sqlite`` runs ``oculab standalone`` (SQLite, in-process workers, demo off)
+instead; ``--only saves`` (repeatable) runs just the named phases, e.g. the save load::
+
+    .venv/bin/python bench/api.py --only saves --images 400 --database sqlite
+
 Progress goes to stderr. Stdout gets a human-readable summary and, as its last line,
 one line of JSON with every figure.
 """
@@ -13,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import datetime as dt
 import hashlib
 import io
 import itertools
@@ -23,6 +29,7 @@ import secrets
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -49,6 +56,7 @@ REDIS_URL = "redis://127.0.0.1:6379/15"
 DEFAULT_PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 OCULAB = str(Path(sys.executable).with_name("oculab"))
 ADMIN_USERNAME = "bench"
+STANDALONE_ADMIN = "admin"  # the account `oculab standalone` creates at first start
 PAGE_SIZE = 100
 UPLOAD_BATCH = 100
 IMAGE_SIZE = (128, 96)
@@ -61,12 +69,22 @@ HTTP_TIMEOUT = httpx.Timeout(300.0, connect=10.0)
 WARMUP_REQUESTS = 5
 # The deep page of the big project starts this many rows before its end.
 DEEP_PAGE_TAIL = 150
+# Label Studio 1.23.2 (SQLite) under the same save load on the same 2-core machine
+# (issue 13); not measured in-run: it is the reference for the goal of >= 15x.
+LABEL_STUDIO_SAVES_PER_S = 10.4
 
 Results = dict[str, float | int]
 
 
 class BenchError(RuntimeError):
     pass
+
+
+# Phases ``--only`` can pick; images are uploaded whichever are picked (the other phases
+# need them), but timed against the disk baseline only in ``upload``.
+PHASES = ("upload", "list", "saves", "rows")
+# Phases whose baselines are PostgreSQL queries; a SQLite run skips them.
+POSTGRES_PHASES = frozenset({"list", "rows"})
 
 
 @dataclass(frozen=True)
@@ -77,6 +95,8 @@ class Options:
     clients: int
     repeats: int
     pg_admin_url: str
+    database: str = "postgres"
+    phases: frozenset[str] = frozenset(PHASES)
 
 
 def parse_options(argv: Sequence[str] | None = None) -> Options:
@@ -87,11 +107,36 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
     parser.add_argument("--clients", type=int, default=8, help="concurrent annotation clients")
     parser.add_argument("--repeats", type=int, default=50, help="samples per latency figure")
     parser.add_argument("--pg-admin-url", default=DEFAULT_PG_ADMIN_URL)
+    parser.add_argument(
+        "--database",
+        choices=("postgres", "sqlite"),
+        default="postgres",
+        help="postgres: `oculab api` on a scratch database; sqlite: `oculab standalone`",
+    )
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=PHASES,
+        help="run only this phase (repeatable); default: all",
+    )
     args = parser.parse_args(argv)
     if args.images < 1 or args.rows < PAGE_SIZE * 3 or args.clients < 1 or args.repeats < 1:
         parser.error("need --images >= 1, --rows >= 300, --clients >= 1, --repeats >= 1")
+    phases = frozenset(args.only or PHASES)
+    if args.database == "sqlite":
+        if args.only and phases & POSTGRES_PHASES:
+            chosen = ", ".join(sorted(phases & POSTGRES_PHASES))
+            parser.error(f"--only {chosen}: the phase's baseline needs --database postgres")
+        phases -= POSTGRES_PHASES
     return Options(
-        args.images, args.rows, args.seconds, args.clients, args.repeats, args.pg_admin_url
+        args.images,
+        args.rows,
+        args.seconds,
+        args.clients,
+        args.repeats,
+        args.pg_admin_url,
+        args.database,
+        phases,
     )
 
 
@@ -142,21 +187,42 @@ def sample(action: Callable[[], object], repeats: int) -> list[float]:
 
 @dataclass(frozen=True)
 class Deployment:
-    database_url: str
+    """``database_url`` None: standalone on SQLite in ``data_dir``, with its local admin
+    created at first start with ``admin_password`` and no demo project."""
+
+    database_url: str | None
     data_dir: Path
     secret_key: str
+    admin_password: str | None = None
+
+    @property
+    def standalone(self) -> bool:
+        return self.database_url is None
+
+    @property
+    def sqlite_path(self) -> Path:
+        return self.data_dir / "oculab.db"
+
+    @property
+    def admin_username(self) -> str:
+        return STANDALONE_ADMIN if self.standalone else ADMIN_USERNAME
 
     def env(self) -> dict[str, str]:
         # Inherited OCULAB_* settings would make the run depend on the caller's shell.
         env = {k: v for k, v in os.environ.items() if not k.startswith("OCULAB_")}
         env.update(
-            OCULAB_DATABASE_URL=self.database_url,
             OCULAB_DATA_DIR=str(self.data_dir),
             OCULAB_SECRET_KEY=self.secret_key,
             OCULAB_REDIS_URL=REDIS_URL,
             OCULAB_LOGIN_RATE_LIMIT_PER_MINUTE="1000",
             OCULAB_TOKEN_RATE_LIMIT_PER_MINUTE="1000",
         )
+        if self.database_url is not None:
+            env["OCULAB_DATABASE_URL"] = self.database_url
+        else:
+            env["OCULAB_SEED_DEMO"] = "false"
+        if self.admin_password is not None:
+            env["OCULAB_ADMIN_PASSWORD"] = self.admin_password
         return env
 
 
@@ -251,9 +317,10 @@ def print_log_tail(log_path: Path, lines: int = 40) -> None:
 @contextlib.contextmanager
 def running_server(deployment: Deployment, log_path: Path) -> Iterator[Server]:
     port = free_port()
+    command = "standalone" if deployment.standalone else "api"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [OCULAB, "api", "--host", HOST, "--port", str(port)],
+            [OCULAB, command, "--host", HOST, "--port", str(port)],
             env=deployment.env(),
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -299,11 +366,11 @@ def expect(response: httpx.Response, *statuses: int) -> Any:
     return response.json() if response.content else None
 
 
-def create_api_token(base_url: str, password: str) -> str:
+def create_api_token(base_url: str, password: str, username: str = ADMIN_USERNAME) -> str:
     with http_client(base_url) as session:
         me = expect(
             session.post(
-                "/api/auth/local/login", json={"username": ADMIN_USERNAME, "password": password}
+                "/api/auth/local/login", json={"username": username, "password": password}
             ),
             200,
         )
@@ -491,7 +558,12 @@ def save_loop(
 
 
 def bench_saves(
-    base_url: str, token: str, image_ids: Sequence[int], clients: int, seconds: float
+    base_url: str,
+    token: str,
+    image_ids: Sequence[int],
+    clients: int,
+    seconds: float,
+    meter: CpuMeter,
 ) -> Results:
     progress(f"annotation saves: {clients} clients for {seconds:.0f} s")
     stats = [SaveStats() for _ in range(clients)]
@@ -508,9 +580,11 @@ def bench_saves(
         thread.start()
     start_line.wait()
     start = time.perf_counter()
+    cpu_before = meter.sample()
     for thread in threads:
         thread.join()
     elapsed = time.perf_counter() - start
+    cpu = meter.sample() - cpu_before
     puts = [s for st in stats for s in st.put_seconds]
     gets = [s for st in stats for s in st.get_seconds]
     errors = sum(st.errors for st in stats)
@@ -530,6 +604,288 @@ def bench_saves(
         "saves_per_s": saves / elapsed,
         "save_conflicts": sum(st.conflicts for st in stats),
         "save_errors": errors,
+        **cpu.per_save("save", saves),
+    }
+
+
+# --- CPU accounting ----------------------------------------------------------------------
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, all its threads, from ``/proc/<pid>/stat``."""
+    # The command name (field 2) may hold spaces; the fields after its ")" start at 3.
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[14 - 3]) + int(fields[15 - 3])) / CLOCK_TICKS
+
+
+@dataclass(frozen=True)
+class CpuUse:
+    """CPU seconds over a phase: the server process, this bench process (the load
+    generator, on the same cores), and PostgreSQL's backends for the database (zero on
+    SQLite, which runs inside the server process)."""
+
+    server: float
+    client: float
+    backends: dict[int, float] = field(default_factory=dict)
+
+    @property
+    def database(self) -> float:
+        return sum(self.backends.values())
+
+    def __sub__(self, before: CpuUse) -> CpuUse:
+        # A backend that connected during the phase started from zero.
+        backends = {pid: t - before.backends.get(pid, 0.0) for pid, t in self.backends.items()}
+        return CpuUse(self.server - before.server, self.client - before.client, backends)
+
+    def per_save(self, prefix: str, saves: int) -> Results:
+        per = 1000 / saves if saves else math.nan
+        return {
+            f"{prefix}_server_cpu_s": self.server,
+            f"{prefix}_server_cpu_ms_per_save": self.server * per,
+            f"{prefix}_database_cpu_ms_per_save": self.database * per,
+            f"{prefix}_client_cpu_ms_per_save": self.client * per,
+        }
+
+
+@dataclass(frozen=True)
+class CpuMeter:
+    server_pid: int
+    # A connection to the bench's database (PostgreSQL), to find its backends.
+    pg: psycopg.Connection[Any] | None
+
+    def sample(self) -> CpuUse:
+        return CpuUse(cpu_seconds(self.server_pid), time.process_time(), self._backends())
+
+    def _backends(self) -> dict[int, float]:
+        if self.pg is None:
+            return {}
+        rows = self.pg.execute(
+            "SELECT pid FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchall()
+        found: dict[int, float] = {}
+        for (pid,) in rows:
+            with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+                found[pid] = cpu_seconds(pid)
+        return found
+
+
+# --- baseline: the same saves as raw SQL -------------------------------------------------
+
+RAW_UPDATE = (
+    "UPDATE images SET revision = revision + 1, status = 'reviewed', annotated_by = {p},"
+    " annotated_at = {p} WHERE id = {p} AND revision = {p}"
+)
+RAW_DELETE = "DELETE FROM annotations WHERE image_id = {p}"
+RAW_INSERT = (
+    "INSERT INTO annotations (image_id, position, class_id, x, y, w, h, source, confidence,"
+    " status) VALUES "
+)
+
+
+class RawSaver:
+    """One client of the raw SQL baseline: per save one transaction with the API's
+    writes and nothing else: the revision compare-and-swap, the old boxes deleted and
+    the new ones inserted in one statement, the commit. No HTTP, no ORM, no read: the
+    client keeps the revisions of its own images."""
+
+    placeholder = "%s"
+
+    def __init__(self, user_id: int) -> None:
+        p = self.placeholder
+        self.user_id = user_id
+        self.update = RAW_UPDATE.format(p=p)
+        self.delete = RAW_DELETE.format(p=p)
+        row = "(" + ", ".join([p] * 10) + ")"
+        self.insert = RAW_INSERT + ", ".join([row] * len(BOXES))
+
+    def params(self, image_id: int) -> list[Any]:
+        values: list[Any] = []
+        for position, box in enumerate(BOXES):
+            values += [image_id, position, box["class_id"], box["x"], box["y"], box["w"]]
+            values += [box["h"], "manual", None, "accepted"]
+        return values
+
+    def save(self, image_id: int, revision: int) -> bool:
+        raise NotImplementedError
+
+    def revisions(self, image_ids: Sequence[int]) -> dict[int, int]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class RawPostgresSaver(RawSaver):
+    def __init__(self, database_url: str, user_id: int) -> None:
+        super().__init__(user_id)
+        self.conn = psycopg.connect(database_url)
+
+    def save(self, image_id: int, revision: int) -> bool:
+        now = dt.datetime.now(dt.UTC)
+        with self.conn.cursor() as cur:
+            cur.execute(self.update, (self.user_id, now, image_id, revision))
+            if cur.rowcount != 1:
+                self.conn.rollback()
+                return False
+            cur.execute(self.delete, (image_id,))
+            cur.execute(self.insert, self.params(image_id))
+        self.conn.commit()
+        return True
+
+    def revisions(self, image_ids: Sequence[int]) -> dict[int, int]:
+        rows = self.conn.execute(
+            "SELECT id, revision FROM images WHERE id = ANY(%s)", [list(image_ids)]
+        ).fetchall()
+        self.conn.commit()
+        return dict(rows)
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class RawSqliteSaver(RawSaver):
+    placeholder = "?"
+
+    def __init__(self, path: Path, user_id: int) -> None:
+        super().__init__(user_id)
+        # The server's own settings (server/kit/db.py): WAL, synchronous=NORMAL, foreign
+        # keys on, and BEGIN IMMEDIATE so writers queue on the lock instead of failing.
+        self.conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+        for pragma in ("foreign_keys=ON", "journal_mode=WAL", "synchronous=NORMAL"):
+            self.conn.execute(f"PRAGMA {pragma}")
+
+    def save(self, image_id: int, revision: int) -> bool:
+        # SQLAlchemy's SQLite format for a UTC timestamp.
+        now = dt.datetime.now(dt.UTC).replace(tzinfo=None).isoformat(" ")
+        cur = self.conn.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        cur.execute(self.update, (self.user_id, now, image_id, revision))
+        if cur.rowcount != 1:
+            cur.execute("ROLLBACK")
+            return False
+        cur.execute(self.delete, (image_id,))
+        cur.execute(self.insert, self.params(image_id))
+        cur.execute("COMMIT")
+        return True
+
+    def revisions(self, image_ids: Sequence[int]) -> dict[int, int]:
+        marks = ", ".join("?" * len(image_ids))
+        rows = self.conn.execute(
+            f"SELECT id, revision FROM images WHERE id IN ({marks})",
+            list(image_ids),
+        ).fetchall()
+        return dict(rows)
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def raw_save_loop(
+    saver: RawSaver,
+    image_ids: Sequence[int],
+    seconds: float,
+    start_line: threading.Barrier,
+    stats: SaveStats,
+) -> None:
+    try:
+        revisions = saver.revisions(image_ids)
+        start_line.wait()
+        deadline = time.perf_counter() + seconds
+        for image_id in itertools.cycle(image_ids):
+            if time.perf_counter() >= deadline:
+                return
+            started = time.perf_counter()
+            saved = saver.save(image_id, revisions[image_id])
+            stats.put_seconds.append(time.perf_counter() - started)
+            if saved:
+                revisions[image_id] += 1
+                stats.saves += 1
+            else:
+                stats.conflicts += 1
+    except threading.BrokenBarrierError:
+        return
+    except Exception as exc:
+        stats.error(f"{type(exc).__name__}: {exc}")
+        start_line.abort()
+
+
+def bench_raw_saves(
+    make_saver: Callable[[], RawSaver],
+    image_ids: Sequence[int],
+    clients: int,
+    seconds: float,
+    meter: CpuMeter,
+) -> Results:
+    progress(f"raw SQL saves (baseline): {clients} clients for {seconds:.0f} s")
+    stats = [SaveStats() for _ in range(clients)]
+    start_line = threading.Barrier(clients + 1)
+    with contextlib.ExitStack() as savers:
+        threads = [
+            threading.Thread(
+                target=raw_save_loop,
+                args=(
+                    savers.enter_context(contextlib.closing(make_saver())),
+                    image_ids[i::clients],
+                    seconds,
+                    start_line,
+                    stats[i],
+                ),
+                daemon=True,
+            )
+            for i in range(clients)
+        ]
+        for thread in threads:
+            thread.start()
+        with contextlib.suppress(threading.BrokenBarrierError):
+            start_line.wait()
+        start = time.perf_counter()
+        cpu_before = meter.sample()
+        for thread in threads:
+            thread.join()
+        elapsed = time.perf_counter() - start
+        # Before the connections close: their backends' CPU goes with them.
+        cpu = meter.sample() - cpu_before
+    first_error = next((st.first_error for st in stats if st.first_error), None)
+    if first_error is not None:
+        raise BenchError(f"the raw SQL baseline failed: {first_error}")
+    saves = sum(st.saves for st in stats)
+    latency = Latency.of([s for st in stats for s in st.put_seconds])
+    return {
+        "save_raw_p50_ms": latency.p50_ms,
+        "save_raw_p95_ms": latency.p95_ms,
+        "save_raw_saves": saves,
+        "saves_raw_per_s": saves / elapsed,
+        "save_raw_conflicts": sum(st.conflicts for st in stats),
+        **cpu.per_save("save_raw", saves),
+    }
+
+
+def saver_factory(deployment: Deployment) -> Callable[[], RawSaver]:
+    """Raw SQL savers acting as the bench's admin (``annotated_by``), like the API load."""
+    username = deployment.admin_username
+    url, path = deployment.database_url, deployment.sqlite_path
+    query = "SELECT id FROM users WHERE username = {p}"
+    if url is None:
+        with contextlib.closing(sqlite3.connect(path)) as lite:
+            row = lite.execute(query.format(p="?"), [username]).fetchone()
+    else:
+        with psycopg.connect(url) as conn:
+            row = conn.execute(query.format(p="%s"), [username]).fetchone()
+    if row is None:
+        raise BenchError(f"no user {username!r} for the raw SQL baseline")
+    user_id: int = row[0]
+    if url is None:
+        return lambda: RawSqliteSaver(path, user_id)
+    return lambda: RawPostgresSaver(url, user_id)
+
+
+def save_ratios(results: Results) -> Results:
+    return {
+        "save_ratio": ratio(results["saves_per_s"], results["saves_raw_per_s"]),
+        "save_vs_label_studio": ratio(results["saves_per_s"], LABEL_STUDIO_SAVES_PER_S),
     }
 
 
@@ -685,26 +1041,43 @@ def prepare(deployment: Deployment, password: str) -> None:
 
 
 def run_phases(
-    options: Options, server: Server, database_url: str, root: Path, password: str
+    options: Options, server: Server, deployment: Deployment, root: Path, password: str
 ) -> Results:
     idle = memory_mib(server.process.pid)
     results: Results = {
         "server_rss_mib_idle": idle["VmRSS"],
         "server_peak_rss_mib_idle": idle["VmHWM"],
     }
-    token = create_api_token(server.base_url, password)
-    with (
-        http_client(server.base_url, token) as client,
-        psycopg.connect(database_url, autocommit=True) as conn,
-    ):
+    token = create_api_token(server.base_url, password, deployment.admin_username)
+    phases = options.phases
+    with http_client(server.base_url, token) as client, contextlib.ExitStack() as stack:
+        conn = None
+        if deployment.database_url is not None:
+            conn = stack.enter_context(psycopg.connect(deployment.database_url, autocommit=True))
         project_id = create_project(client, "bench")
-        image_ids, upload = bench_upload(client, project_id, options.images, root)
-        results |= upload
+        if "upload" in phases:
+            image_ids, upload = bench_upload(client, project_id, options.images, root)
+            results |= upload
+        else:
+            progress(f"uploading {options.images} images (untimed)")
+            image_ids, _ = upload_all(client, project_id, noise_jpegs(options.images))
         results |= seed_annotations(server.base_url, token, image_ids, options.clients)
-        results |= bench_list(client, conn, project_id, image_ids, options.repeats)
-        results |= bench_saves(server.base_url, token, image_ids, options.clients, options.seconds)
+        if "list" in phases:
+            assert conn is not None  # parse_options keeps PostgreSQL phases off SQLite
+            results |= bench_list(client, conn, project_id, image_ids, options.repeats)
+        if "saves" in phases:
+            meter = CpuMeter(server.process.pid, conn)
+            results |= bench_saves(
+                server.base_url, token, image_ids, options.clients, options.seconds, meter
+            )
+            results |= bench_raw_saves(
+                saver_factory(deployment), image_ids, options.clients, options.seconds, meter
+            )
+            results |= save_ratios(results)
         results["server_peak_rss_mib_before_rows"] = memory_mib(server.process.pid)["VmHWM"]
-        results |= bench_rows(client, conn, options.rows, options.repeats)
+        if "rows" in phases:
+            assert conn is not None
+            results |= bench_rows(client, conn, options.rows, options.repeats)
     memory = memory_mib(server.process.pid)
     results["server_peak_rss_mib"] = memory["VmHWM"]
     results["server_rss_mib"] = memory["VmRSS"]
@@ -713,6 +1086,17 @@ def run_phases(
 
 def run_benchmark(options: Options) -> Results:
     password = secrets.token_urlsafe(18)
+    if options.database == "sqlite":
+        with scratch_dir() as root:
+            # Standalone migrates and creates its admin itself at start.
+            deployment = Deployment(
+                database_url=None,
+                data_dir=root / "data",
+                secret_key=secrets.token_urlsafe(48),
+                admin_password=password,
+            )
+            with running_server(deployment, root / "server.log") as server:
+                return run_phases(options, server, deployment, root, password)
     with scratch_database(options.pg_admin_url) as database_url, scratch_dir() as root:
         deployment = Deployment(
             database_url=database_url,
@@ -722,7 +1106,7 @@ def run_benchmark(options: Options) -> Results:
         deployment.data_dir.mkdir()
         prepare(deployment, password)
         with running_server(deployment, root / "server.log") as server:
-            return run_phases(options, server, database_url, root, password)
+            return run_phases(options, server, deployment, root, password)
 
 
 SUMMARY = [
@@ -750,6 +1134,20 @@ SUMMARY = [
         "{saves_per_s:.1f} saves/s ({saves} saves, {save_conflicts} conflicts,"
         " {save_errors} errors)",
     ),
+    (
+        "  CPU per save (GET + PUT)",
+        "server {save_server_cpu_ms_per_save:.2f} ms, database"
+        " {save_database_cpu_ms_per_save:.2f} ms, bench client"
+        " {save_client_cpu_ms_per_save:.2f} ms",
+    ),
+    (
+        "  raw SQL (CAS UPDATE + boxes, no read)",
+        "{saves_raw_per_s:.1f} saves/s, p50 {save_raw_p50_ms:.2f} ms; CPU per save:"
+        " database {save_raw_database_cpu_ms_per_save:.2f} ms, client"
+        " {save_raw_client_cpu_ms_per_save:.2f} ms",
+    ),
+    ("  API / raw SQL", "{save_ratio:.2f}"),
+    ("  API / Label Studio (10.4 saves/s, issue 13)", "{save_vs_label_studio:.1f}x"),
     ("List at {rows_100k_rows} rows (inserted in {rows_100k_insert_seconds:.1f} s)", None),
     (
         "  page 1",
@@ -785,9 +1183,22 @@ SUMMARY = [
 
 def print_summary(results: Results) -> None:
     print("Oculab API benchmark")
+    section: str | None = None  # printed before its first line, so only if that exists
     for label, value in SUMMARY:
-        heading = label.format(**results)
-        print(heading if value is None else f"{heading + ':':<40} {value.format(**results)}")
+        try:
+            heading = label.format(**results)
+            line = None if value is None else f"{heading + ':':<40} {value.format(**results)}"
+        except KeyError:
+            # A phase that did not run (--only, or SQLite).
+            section = None if value is None else section
+            continue
+        if line is None:
+            section = heading
+            continue
+        if section is not None:
+            print(section)
+            section = None
+        print(line)
 
 
 def json_ready(results: Results) -> dict[str, float | int | None]:

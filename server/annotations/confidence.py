@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -20,9 +21,25 @@ _LOWEST = (
 )
 
 
+class _ScoredBox(Protocol):
+    @property
+    def confidence(self) -> float | None: ...
+
+    @property
+    def status(self) -> BoxStatus: ...
+
+
+def lowest_predicted_confidence(boxes: Iterable[_ScoredBox]) -> float | None:
+    """What ``refresh_min_confidence`` stores for an image holding exactly these boxes;
+    a save knows its boxes, so it sets the value in its own UPDATE."""
+    scores = [box.confidence or 0.0 for box in boxes if box.status is BoxStatus.predicted]
+    return min(scores) if scores else None
+
+
 def refresh_min_confidence(db: Session, image_ids: Iterable[int]) -> None:
     """Recomputes ``min_confidence`` of these images from their boxes; every write of
-    boxes calls it in the same transaction."""
+    boxes calls it in the same transaction, or sets the value its boxes give
+    (``lowest_predicted_confidence``)."""
     ids = sorted(set(image_ids))
     for start in range(0, len(ids), 500):
         db.execute(

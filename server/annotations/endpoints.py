@@ -1,6 +1,7 @@
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request, Response
+from sqlalchemy.orm import Session
 
 from server.annotations import editor, service
 from server.annotations.schemas import (
@@ -9,25 +10,36 @@ from server.annotations.schemas import (
     EditorStart,
     ReviewAction,
 )
-from server.auth.dependencies import SettingsDep
-from server.images.auth import ImageAnnotator, ImageViewer
+from server.annotations.unit import run_for_image
+from server.images.auth import ImageAccess, ImageAnnotator, ImageViewer
 from server.kit.db import DB
+from server.kit.roles import Role
+from server.kit.schemas import PathId
+from server.settings import Settings
 
 router = APIRouter(prefix="/api/images/{image_id}", tags=["annotations"])
 
 
-@router.get("/annotations", operation_id="get_annotations")
-def get_annotations(access: ImageViewer, db: DB) -> AnnotationsRead:
-    return service.read(db, access.image)
+# The read and the save run in one worker-thread trip (server/annotations/unit.py): the
+# body is validated before the caller is resolved (422 before 401/404 for a malformed
+# body), everything else as with the usual dependencies.
+@router.get("/annotations", operation_id="get_annotations", response_model=AnnotationsRead)
+async def get_annotations(image_id: PathId, request: Request) -> Response:
+    def work(db: Session, access: ImageAccess) -> AnnotationsRead:
+        return service.read(db, access.image)
+
+    return await run_for_image(request, image_id, Role.viewer, work)
 
 
-@router.put("/annotations", operation_id="put_annotations")
-def put_annotations(
-    body: AnnotationsPut, access: ImageAnnotator, db: DB, settings: SettingsDep
-) -> AnnotationsRead:
-    return service.save(
-        db, settings, access.access.project, access.image, access.access.principal.user, body
-    )
+@router.put("/annotations", operation_id="put_annotations", response_model=AnnotationsRead)
+async def put_annotations(image_id: PathId, body: AnnotationsPut, request: Request) -> Response:
+    settings: Settings = request.app.state.settings
+
+    def work(db: Session, access: ImageAccess) -> AnnotationsRead:
+        project, user = access.access.project, access.access.principal.user
+        return service.save(db, settings, project, access.image, user, body)
+
+    return await run_for_image(request, image_id, Role.annotator, work)
 
 
 @router.post("/review", operation_id="review_image")

@@ -48,8 +48,21 @@ def authorize_project(
     if row is None:
         raise NotFound(not_found)
     project, role = row
-    if user.is_admin:
-        role = Role.owner
+    return grant(principal, project, role, needed, not_found=not_found)
+
+
+def grant(
+    principal: Principal,
+    project: Project,
+    membership: Role | None,
+    needed: Role,
+    *,
+    not_found: str = "project not found",
+) -> ProjectAccess:
+    """The rule, for a project and the caller's membership role (None: not a member)
+    however they were loaded: admins act as owners, a non-member gets 404, too weak a
+    role 403."""
+    role = Role.owner if principal.user.is_admin else membership
     if role is None:
         raise NotFound(not_found)
     if not role.allows(needed):
