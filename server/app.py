@@ -21,7 +21,6 @@ from server.auth.endpoints import router as auth_router
 from server.auth.oidc import OidcClient
 from server.autolabel.endpoints import router as autolabel_router
 from server.datasets.endpoints import router as datasets_router
-from server.demo.loop import start_demo_thread
 from server.health.checks import BrokerCollector
 from server.health.endpoints import router as health_router
 from server.images.endpoints import router as images_router
@@ -91,8 +90,11 @@ def create_app(
             jobs = InProcessJobs(settings, maker, storage, kinds, waker)
             await run_in_threadpool(jobs.start)
             if demo_owner is not None:
+                # Only a first standalone start runs the demo: the other starts do not
+                # load it (nor the font libraries its drawing brings).
+                from server.demo.loop import start_demo_thread
+
                 start_demo_thread(maker, settings, storage, kinds, demo_owner)
-        app.state.in_process_jobs = jobs
         event_hub.start()
         try:
             yield
@@ -118,10 +120,8 @@ def create_app(
     app.state.engine = engine
     app.state.sessionmaker = maker
     app.state.kinds = kinds
-    app.state.waker = waker
     app.state.event_hub = event_hub
     app.state.redis = redis_client
-    app.state.in_process_jobs = None
     app.state.storage = storage
     app.state.registry = registry
     app.state.rate_limiter = rate_limiter

@@ -77,13 +77,21 @@ def _lock_data_dir(settings: Settings) -> IO[str]:
 
 
 def cmd_standalone(args: argparse.Namespace) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
     from server import migrate
 
     settings = _settings(Mode.standalone)
     lock = _lock_data_dir(settings)
     settings.ensure_secret_key()
     migrate.upgrade(settings.resolved_database_url)
-    admin_id, password = _bootstrap_standalone(settings)
+    # The first admin's Argon2id hash is half a second of C that lets go of the GIL:
+    # made on a thread while this one imports the app, not before it. The app still
+    # serves only once the admin exists.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bootstrap") as pool:
+        bootstrap = pool.submit(_bootstrap_standalone, settings)
+        _import_app()
+        admin_id, password = bootstrap.result()
     marker = settings.data_dir / ".demo-seeded"
     demo_owner = None
     if settings.seed_demo and not marker.exists():
@@ -105,6 +113,13 @@ def cmd_standalone(args: argparse.Namespace) -> None:
     print("", flush=True)
     _serve(settings, args.host, args.port, run_jobs=True, demo_owner=demo_owner)
     lock.close()
+
+
+def _import_app() -> None:
+    """Imports what serving needs (most of a start's time), so that it can overlap."""
+    import uvicorn  # noqa: F401
+
+    import server.app  # noqa: F401
 
 
 def _bootstrap_standalone(settings: Settings) -> tuple[int, str | None]:

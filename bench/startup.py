@@ -1,0 +1,214 @@
+"""Start-to-healthy benchmark: ``oculab standalone`` (demo off) on a fresh, empty data
+dir, from launching the command until ``GET /api/health`` answers 200.
+
+Run from the repository root::
+
+    .venv/bin/python bench/startup.py [--runs 7]
+
+Each run gets a new temp data dir (so an empty SQLite database, migrations, the first
+admin and the storage layout are all part of the time) and a free port; the server is
+stopped once healthy. Runs alternate with the in-run floor: the same interpreter doing
+``import fastapi, sqlalchemy, uvicorn`` and nothing else, which no start can beat. The
+ratio of the medians is how far from that floor the start is.
+
+Progress goes to stderr. Stdout gets a summary and, as its last line, one JSON object.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# ``python bench/startup.py`` puts bench/ first on sys.path, where sibling scripts named
+# like standard modules would shadow them for every library we import.
+if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
+    del sys.path[0]
+
+import argparse
+import contextlib
+import ctypes
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+HOST = "127.0.0.1"
+OCULAB = str(Path(sys.executable).with_name("oculab"))
+FLOOR_IMPORTS = "import fastapi, sqlalchemy, uvicorn"
+# Label Studio 1.23.2 (SQLite) measured side by side on this machine (issue 13).
+LABEL_STUDIO_SECONDS = 36.9
+GOAL_FRACTION = 0.1
+POLL_SECONDS = 0.01
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Options:
+    runs: int
+    timeout: float
+
+
+def parse_options(argv: Sequence[str] | None = None) -> Options:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=7, help="starts to time (median)")
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait per start")
+    args = parser.parse_args(argv)
+    if args.runs < 1 or args.timeout <= 0:
+        parser.error("need --runs >= 1 and --timeout > 0")
+    return Options(args.runs, args.timeout)
+
+
+def progress(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def die_with_parent() -> None:
+    # PR_SET_PDEATHSIG: the server still goes away if this script is SIGKILLed.
+    if sys.platform == "linux":
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
+
+
+def standalone_env(data_dir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OCULAB_")}
+    env.update(OCULAB_DATA_DIR=str(data_dir), OCULAB_SEED_DEMO="false")
+    return env
+
+
+def healthy(port: int) -> bool:
+    connection = http.client.HTTPConnection(HOST, port, timeout=2)
+    try:
+        connection.request("GET", "/api/health")
+        return connection.getresponse().status == 200
+    except OSError:
+        return False
+    finally:
+        connection.close()
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def time_start(options: Options) -> float:
+    """Seconds from launching ``oculab standalone`` on an empty data dir to health."""
+    root = Path(tempfile.mkdtemp(prefix="oculab-bench-startup-"))
+    port = free_port()
+    log_path = root / "server.log"
+    try:
+        with log_path.open("wb") as log:
+            start = time.perf_counter()
+            process = subprocess.Popen(
+                [OCULAB, "standalone", "--host", HOST, "--port", str(port)],
+                env=standalone_env(root / "data"),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                preexec_fn=die_with_parent,
+            )
+        try:
+            while not healthy(port):
+                if process.poll() is not None:
+                    raise BenchError(
+                        f"oculab standalone exited with {process.returncode}:\n"
+                        + log_path.read_text(errors="replace")[-3000:]
+                    )
+                if time.perf_counter() - start > options.timeout:
+                    raise BenchError(f"not healthy within {options.timeout:.0f} s")
+                time.sleep(POLL_SECONDS)
+            return time.perf_counter() - start
+        finally:
+            stop(process)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def time_floor() -> float:
+    """The interpreter and the web framework's imports, nothing of ours."""
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", FLOOR_IMPORTS], check=True)
+    return time.perf_counter() - start
+
+
+def run_benchmark(options: Options) -> dict[str, Any]:
+    starts: list[float] = []
+    floors: list[float] = []
+    time_floor()  # warm the page cache for both
+    for run in range(options.runs):
+        starts.append(time_start(options))
+        floors.append(time_floor())
+        progress(f"run {run + 1}: healthy after {starts[-1]:.2f} s (floor {floors[-1]:.2f} s)")
+    start, floor = statistics.median(starts), statistics.median(floors)
+    goal = GOAL_FRACTION * LABEL_STUDIO_SECONDS
+    return {
+        "runs": options.runs,
+        "start_seconds": start,
+        "start_seconds_all": starts,
+        "floor_seconds": floor,
+        "floor_seconds_all": floors,
+        "ratio_to_floor": start / floor,
+        "label_studio_seconds": LABEL_STUDIO_SECONDS,
+        "ratio_to_label_studio": start / LABEL_STUDIO_SECONDS,
+        "goal_seconds": goal,
+        "meets_goal": start <= goal,
+    }
+
+
+def print_summary(results: dict[str, Any]) -> None:
+    runs = results["runs"]
+    print(f"Oculab start to healthy (standalone, demo off, empty data dir), median of {runs}")
+    print(f"  start to /api/health 200:   {results['start_seconds']:.2f} s")
+    print(f"  floor ({FLOOR_IMPORTS}): {results['floor_seconds']:.2f} s")
+    print(f"  start / floor:              {results['ratio_to_floor']:.2f}x")
+    print(
+        f"  start / Label Studio:       {results['ratio_to_label_studio']:.3f}x"
+        f" (goal <= {GOAL_FRACTION}x, {results['goal_seconds']:.2f} s:"
+        f" {'met' if results['meets_goal'] else 'NOT met'})"
+    )
+
+
+def rounded(value: Any) -> Any:
+    if isinstance(value, list):
+        return [rounded(item) for item in value]
+    return round(value, 3) if isinstance(value, float) else value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    options = parse_options(argv)
+    try:
+        results = run_benchmark(options)
+    except BenchError as exc:
+        print(f"bench failed: {exc}", file=sys.stderr)
+        return 1
+    print_summary(results)
+    print(json.dumps({key: rounded(value) for key, value in results.items()}))
+    return 0
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        sys.exit(main())
