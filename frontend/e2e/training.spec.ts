@@ -72,7 +72,13 @@ test("a 2-epoch training run from the Train dialog shows both epochs", async ({ 
   const row = page.getByRole("row", { name: new RegExp(`Run #${jobId}`) });
   await expect(row.getByRole("cell", { name: "2 / 2" })).toBeVisible();
   await expect(row.getByRole("link", { name: /^Model #\d+$/ })).toBeVisible();
-  await row.getByRole("checkbox", { name: `Compare Run #${jobId}` }).check();
+  // The page may select the newest finished run for the overlay while the runs load:
+  // check until the box stays checked.
+  const compare = row.getByRole("checkbox", { name: `Compare Run #${jobId}` });
+  await expect(async () => {
+    await compare.check();
+    await expect(compare).toBeChecked();
+  }).toPass();
   await page.getByRole("combobox", { name: "Metric" }).selectOption("Train box loss");
   await expect(page.getByRole("figure", { name: "Train box loss of one run" })).toBeVisible();
   await expect(page.locator(".overlay canvas")).toHaveCount(1);
