@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import base64
 import functools
+import http.server
 import json
 import os
 import re
 import shutil
 import subprocess
+import sys
 import tarfile
 import tempfile
+import threading
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -55,6 +58,10 @@ CASES: dict[str, list[str]] = {
     "keda": ["keda.yaml"],
     "monitoring": ["monitoring.yaml"],
     "offline": ["offline.yaml"],
+    "scaledjob": ["scaledjob.yaml"],
+    "gpu-shared": ["gpu-shared.yaml"],
+    "hardened": ["hardened.yaml"],
+    "single-node": ["single-node.yaml"],
     "example-production": [str(CHART / "examples" / "production.yaml")],
     "example-trial": [str(CHART / "examples" / "trial.yaml")],
 }
@@ -63,10 +70,21 @@ CRD_SCHEMAS = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"): "monitoring.coreos.com/servicemonitor_v1.json",
     ("monitoring.coreos.com/v1", "PrometheusRule"): "monitoring.coreos.com/prometheusrule_v1.json",
     ("keda.sh/v1alpha1", "ScaledObject"): "keda.sh/scaledobject_v1alpha1.json",
+    ("keda.sh/v1alpha1", "ScaledJob"): "keda.sh/scaledjob_v1alpha1.json",
     ("keda.sh/v1alpha1", "TriggerAuthentication"): "keda.sh/triggerauthentication_v1alpha1.json",
 }
 
 POD_OWNERS = {"Deployment", "StatefulSet", "Job", "DaemonSet"}
+
+# What a cluster with KEDA and the Prometheus operator reports (Helm's
+# .Capabilities.APIVersions; Argo CD passes the same to `helm template`).
+CRD_APIS = (
+    "monitoring.coreos.com/v1/ServiceMonitor",
+    "monitoring.coreos.com/v1/PrometheusRule",
+    "keda.sh/v1alpha1/ScaledObject",
+    "keda.sh/v1alpha1/ScaledJob",
+    "keda.sh/v1alpha1/TriggerAuthentication",
+)
 
 
 # --- helm -------------------------------------------------------------------------------
@@ -127,8 +145,12 @@ def _values_args(files: tuple[str, ...], sets: tuple[str, ...]) -> list[str]:
 
 
 def template(
-    *files: str, sets: tuple[str, ...] = (), check: bool = True
+    *files: str,
+    sets: tuple[str, ...] = (),
+    check: bool = True,
+    api_versions: tuple[str, ...] = CRD_APIS,
 ) -> subprocess.CompletedProcess[str]:
+    apis = [f"--api-versions={api}" for api in api_versions]
     return helm(
         "template",
         RELEASE,
@@ -137,14 +159,17 @@ def template(
         NAMESPACE,
         "--kube-version",
         KUBE_VERSION,
+        *apis,
         *_values_args(files, sets),
         check=check,
     )
 
 
 @functools.cache
-def render(*files: str, sets: tuple[str, ...] = ()) -> tuple[Manifest, ...]:
-    out = template(*files, sets=sets).stdout
+def render(
+    *files: str, sets: tuple[str, ...] = (), api_versions: tuple[str, ...] = CRD_APIS
+) -> tuple[Manifest, ...]:
+    out = template(*files, sets=sets, api_versions=api_versions).stdout
     return tuple(doc for doc in yaml.safe_load_all(out) if doc)
 
 
@@ -196,8 +221,16 @@ def env_of(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {e["name"]: e for e in container.get("env", [])}
 
 
+CONFIG_PARTS = ("", "-api", "-scheduler", "-worker")
+
+
 def config(docs: tuple[Manifest, ...]) -> dict[str, str]:
-    data: dict[str, str] = named(docs, "ConfigMap", f"{RELEASE}-config")["data"]
+    """Every OCULAB_* setting of the chart's ConfigMaps (common and per component)."""
+    data: dict[str, str] = {}
+    for part in CONFIG_PARTS:
+        own = named(docs, "ConfigMap", f"{RELEASE}-config{part}")["data"]
+        assert not set(own) & set(data), f"a key is in two ConfigMaps: {set(own) & set(data)}"
+        data.update(own)
     return data
 
 
@@ -217,7 +250,8 @@ def test_helm_is_version_4_or_3() -> None:
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_chart_lints_strictly(name: str) -> None:
-    args = []
+    # `helm lint` cannot be told which APIs the cluster serves: assume the CRDs.
+    args = ["--set", "forceCRDs.keda=true,forceCRDs.monitoring=true"]
     for file in CASES[name]:
         args += ["-f", str(VALUES / file)]
     result = helm("lint", "--strict", str(CHART), "--kube-version", KUBE_VERSION, *args)
@@ -270,6 +304,27 @@ def test_unknown_values_key_fails_by_schema() -> None:
     assert "'gpus' not allowed" in nested.stderr
 
 
+@pytest.mark.parametrize(
+    ("sets", "message"),
+    [
+        (("caBundle.configmap=lab-ca",), "'configmap' not allowed"),
+        (("singleNode.hostName=n1",), "'hostName' not allowed"),
+        (("generatedSecrets.enable=false",), "'enable' not allowed"),
+        (("networkPolicy.egress.databse.to=null",), "'databse' not allowed"),
+        (
+            ("workers.pools[0].name=gpu", "workers.pools[0].scaling.mode=scaledjob"),
+            "must be one of 'deployment', 'scaledJob'",
+        ),
+        (("forceCRDs.prometheus=true",), "'prometheus' not allowed"),
+        (("networkPolicy.apiIngressFrom[0].ipblock.cidr=10.0.0.0/8",), "'ipblock' not allowed"),
+    ],
+)
+def test_the_new_values_reject_typos(sets: tuple[str, ...], message: str) -> None:
+    result = template("minimal.yaml", sets=sets, check=False)
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr
+
+
 def test_validation_reports_every_config_error_at_once() -> None:
     result = template(
         "minimal.yaml",
@@ -318,11 +373,20 @@ def test_a_gpu_request_on_a_cpu_pool_is_refused(tmp_path: Path) -> None:
 # --- worker pools -----------------------------------------------------------------------
 
 
+GPU_RESOURCE = re.compile(r"nvidia\.com/(gpu|gpu\.shared|mig-.+)$")
+
+
+def _gpu_limits(resources: dict[str, Any]) -> int:
+    return sum(int(v) for k, v in resources.get("limits", {}).items() if GPU_RESOURCE.match(k))
+
+
 def _tolerates_gpu_taint(spec: dict[str, Any]) -> bool:
     return any(t.get("key") == "nvidia.com/gpu" for t in spec.get("tolerations", []))
 
 
-@pytest.mark.parametrize("name", ["minimal", "gpu-pools", "keda", "example-production"])
+@pytest.mark.parametrize(
+    "name", ["minimal", "gpu-pools", "keda", "gpu-shared", "example-production"]
+)
 def test_gpu_pools_request_gpus_and_tolerate_the_taint_cpu_pools_do_not(name: str) -> None:
     docs = case(name)
     cpu_pools = set(config(docs)["OCULAB_CPU_POOLS"].split(","))
@@ -330,13 +394,52 @@ def test_gpu_pools_request_gpus_and_tolerate_the_taint_cpu_pools_do_not(name: st
         spec = deployment["spec"]["template"]["spec"]
         resources = main_container(deployment)["resources"]
         if pool in cpu_pools:
-            assert "nvidia.com/gpu" not in resources.get("limits", {}), pool
-            assert "nvidia.com/gpu" not in resources.get("requests", {}), pool
+            assert _gpu_limits(resources) == 0, pool
+            assert not any(GPU_RESOURCE.match(k) for k in resources.get("requests", {})), pool
             assert not _tolerates_gpu_taint(spec), pool
             assert env_of(main_container(deployment))["NVIDIA_VISIBLE_DEVICES"]["value"] == "void"
         else:
-            assert int(resources["limits"]["nvidia.com/gpu"]) >= 1, pool
+            assert _gpu_limits(resources) >= 1, pool
             assert _tolerates_gpu_taint(spec), pool
+            args = main_container(deployment)["args"]
+            assert args[args.index("--slots") + 1] == str(_gpu_limits(resources)), pool
+
+
+def test_mig_and_time_sliced_pools_are_gpu_pools_with_slots_per_resource() -> None:
+    docs = case("gpu-shared")
+    assert config(docs)["OCULAB_POOLS"] == "mig,shared,cpu"
+    assert config(docs)["OCULAB_CPU_POOLS"] == "cpu"
+    pools = workers(docs)
+    slots = {}
+    for name in ("mig", "shared"):
+        args = main_container(pools[name])["args"]
+        slots[name] = args[args.index("--slots") + 1]
+        assert "NVIDIA_VISIBLE_DEVICES" not in env_of(main_container(pools[name]))
+    assert slots == {"mig": "1", "shared": "2"}
+    assert "--slots" not in main_container(pools["cpu"])["args"]
+
+
+def test_a_pod_with_several_mig_instances_or_a_cpu_pool_with_a_slice_is_refused(
+    tmp_path: Path,
+) -> None:
+    pools = {
+        "workers": {
+            "pools": [
+                {"name": "mig", "resources": {"limits": {"nvidia.com/mig-1g.10gb": 2}}},
+                {
+                    "name": "cpu",
+                    "gpu": False,
+                    "resources": {"limits": {"nvidia.com/gpu.shared": 1}},
+                },
+                {"name": "cpu2", "gpu": False},
+            ]
+        }
+    }
+    result = template("minimal.yaml", values_file(tmp_path, pools), check=False)
+    assert result.returncode != 0
+    assert "2 configuration error(s)" in result.stderr
+    assert "workers.pools[mig] requests 2 MIG instances per pod" in result.stderr
+    assert "requests nvidia.com/gpu.shared but has gpu: false" in result.stderr
 
 
 def test_pool_list_drives_oculab_pools_and_worker_arguments() -> None:
@@ -394,7 +497,7 @@ def test_every_pod_is_locked_down_with_resource_requests(name: str) -> None:
         assert spec["automountServiceAccountToken"] is False, owner
         pod = spec["securityContext"]
         assert pod["runAsNonRoot"] is True, owner
-        assert pod["runAsUser"] != 0, owner
+        assert pod.get("runAsUser") != 0, owner  # absent in OpenShift mode: the SCC's range
         assert pod["seccompProfile"]["type"] == "RuntimeDefault", owner
         for container in containers(spec):
             where = f"{owner}/{container['name']}"
@@ -423,44 +526,138 @@ def test_serving_containers_have_probes(name: str) -> None:
     assert api["args"] == ["api", "--host", "0.0.0.0", "--port", "8000"]
 
 
+@pytest.mark.parametrize("name", ["minimal", "scaledjob"])
+def test_scheduler_and_workers_have_health_probes(name: str) -> None:
+    docs = case(name)
+    scheduler = main_container(named(docs, "Deployment", f"{RELEASE}-scheduler"))
+    assert scheduler["args"] == ["scheduler", "--health-port", "8090"]
+    assert scheduler["ports"] == [{"name": "health", "containerPort": 8090, "protocol": "TCP"}]
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert scheduler[probe]["httpGet"] == {"path": "/healthz", "port": "health"}, probe
+    pods = [main_container(d) for d in workers(docs).values()]
+    pods += [
+        j["spec"]["jobTargetRef"]["template"]["spec"]["containers"][0]
+        for j in of_kind(docs, "ScaledJob")
+    ]
+    assert len(pods) == 2
+    for worker in pods:
+        # A hung worker's heartbeat goes stale: /healthz answers 503 and the kubelet
+        # restarts it, which frees its GPU.
+        assert worker["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+        port = worker["args"][worker["args"].index("--metrics-port") + 1]
+        assert worker["ports"][0] == {
+            "name": "metrics",
+            "containerPort": int(port),
+            "protocol": "TCP",
+        }
+    off = render("minimal.yaml", sets=("workers.defaults.livenessProbe.enabled=false",))
+    assert all("livenessProbe" not in main_container(d) for d in workers(off).values())
+
+
 def test_migration_job_runs_and_every_oculab_pod_waits_for_the_schema() -> None:
     docs = case("minimal")
-    jobs = of_kind(docs, "Job")
+    jobs = [
+        j for j in of_kind(docs, "Job") if j["metadata"]["name"].startswith(f"{RELEASE}-migrate")
+    ]
     assert len(jobs) == 1
     job = jobs[0]
     assert re.fullmatch(rf"{RELEASE}-migrate-1-[0-9a-f]{{6}}", job["metadata"]["name"])
     assert "helm.sh/hook" not in job["metadata"].get("annotations", {})
-    assert main_container(job)["args"] == ["migrate"]
+    # Waits for the database first (a bundled PostgreSQL starts alongside); the
+    # server migrates under an advisory lock, so two Jobs never race.
+    assert main_container(job)["args"] == ["migrate", "--wait-db", "300"]
     waiting = set()
     for deployment in of_kind(docs, "Deployment"):
         inits = deployment["spec"]["template"]["spec"].get("initContainers", [])
         wait = [c for c in inits if c["name"] == "wait-for-schema"]
         assert wait, deployment["metadata"]["name"]
         assert wait[0]["command"] == ["oculab"]
-        assert wait[0]["args"] == ["migrate", "--wait", "600"]
+        assert wait[0]["args"] == ["migrate", "--check", "--wait", "600"]
         waiting.add(deployment["metadata"]["labels"]["app.kubernetes.io/component"])
     assert waiting == {"api", "scheduler", "worker"}
 
 
+def _migration_job(docs: tuple[Manifest, ...]) -> Manifest:
+    (job,) = [
+        d
+        for d in of_kind(docs, "Job")
+        if d["metadata"]["labels"]["app.kubernetes.io/component"] == "migrations"
+    ]
+    return job
+
+
+@pytest.mark.parametrize(
+    "sets",
+    [
+        ("migrations.extraEnv[0].name=OCULAB_LOG_LEVEL", "migrations.extraEnv[0].value=debug"),
+        ("migrations.resources.limits.memory=1Gi",),
+        ("migrations.waitForDatabaseSeconds=60",),
+        ("images.api.tag=0.1.1",),
+        ("extraEnv[0].name=TZ", "extraEnv[0].value=UTC"),
+        ("caBundle.configMap=lab-ca",),
+    ],
+)
+def test_the_migration_job_is_renamed_by_any_change_to_its_pod_template(
+    sets: tuple[str, ...],
+) -> None:
+    """A Job's pod template is immutable: Argo CD (revision always 1) would fail with
+    "field is immutable" unless any change gives a new Job name."""
+    before = _migration_job(case("minimal"))["metadata"]["name"]
+    assert _migration_job(render("minimal.yaml"))["metadata"]["name"] == before
+    after = _migration_job(render("minimal.yaml", sets=sets))
+    assert re.fullmatch(rf"{RELEASE}-migrate-1-[0-9a-f]{{6}}", after["metadata"]["name"])
+    assert after["metadata"]["name"] != before
+    # Not renamed for what the Job may change in place (no re-run of the migration).
+    same = render("minimal.yaml", sets=("migrations.ttlSecondsAfterFinished=60",))
+    assert _migration_job(same)["metadata"]["name"] == before
+
+
+def test_a_downgrade_renders_pods_that_accept_a_newer_compatible_schema() -> None:
+    """Rollback after an upgrade that migrated: the older release's pods must start on
+    the newer schema (when its migrations are marked backward-compatible), so their
+    init containers use `migrate --check --wait`, never require head exactly, and the
+    older release's migration Job is a new Job (it runs and finds nothing to do)."""
+    newer = render("minimal.yaml", sets=("images.api.tag=0.3.0", "images.worker.tag=0.3.0"))
+    older = render("minimal.yaml", sets=("images.api.tag=0.2.0", "images.worker.tag=0.2.0"))
+    assert _migration_job(newer)["metadata"]["name"] != _migration_job(older)["metadata"]["name"]
+    assert main_container(_migration_job(older))["image"].endswith("oculab-api:0.2.0")
+    for deployment in of_kind(older, "Deployment"):
+        spec = deployment["spec"]["template"]["spec"]
+        (wait,) = [c for c in spec["initContainers"] if c["name"] == "wait-for-schema"]
+        assert wait["args"][:2] == ["migrate", "--check"]
+        assert wait["image"].endswith(":0.2.0")
+        assert spec["containers"][0]["image"].endswith(":0.2.0")
+    # Only the images differ between the two releases' objects (and the Job name).
+    strip = re.compile(r"0\.[23]\.0|oculab-migrate-1-[0-9a-f]{6}")
+    assert strip.sub("", json.dumps(newer)) == strip.sub("", json.dumps(older))
+
+
 def test_migrations_can_be_a_helm_hook() -> None:
     docs = render("minimal.yaml", sets=("migrations.useHelmHooks=true",))
-    job = of_kind(docs, "Job")[0]
+    job = _migration_job(docs)
     assert job["metadata"]["name"] == f"{RELEASE}-migrate"
     annotations = job["metadata"]["annotations"]
     assert annotations["helm.sh/hook"] == "post-install,pre-upgrade"
     assert "before-hook-creation" in annotations["helm.sh/hook-delete-policy"]
-    kept = of_kind(render("minimal.yaml", sets=("migrations.ttlSecondsAfterFinished=null",)), "Job")
-    assert "ttlSecondsAfterFinished" not in kept[0]["spec"]  # Argo CD: keep finished Jobs
+    kept = _migration_job(render("minimal.yaml", sets=("migrations.ttlSecondsAfterFinished=null",)))
+    assert "ttlSecondsAfterFinished" not in kept["spec"]  # Argo CD: keep finished Jobs
 
 
 def test_scheduler_runs_the_api_image_without_storage() -> None:
     docs = case("minimal")
     scheduler = named(docs, "Deployment", f"{RELEASE}-scheduler")
     container = main_container(scheduler)
-    assert container["args"] == ["scheduler"]
+    assert container["args"][0] == "scheduler"
     assert "oculab-api" in container["image"]
     volumes = scheduler["spec"]["template"]["spec"]["volumes"]
     assert all("persistentVolumeClaim" not in v for v in volumes)
+
+
+def _config_checksums(docs: tuple[Manifest, ...]) -> dict[str, str]:
+    return {
+        d["metadata"]["name"]: d["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+        for d in of_kind(docs, "Deployment")
+    }
 
 
 def test_pods_restart_when_config_or_secrets_change() -> None:
@@ -469,10 +666,53 @@ def test_pods_restart_when_config_or_secrets_change() -> None:
         annotations = deployment["spec"]["template"]["metadata"]["annotations"]
         assert re.fullmatch(r"[0-9a-f]{64}", annotations["checksum/config"])
         assert re.fullmatch(r"[0-9a-f]{64}", annotations["checksum/secret"])
-    changed = render("minimal.yaml", sets=("config.gpuJobsPerUser=5",))
-    before = named(docs, "Deployment", f"{RELEASE}-api")["spec"]["template"]["metadata"]
-    after = named(changed, "Deployment", f"{RELEASE}-api")["spec"]["template"]["metadata"]
-    assert before["annotations"]["checksum/config"] != after["annotations"]["checksum/config"]
+    before = _config_checksums(docs)
+    changed = _config_checksums(render("minimal.yaml", sets=("config.logLevel=debug",)))
+    assert all(before[name] != changed[name] for name in before), "a common setting"
+    secret = render("minimal.yaml", sets=("database.password=other", "database.existingSecret="))
+    for old, new in zip(of_kind(docs, "Deployment"), of_kind(secret, "Deployment"), strict=True):
+        key = "checksum/secret"
+        assert (
+            old["spec"]["template"]["metadata"]["annotations"][key]
+            != (new["spec"]["template"]["metadata"]["annotations"][key])
+        )
+
+
+OIDC = ("auth.oidc.enabled=true", "auth.oidc.issuer=https://idp.example", "auth.oidc.clientId=o")
+
+
+@pytest.mark.parametrize(
+    ("sets", "restarted"),
+    [
+        (("config.gpuJobsPerUser=5",), {"scheduler"}),
+        (("config.workerShutdownTimeoutSeconds=90",), {"worker-gpu", "worker-cpu"}),
+        (("auth.localAccounts=false", *OIDC), {"api"}),
+        (("api.metricsPort=9300",), {"api"}),
+    ],
+)
+def test_a_config_change_restarts_only_the_components_that_read_it(
+    sets: tuple[str, ...], restarted: set[str]
+) -> None:
+    before = _config_checksums(case("minimal"))
+    after = _config_checksums(render("minimal.yaml", sets=sets))
+    changed = {name.removeprefix(f"{RELEASE}-") for name in before if before[name] != after[name]}
+    assert changed == restarted
+
+
+def test_the_api_reads_the_schedulers_settings_without_restarting_for_them() -> None:
+    # The admin queue shows the per-user limits; the scheduler enforces them.
+    api = main_container(named(case("minimal"), "Deployment", f"{RELEASE}-api"))
+    maps = [e["configMapRef"]["name"] for e in api["envFrom"]]
+    assert maps == [f"{RELEASE}-config", f"{RELEASE}-config-api", f"{RELEASE}-config-scheduler"]
+    scheduler = main_container(named(case("minimal"), "Deployment", f"{RELEASE}-scheduler"))
+    assert [e["configMapRef"]["name"] for e in scheduler["envFrom"]] == [
+        f"{RELEASE}-config",
+        f"{RELEASE}-config-scheduler",
+    ]
+    assert (
+        "OCULAB_GPU_JOBS_PER_USER"
+        in named(case("minimal"), "ConfigMap", f"{RELEASE}-config-scheduler")["data"]
+    )
 
 
 # --- secrets ----------------------------------------------------------------------------
@@ -527,21 +767,73 @@ def test_given_passwords_reach_the_pods_only_through_the_secret() -> None:
     assert env["OCULAB_DATABASE_URL"]["value"] == (
         "postgresql://$(OCULAB_DATABASE_USER)@postgres.db.svc:5432/oculab"
     )
-    assert (
-        env["OCULAB_REDIS_URL"]["value"] == "redis://:$(OCULAB_REDIS_PASSWORD)@redis.db.svc:6379/0"
-    )
+    # The password is never part of the URL: the server inserts it percent-encoded, so
+    # it need not be URL-safe.
+    assert env["OCULAB_REDIS_URL"]["value"] == "redis://redis.db.svc:6379/0"
+    assert env["OCULAB_REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+        "name": RELEASE,
+        "key": "broker-password",
+    }
     rendered = template("minimal.yaml", sets=(f"database.password={SENTINEL}",)).stdout
     assert SENTINEL not in rendered  # only its base64 form, in the Secret
 
 
-def test_generated_secrets_are_random_never_a_default() -> None:
-    first = named(case("bundled"), "Secret", RELEASE)["data"]
-    second = named(render("bundled.yaml", sets=("api.replicas=1",)), "Secret", RELEASE)["data"]
-    assert set(first) == {"secret-key", "database-password", "broker-password"}
-    for key in first:
-        value = base64.b64decode(first[key]).decode()
-        assert len(value) >= 32, key
-        assert first[key] != second[key], f"{key} is not generated"
+GENERATED = f"{RELEASE}-generated"
+
+
+@pytest.mark.parametrize("name", ["bundled", "minimal", "scaledjob", "example-trial", "hardened"])
+def test_two_renders_of_the_same_values_are_identical(name: str) -> None:
+    """GitOps (Argo CD, Flux) renders with `helm template` on every sync: any
+    difference restarts pods, and a regenerated password would lock the app out of its
+    bundled database."""
+    first = template(*CASES[name]).stdout
+    second = template(*CASES[name]).stdout
+    assert first == second
+
+
+def _generator(docs: tuple[Manifest, ...]) -> Manifest:
+    return named(docs, "Job", f"{RELEASE}-secrets")
+
+
+def test_generated_secrets_come_from_a_hook_never_from_the_render() -> None:
+    docs = case("bundled")
+    assert not of_kind(docs, "Secret")  # nothing was given, so the chart holds nothing
+    job = _generator(docs)
+    annotations = job["metadata"]["annotations"]
+    assert annotations["helm.sh/hook"] == "pre-install,pre-upgrade"
+    assert int(annotations["helm.sh/hook-weight"]) < 0
+    env = env_of(main_container(job))
+    assert json.loads(env["GENERATE"]["value"]) == {
+        "secret-key": 64,
+        "database-password": 32,
+        "broker-password": 32,
+    }
+    assert env["TARGET_NAME"]["value"] == GENERATED
+    # Its own ServiceAccount (hooks too), a projected token, a Role for one Secret.
+    spec = job["spec"]["template"]["spec"]
+    assert spec["serviceAccountName"] == f"{RELEASE}-secrets"
+    assert spec["automountServiceAccountToken"] is False
+    for kind in ("ServiceAccount", "Role", "RoleBinding", "NetworkPolicy"):
+        hook = named(docs, kind, f"{RELEASE}-secrets")["metadata"]["annotations"]
+        assert int(hook["helm.sh/hook-weight"]) < int(annotations["helm.sh/hook-weight"]), kind
+    rules = named(docs, "Role", f"{RELEASE}-secrets")["rules"]
+    assert {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]} in rules
+    named_rules = {r["resourceNames"][0]: r["verbs"] for r in rules if "resourceNames" in r}
+    assert named_rules == {GENERATED: ["get", "patch"], RELEASE: ["get"]}
+    assert all(r["resources"] == ["secrets"] for r in rules)
+    # Every consumer reads the generated Secret.
+    api = env_of(main_container(named(docs, "Deployment", f"{RELEASE}-api")))
+    assert api["OCULAB_SECRET_KEY"]["valueFrom"]["secretKeyRef"]["name"] == GENERATED
+    assert api["PGPASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == GENERATED
+    assert api["OCULAB_REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == GENERATED
+    postgres = env_of(main_container(named(docs, "StatefulSet", f"{RELEASE}-postgresql")))
+    assert postgres["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+        "name": GENERATED,
+        "key": "database-password",
+    }
+    # Nothing to generate, no hook: everything comes from existing Secrets.
+    jobs = {j["metadata"]["name"] for j in of_kind(case("external-secrets"), "Job")}
+    assert f"{RELEASE}-secrets" not in jobs
     values = yaml.safe_load((CHART / "values.yaml").read_text())
 
     def walk(node: Any, path: str) -> Iterator[tuple[str, Any]]:
@@ -554,6 +846,142 @@ def test_generated_secrets_are_random_never_a_default() -> None:
     for path, value in walk(values, ""):
         if re.search(r"(password|clientSecret|url)$", path, re.IGNORECASE):
             assert value == "", f"values.yaml{path} has a default: {value!r}"
+
+
+class _FakeKubernetesApi(http.server.BaseHTTPRequestHandler):
+    """The part of the Kubernetes API the secret generator uses: Secrets in one
+    namespace, with a bearer token and RBAC-like refusals."""
+
+    secrets: dict[str, dict[str, Any]]
+    forbidden: set[str]
+    calls: list[str]
+
+    def _reply(self, status: int, body: dict[str, Any] | None = None) -> None:
+        payload = json.dumps(body or {}).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def _handle(self) -> None:
+        self.calls.append(f"{self.command} {self.path}")
+        if self.headers.get("Authorization") != "Bearer test-token":
+            return self._reply(401)
+        prefix = f"/api/v1/namespaces/{NAMESPACE}/secrets"
+        name = self.path.removeprefix(prefix).strip("/")
+        if name in self.forbidden:
+            return self._reply(403)
+        length = int(self.headers.get("Content-Length") or 0)
+        body = json.loads(self.rfile.read(length)) if length else {}
+        if self.command == "GET":
+            if name not in self.secrets:
+                return self._reply(404)
+            return self._reply(200, self.secrets[name])
+        if self.command == "POST":
+            new = body["metadata"]["name"]
+            if new in self.secrets:
+                return self._reply(409)
+            self.secrets[new] = body
+            return self._reply(201, body)
+        if self.command == "PATCH":
+            assert self.headers["Content-Type"] == "application/merge-patch+json"
+            self.secrets[name].setdefault("data", {}).update(body["data"])
+            return self._reply(200, self.secrets[name])
+        return self._reply(405)
+
+    do_GET = do_POST = do_PATCH = _handle
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def test_the_secret_generator_creates_once_completes_and_keeps(tmp_path: Path) -> None:
+    job = _generator(case("bundled"))
+    container = main_container(job)
+    script = tmp_path / "generate.py"
+    script.write_text(container["args"][0])  # exactly what the hook runs
+    env_base = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    account = tmp_path / "account"
+    account.mkdir()
+    (account / "token").write_text("test-token\n")
+    (account / "namespace").write_text(NAMESPACE)
+
+    class Api(_FakeKubernetesApi):
+        secrets: dict[str, dict[str, Any]] = {}
+        forbidden: set[str] = set()
+        calls: list[str] = []
+
+    handler = Api
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+
+    def run(**env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, str(script)],
+            env={
+                **env_base,
+                "KUBERNETES_API": f"http://127.0.0.1:{server.server_address[1]}",
+                "SERVICEACCOUNT_DIR": str(account),
+                **env,
+            },
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    try:
+        # An install from an older chart kept its session key in the chart's Secret.
+        legacy_key = base64.b64encode(b"k" * 64).decode()
+        handler.secrets[RELEASE] = {
+            "metadata": {"name": RELEASE},
+            "data": {"secret-key": legacy_key},
+        }
+        first = run(GENERATE=json.dumps({"secret-key": 64, "database-password": 32}))
+        assert first.returncode == 0, first.stderr
+        created = handler.secrets[GENERATED]
+        assert created["metadata"]["labels"]["app.kubernetes.io/component"] == "secrets"
+        data = dict(created["data"])
+        assert data["secret-key"] == legacy_key  # kept: nobody is logged out
+        password = base64.b64decode(data["database-password"]).decode()
+        assert re.fullmatch(r"[A-Za-z0-9]{32}", password)
+        # Upgrade, bundled Redis turned on: only the missing value is added.
+        second = run(GENERATE=env_base["GENERATE"])
+        assert second.returncode == 0, second.stderr
+        after = handler.secrets[GENERATED]["data"]
+        assert {k: after[k] for k in data} == data
+        assert len(base64.b64decode(after["broker-password"])) == 32
+        assert any(c.startswith("PATCH ") for c in handler.calls)
+        # Nothing missing: nothing written.
+        handler.calls.clear()
+        assert run(GENERATE=env_base["GENERATE"]).returncode == 0
+        assert all(c.startswith("GET ") for c in handler.calls), handler.calls
+        # Two fresh installs' values differ (they are generated, not a default).
+        other = run(GENERATE=env_base["GENERATE"], TARGET_NAME="other", LEGACY_NAME="")
+        assert other.returncode == 0, other.stderr
+        assert handler.secrets["other"]["data"]["broker-password"] != after["broker-password"]
+        # Without the Role's permission it fails loudly instead of going on.
+        handler.forbidden.add("denied")
+        refused = run(TARGET_NAME="denied")
+        assert refused.returncode != 0
+        assert "answered 403: check the hook's Role" in refused.stderr
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_gitops_without_the_hook_requires_existing_secrets() -> None:
+    result = template("bundled.yaml", sets=("generatedSecrets.enabled=false",), check=False)
+    assert result.returncode != 0
+    assert "3 configuration error(s)" in result.stderr
+    assert "set auth.secretKey.existingSecret" in result.stderr
+    assert "the bundled PostgreSQL needs database.existingSecret" in result.stderr
+    assert "the bundled Redis needs broker.existingSecret" in result.stderr
+    docs = case("hardened")  # generatedSecrets.enabled: false, every Secret prepared
+    assert not [j for j in of_kind(docs, "Job") if j["metadata"]["name"] == f"{RELEASE}-secrets"]
+    assert not of_kind(docs, "Role")
 
 
 def test_existing_secrets_are_referenced_not_copied() -> None:
@@ -629,7 +1057,7 @@ def test_bundled_postgres_and_redis_use_official_images_and_aof() -> None:
     assert "bitnami" not in json.dumps(docs)
     env = env_of(main_container(named(docs, "Deployment", f"{RELEASE}-api")))
     assert "@oculab-postgresql:5432/oculab" in env["OCULAB_DATABASE_URL"]["value"]
-    assert "@oculab-redis:6379/0" in env["OCULAB_REDIS_URL"]["value"]
+    assert env["OCULAB_REDIS_URL"]["value"] == "redis://oculab-redis:6379/0"
 
 
 def test_bundled_services_are_off_in_the_production_example() -> None:
@@ -678,6 +1106,406 @@ def test_api_trusts_forwarded_headers_only_from_the_ingress_controller() -> None
         *_values_args(("minimal.yaml",), ("networkPolicy.enabled=false",)),
     ).stdout.split("NOTES:", 1)[1]
     assert "the API trusts no X-Forwarded-For" in notes
+
+
+# --- CA bundle, extra env/volumes, OpenShift, pre-pull ----------------------------------
+
+CA_FILE = "/etc/oculab/ca/ca-bundle.pem"
+CA_ENV = ("OCULAB_CA_BUNDLE", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "PGSSLROOTCERT")
+
+
+def _oculab_pods(docs: tuple[Manifest, ...]) -> Iterator[tuple[str, dict[str, Any], Manifest]]:
+    """Pods running Oculab's own images (not the bundled PostgreSQL/Redis, not pre-pull)."""
+    for owner, spec, doc in pod_specs(docs):
+        component = doc["metadata"]["labels"]["app.kubernetes.io/component"]
+        if component not in {"postgresql", "redis", "prepull"}:
+            yield owner, spec, doc
+    for scaled in of_kind(docs, "ScaledJob"):
+        yield (
+            f"ScaledJob/{scaled['metadata']['name']}",
+            scaled["spec"]["jobTargetRef"]["template"]["spec"],
+            scaled,
+        )
+
+
+@pytest.mark.parametrize(
+    ("name", "sets", "source"),
+    [
+        ("hardened", (), {"configMap": {"name": "lab-ca"}}),
+        (
+            "scaledjob",
+            ("caBundle.secret=lab-ca-secret",),
+            {"secret": {"secretName": "lab-ca-secret"}},
+        ),
+    ],
+)
+def test_the_ca_bundle_reaches_every_oculab_container(
+    name: str, sets: tuple[str, ...], source: dict[str, Any]
+) -> None:
+    docs = render(*CASES[name], sets=sets)
+    key = "ca-bundle.crt" if name == "hardened" else "ca.crt"
+    components = set()
+    for owner, spec, doc in _oculab_pods(docs):
+        components.add(doc["metadata"]["labels"]["app.kubernetes.io/component"])
+        (volume,) = [v for v in spec["volumes"] if v["name"] == "ca-bundle"]
+        kind = next(iter(source))
+        assert {k: v for k, v in volume[kind].items() if k != "items"} == source[kind], owner
+        assert volume[kind]["items"] == [{"key": key, "path": "ca-bundle.pem"}], owner
+        for container in containers(spec):
+            where = f"{owner}/{container['name']}"
+            mount = [m for m in container["volumeMounts"] if m["name"] == "ca-bundle"]
+            assert mount == [
+                {"name": "ca-bundle", "mountPath": "/etc/oculab/ca", "readOnly": True}
+            ], where
+            env = env_of(container)
+            for var in CA_ENV:
+                assert env[var]["value"] == CA_FILE, f"{where}: {var}"
+    expected = {"api", "scheduler", "worker", "migrations", "test"}
+    if name == "scaledjob":
+        expected.add("secrets")  # the generator hook
+    assert expected <= components
+    plain = case("minimal")
+    for owner, spec, _ in _oculab_pods(plain):
+        assert not [v for v in spec["volumes"] if v["name"] == "ca-bundle"], owner
+        for container in containers(spec):
+            assert not set(CA_ENV) & set(env_of(container)), owner
+
+
+def test_a_ca_bundle_from_both_a_configmap_and_a_secret_is_refused() -> None:
+    result = template("hardened.yaml", sets=("caBundle.secret=x",), check=False)
+    assert result.returncode != 0
+    assert "caBundle.configMap and caBundle.secret are both set" in result.stderr
+
+
+def test_extra_env_and_volumes_global_and_per_component() -> None:
+    docs = case("hardened")
+    for owner, spec, _ in _oculab_pods(docs):
+        assert {"name": "lab-policy", "configMap": {"name": "lab-policy"}} in spec["volumes"], owner
+        for container in containers(spec):
+            where = f"{owner}/{container['name']}"
+            assert env_of(container)["HTTPS_PROXY"]["value"] == "http://proxy.lab.example:3128", (
+                where
+            )
+            mounts = {m["name"]: m for m in container["volumeMounts"]}
+            assert mounts["lab-policy"]["mountPath"] == "/etc/lab", where
+    api = named(docs, "Deployment", f"{RELEASE}-api")
+    assert env_of(main_container(api))["OCULAB_LOG_FORMAT"]["value"] == "json"
+    assert {"name": "api-scratch", "mountPath": "/scratch"} in main_container(api)["volumeMounts"]
+    assert "OCULAB_LOG_FORMAT" not in env_of(api["spec"]["template"]["spec"]["initContainers"][0])
+    scheduler = main_container(named(docs, "Deployment", f"{RELEASE}-scheduler"))
+    assert env_of(scheduler)["TZ"]["value"] == "Europe/Berlin"
+    assert env_of(main_container(_migration_job(docs)))["OCULAB_MIGRATE_VERBOSE"]["value"] == "1"
+    gpu = workers(docs)["gpu"]
+    assert {"name": "datasets", "mountPath": "/datasets", "readOnly": True} in main_container(gpu)[
+        "volumeMounts"
+    ]
+    assert "datasets" not in {
+        m["name"] for m in main_container(workers(docs)["cpu"])["volumeMounts"]
+    }
+
+
+def test_init_and_test_containers_take_their_resources_from_values() -> None:
+    docs = case("hardened")
+    limits = {"cpu": "200m", "memory": "128Mi"}
+    for deployment in of_kind(docs, "Deployment"):
+        if deployment["metadata"]["labels"]["app.kubernetes.io/component"] == "prepull":
+            continue
+        wait = deployment["spec"]["template"]["spec"]["initContainers"][0]
+        assert wait["resources"]["limits"] == limits, deployment["metadata"]["name"]
+    test_pod = named(docs, "Pod", f"{RELEASE}-test")
+    assert test_pod["spec"]["containers"][0]["resources"]["limits"] == {
+        "cpu": "100m",
+        "memory": "128Mi",
+    }
+
+
+def test_openshift_mode_leaves_the_uids_to_the_scc() -> None:
+    docs = render("bundled.yaml", sets=("openshift.enabled=true",))
+    for owner, spec, _ in pod_specs(docs):
+        pod = spec["securityContext"]
+        for key in ("runAsUser", "runAsGroup", "fsGroup", "fsGroupChangePolicy"):
+            assert key not in pod, f"{owner}: {key}"
+        assert pod["runAsNonRoot"] is True, owner
+        assert pod["seccompProfile"] == {"type": "RuntimeDefault"}, owner
+    for owner, spec, _ in pod_specs(case("bundled")):
+        assert spec["securityContext"]["runAsUser"] in (10001, 999), owner
+
+
+def test_the_worker_image_can_be_pre_pulled_by_a_daemonset() -> None:
+    assert not of_kind(case("minimal"), "DaemonSet")
+    docs = case("hardened")
+    daemonset = named(docs, "DaemonSet", f"{RELEASE}-prepull")
+    spec = daemonset["spec"]["template"]["spec"]
+    container = spec["containers"][0]
+    assert container["image"] == main_container(workers(docs)["gpu"])["image"]
+    assert spec["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert _tolerates_gpu_taint(spec)
+    assert _gpu_limits(container["resources"]) == 0  # holds no GPU
+    assert env_of(container)["NVIDIA_VISIBLE_DEVICES"]["value"] == "void"
+    compile(container["args"][0], "prepull", "exec")
+
+
+# --- single-node trials ------------------------------------------------------------------
+
+
+def test_a_single_node_trial_accepts_read_write_once_and_pins_the_data_pods() -> None:
+    docs = case("single-node")
+    pvc = named(docs, "PersistentVolumeClaim", f"{RELEASE}-data")
+    assert pvc["spec"]["accessModes"] == ["ReadWriteOnce"]
+    mounting = [
+        d
+        for d in of_kind(docs, "Deployment")
+        if any("persistentVolumeClaim" in v for v in d["spec"]["template"]["spec"]["volumes"])
+    ]
+    assert {d["metadata"]["name"] for d in mounting} == {
+        f"{RELEASE}-api",
+        f"{RELEASE}-worker-gpu",
+        f"{RELEASE}-worker-cpu",
+    }
+    for deployment in mounting:
+        selector = deployment["spec"]["template"]["spec"]["nodeSelector"]
+        assert selector["kubernetes.io/hostname"] == "k3s-server", deployment["metadata"]["name"]
+
+
+def test_read_write_once_is_refused_unless_every_data_pod_is_on_one_node() -> None:
+    rwo = ("storage.accessMode=ReadWriteOnce", "api.replicas=1")
+    refused = template("minimal.yaml", sets=rwo, check=False)
+    assert refused.returncode != 0
+    assert "is ReadWriteOnce but would be shared by api (1 replicas), workers gpu" in refused.stderr
+    assert "set singleNode.enabled and singleNode.hostname" in refused.stderr
+    no_host = template("minimal.yaml", sets=(*rwo, "singleNode.enabled=true"), check=False)
+    assert "singleNode.enabled needs singleNode.hostname" in no_host.stderr
+    pinned = tuple(
+        f"{where}.nodeSelector.kubernetes\\.io/hostname=node-a"
+        for where in ("api", "workers.defaults")
+    )
+    assert template("minimal.yaml", sets=(*rwo, *pinned)).returncode == 0
+    split = template(
+        "minimal.yaml",
+        sets=(
+            *rwo,
+            *pinned,
+            "workers.pools[0].name=gpu",
+            "workers.pools[0].nodeSelector.kubernetes\\.io/hostname=node-b",
+        ),
+        check=False,
+    )
+    assert split.returncode != 0
+    assert "is ReadWriteOnce but would be shared" in split.stderr
+
+
+# --- network policies, metrics ---------------------------------------------------------
+
+
+def _policy(docs: tuple[Manifest, ...], component: str) -> dict[str, Any]:
+    spec: dict[str, Any] = named(docs, "NetworkPolicy", f"{RELEASE}-{component}")["spec"]
+    return spec
+
+
+def test_network_policies_take_peers_for_ingress_and_egress() -> None:
+    docs = case("hardened")
+    api = _policy(docs, "api")
+    http_rule, metrics_rule = api["ingress"]
+    # A hostNetwork ingress controller connects from its node: its CIDR is a peer.
+    assert {"ipBlock": {"cidr": "10.0.0.0/24"}} in http_rule["from"]
+    assert http_rule["ports"] == [{"port": "http", "protocol": "TCP"}]
+    assert metrics_rule["ports"] == [{"port": "metrics", "protocol": "TCP"}]
+    for component in ("api", "workers", "scheduler", "migrations"):
+        egress = _policy(docs, component)["egress"]
+        dns = egress[0]
+        assert dns["to"] == [
+            {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "openshift-dns"}}}
+        ]
+        assert {(p["port"], p["protocol"]) for p in dns["ports"]} == {
+            (53, "UDP"),
+            (53, "TCP"),
+            (5353, "UDP"),
+            (5353, "TCP"),
+        }
+        # Every other rule names its destination: nothing "on this port to anywhere".
+        assert all(rule.get("to") for rule in egress), component
+        assert {
+            "to": [{"ipBlock": {"cidr": "10.20.0.5/32"}}],
+            "ports": [{"port": 5432, "protocol": "TCP"}],
+        } in egress
+        assert {
+            "to": [{"ipBlock": {"cidr": "10.20.0.6/32"}}],
+            "ports": [{"port": 6379, "protocol": "TCP"}],
+        } in egress
+    idp = {
+        "to": [{"ipBlock": {"cidr": "10.20.1.0/24"}}],
+        "ports": [{"port": 443, "protocol": "TCP"}],
+    }
+    assert idp in _policy(docs, "api")["egress"]
+    assert idp not in _policy(docs, "workers")["egress"]
+    # The defaults: DNS on 53 and 5353 to any resolver, the database on its port.
+    minimal = _policy(case("minimal"), "scheduler")["egress"]
+    assert "to" not in minimal[0]
+    assert {p["port"] for p in minimal[0]["ports"]} == {53, 5353}
+    assert {"ports": [{"port": 5432, "protocol": "TCP"}]} in minimal
+
+
+def test_the_secret_hook_may_reach_only_dns_and_the_api_server() -> None:
+    docs = case("bundled")
+    policy = named(docs, "NetworkPolicy", f"{RELEASE}-secrets")
+    assert policy["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
+    assert policy["spec"]["ingress"] == []
+    egress = policy["spec"]["egress"]
+    assert egress[1] == {
+        "ports": [{"port": 443, "protocol": "TCP"}, {"port": 6443, "protocol": "TCP"}]
+    }
+    assert len(egress) == 2
+    selector = policy["spec"]["podSelector"]["matchLabels"]
+    assert _generator(docs)["spec"]["template"]["metadata"]["labels"].items() >= selector.items()
+
+
+def test_metrics_have_their_own_port_which_the_ingress_never_routes() -> None:
+    docs = render(
+        "monitoring.yaml", sets=("ingress.enabled=true", "ingress.host=oculab.lab.example")
+    )
+    api = main_container(named(docs, "Deployment", f"{RELEASE}-api"))
+    ports = {p["name"]: p["containerPort"] for p in api["ports"]}
+    assert ports == {"http": 8000, "metrics": 9090}
+    assert config(docs)["OCULAB_METRICS_PORT"] == "9090"
+    service = named(docs, "Service", f"{RELEASE}-api")
+    assert {p["name"]: p["targetPort"] for p in service["spec"]["ports"]} == {
+        "http": "http",
+        "metrics": "metrics",
+    }
+    ingress = named(docs, "Ingress", RELEASE)
+    backends = [
+        path["backend"]["service"]
+        for rule in ingress["spec"]["rules"]
+        for path in rule["http"]["paths"]
+    ]
+    assert backends == [{"name": f"{RELEASE}-api", "port": {"name": "http"}}]
+    monitor = named(docs, "ServiceMonitor", f"{RELEASE}-api")
+    assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+    # Only Prometheus' namespace reaches the metrics port; the controller only http.
+    http_rule, metrics_rule = _policy(docs, "api")["ingress"]
+    monitoring = {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}
+    }
+    assert monitoring in metrics_rule["from"]
+    assert monitoring not in http_rule["from"]
+
+
+# --- KEDA: ScaledJob, bundled Redis, CRDs ------------------------------------------------
+
+
+def test_keda_reaches_the_bundled_redis_by_its_fully_qualified_name() -> None:
+    docs = case("scaledjob")
+    addresses = {
+        t["metadata"]["address"]
+        for kind in ("ScaledObject", "ScaledJob")
+        for obj in of_kind(docs, kind)
+        for t in obj["spec"]["triggers"]
+        if t["type"] == "redis"
+    }
+    assert addresses == {f"{RELEASE}-redis.{NAMESPACE}.svc.cluster.local:6379"}
+    other = render("scaledjob.yaml", sets=("clusterDomain=lab.internal",))
+    (job,) = of_kind(other, "ScaledJob")
+    redis = [t for t in job["spec"]["triggers"] if t["type"] == "redis"]
+    assert redis[0]["metadata"]["address"] == f"{RELEASE}-redis.{NAMESPACE}.svc.lab.internal:6379"
+    assert redis[0]["authenticationRef"] == {"name": f"{RELEASE}-broker"}
+    auth = named(docs, "TriggerAuthentication", f"{RELEASE}-broker")
+    assert auth["spec"]["secretTargetRef"][0]["name"] == GENERATED
+    # KEDA's namespace may reach the bundled Redis.
+    peers = _policy(docs, "redis")["ingress"][0]["from"]
+    assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "keda"}}} in peers
+
+
+def test_a_gpu_pool_on_a_scaled_job_runs_one_job_per_pod() -> None:
+    docs = case("scaledjob")
+    assert set(workers(docs)) == {"cpu"}  # the GPU pool has no Deployment
+    assert [p["metadata"]["name"] for p in of_kind(docs, "PodDisruptionBudget")] == [
+        f"{RELEASE}-api"
+    ]
+    (scaled,) = of_kind(docs, "ScaledJob")
+    assert scaled["metadata"]["name"] == f"{RELEASE}-worker-gpu"
+    spec = scaled["spec"]
+    assert spec["rollout"] == {"strategy": "gradual"}  # an upgrade lets trainings finish
+    assert (spec["minReplicaCount"], spec["maxReplicaCount"]) == (0, 6)
+    template_ = spec["jobTargetRef"]["template"]
+    assert template_["spec"]["restartPolicy"] == "Never"
+    worker = template_["spec"]["containers"][0]
+    assert worker["args"] == [
+        "worker",
+        "--pool",
+        "gpu",
+        "--slots",
+        "1",
+        "--metrics-port",
+        "9191",
+        "--max-jobs",
+        "1",
+        "--idle-exit",
+        "300",
+    ]
+    assert _gpu_limits(worker["resources"]) == 1
+    assert _tolerates_gpu_taint(template_["spec"])
+    assert template_["metadata"]["labels"]["oculab.io/pool"] == "gpu"
+    assert template_["spec"]["initContainers"][0]["name"] == "wait-for-schema"
+    triggers = {t["type"]: t for t in spec["triggers"]}
+    assert 'state=~"queued|running"' in triggers["prometheus"]["metadata"]["query"]
+    assert config(docs)["OCULAB_CPU_POOLS"] == "cpu"
+    (scaled_object,) = of_kind(docs, "ScaledObject")
+    assert scaled_object["metadata"]["name"] == f"{RELEASE}-worker-cpu"
+
+
+def test_keda_and_prometheus_objects_need_their_crds_or_a_force() -> None:
+    bare: tuple[str, ...] = ()
+    keda = render("keda.yaml", api_versions=bare)
+    assert not of_kind(keda, "ScaledObject")
+    assert not of_kind(keda, "TriggerAuthentication")
+    # Without KEDA the pools keep a fixed replica count instead of none.
+    assert all(d["spec"]["replicas"] == 1 for d in workers(keda).values())
+    monitoring = render("monitoring.yaml", api_versions=bare)
+    assert not of_kind(monitoring, "ServiceMonitor")
+    assert not of_kind(monitoring, "PrometheusRule")
+    assert of_kind(monitoring, "ConfigMap")  # the dashboard needs no CRD
+    forced = render("monitoring.yaml", sets=("forceCRDs.monitoring=true",), api_versions=bare)
+    assert of_kind(forced, "ServiceMonitor")
+    assert of_kind(forced, "PrometheusRule")
+    assert of_kind(
+        render("keda.yaml", sets=("forceCRDs.keda=true",), api_versions=bare), "ScaledObject"
+    )
+    refused = template("scaledjob.yaml", api_versions=bare, check=False)
+    assert refused.returncode != 0
+    assert (
+        "workers.pools[gpu].scaling.mode is scaledJob but the cluster serves no" in refused.stderr
+    )
+    # `helm install --dry-run=client` knows no CRDs, like a cluster without them.
+    notes = _notes(("monitoring.yaml",))
+    assert "the cluster serves no monitoring.coreos.com/v1 ServiceMonitor" in notes
+
+
+def _notes(files: tuple[str, ...], sets: tuple[str, ...] = ()) -> str:
+    result = helm(
+        "install",
+        RELEASE,
+        str(CHART),
+        "--dry-run=client",
+        "--namespace",
+        NAMESPACE,
+        *_values_args(files, sets),
+    )
+    return result.stdout.split("NOTES:", 1)[1]
+
+
+def test_notes_list_the_secrets_that_must_exist() -> None:
+    notes = _notes(("hardened.yaml",))
+    section = notes.split("Secrets and ConfigMaps this release reads", 1)[1].split("\n\n", 1)[0]
+    for line in (
+        "Secret oculab-db: key password",
+        "Secret oculab-redis: key redis-password",
+        "Secret oculab-session: key secret-key",
+        "Secret oculab-oidc: key oidc-client-secret",
+        "ConfigMap lab-ca: key ca-bundle.crt",
+    ):
+        assert line in section, line
+    trial = _notes(("bundled.yaml",))
+    assert "Secret oculab-generated (made by the pre-install hook" in trial
 
 
 # --- images ----------------------------------------------------------------------------
@@ -803,6 +1631,7 @@ def test_offline_bundle_packs_chart_and_image_list_without_docker(tmp_path: Path
         "HELM": str(helm_path()),
         "DOCKER": str(docker),
         "SKOPEO": "",
+        "PODMAN": "",
         "PATH": f"{fake_bin}:/usr/bin:/bin",
     }
     out = tmp_path / "dist"

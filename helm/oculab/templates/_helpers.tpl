@@ -99,8 +99,30 @@ imagePullSecrets:
 
 {{/* ---- security ---------------------------------------------------------------- */}}
 
+{{/*
+The pod security context. OpenShift mode drops the fixed UID/GID/fsGroup so that the
+SecurityContextConstraints (restricted-v2) assign the namespace's own range.
+*/}}
 {{- define "oculab.podSecurityContext" -}}
-{{ toYaml .Values.podSecurityContext }}
+{{- $ctx := deepCopy .Values.podSecurityContext -}}
+{{- if .Values.openshift.enabled -}}
+{{- $ctx = omit $ctx "runAsUser" "runAsGroup" "fsGroup" "fsGroupChangePolicy" -}}
+{{- end -}}
+{{ toYaml $ctx }}
+{{- end -}}
+
+{{/* The pod security context of the bundled PostgreSQL and Redis (the official
+images' user 999, or the SCC's range on OpenShift). */}}
+{{- define "oculab.bundledPodSecurityContext" -}}
+runAsNonRoot: true
+{{- if not .Values.openshift.enabled }}
+runAsUser: 999
+runAsGroup: 999
+fsGroup: 999
+fsGroupChangePolicy: OnRootMismatch
+{{- end }}
+seccompProfile:
+  type: RuntimeDefault
 {{- end -}}
 
 {{- define "oculab.containerSecurityContext" -}}
@@ -123,20 +145,22 @@ securityContext:
 {{/* ---- resolved-once state: secrets and pools -------------------------------------- */}}
 
 {{/*
-Computes, once per render, the values the chart's own Secret holds and caches them on
-.Release (every template calls this first; Helm renders templates in no fixed order).
-Each value is: given in values, else kept from the Secret already in the cluster
-(lookup; empty offline and in `helm template`), else generated. Secrets that come from
-an existingSecret are never copied here.
+Computes, once per render, what several templates need and caches it on .Release
+(every template calls this first; Helm renders templates in no fixed order):
+
+- secretData: the values given in values.yaml that the chart's own Secret holds
+  (never a generated one, so that two renders of the same values are identical);
+- generate: the keys the generated Secret (<fullname>-generated) must hold, with their
+  lengths; a pre-install/pre-upgrade hook Job creates the missing ones, once;
+- pools: workers.pools merged over workers.defaults, with their GPU resources.
 */}}
 {{- define "oculab.init" -}}
 {{- if not (hasKey .Release "oculabState") -}}
 {{- $root := . -}}
-{{- $existing := lookup "v1" "Secret" .Release.Namespace (include "oculab.fullname" .) | default dict -}}
-{{- $old := get $existing "data" | default dict -}}
 {{- $data := dict -}}
+{{- $generate := dict -}}
 {{- if not .Values.auth.secretKey.existingSecret -}}
-{{- $_ := set $data "secret-key" (include "oculab.keepOrGenerate" (dict "old" $old "key" "secret-key" "length" 64)) -}}
+{{- $_ := set $generate "secret-key" 64 -}}
 {{- end -}}
 {{- $db := .Values.database -}}
 {{- if $db.url -}}
@@ -144,7 +168,7 @@ an existingSecret are never copied here.
 {{- else if $db.password -}}
 {{- $_ := set $data "database-password" $db.password -}}
 {{- else if and .Values.postgresql.enabled (not $db.existingSecret) -}}
-{{- $_ := set $data "database-password" (include "oculab.keepOrGenerate" (dict "old" $old "key" "database-password" "length" 32)) -}}
+{{- $_ := set $generate "database-password" 32 -}}
 {{- end -}}
 {{- $br := .Values.broker -}}
 {{- if $br.url -}}
@@ -152,36 +176,54 @@ an existingSecret are never copied here.
 {{- else if $br.password -}}
 {{- $_ := set $data "broker-password" $br.password -}}
 {{- else if and .Values.redis.enabled (not $br.existingSecret) -}}
-{{- $_ := set $data "broker-password" (include "oculab.keepOrGenerate" (dict "old" $old "key" "broker-password" "length" 32)) -}}
+{{- $_ := set $generate "broker-password" 32 -}}
 {{- end -}}
 {{- $oidc := .Values.auth.oidc -}}
 {{- if and $oidc.enabled $oidc.clientSecret (not $oidc.existingSecret) -}}
 {{- $_ := set $data "oidc-client-secret" $oidc.clientSecret -}}
 {{- end -}}
+{{- $kedaObjects := or (.Capabilities.APIVersions.Has "keda.sh/v1alpha1/ScaledObject") .Values.forceCRDs.keda -}}
+{{- $kedaJobs := or (.Capabilities.APIVersions.Has "keda.sh/v1alpha1/ScaledJob") .Values.forceCRDs.keda -}}
 {{- $pools := list -}}
 {{- range $entry := .Values.workers.pools -}}
 {{- $pool := deepCopy $root.Values.workers.defaults -}}
 {{- include "oculab.mergeInto" (dict "dst" $pool "src" (deepCopy $entry)) -}}
-{{- if not (kindIs "bool" $pool.gpu) -}}
+{{- /* GPU resources: whole GPUs, time-sliced replicas (gpu.shared) and MIG instances. */ -}}
 {{- $limits := (($pool.resources | default dict).limits | default dict) -}}
-{{- $_ := set $pool "gpu" (gt (int (get $limits "nvidia.com/gpu" | default 0)) 0) -}}
+{{- $gpuCount := 0 -}}
+{{- $gpuResources := list -}}
+{{- $migCount := 0 -}}
+{{- range $key := keys $limits | sortAlpha -}}
+{{- if or (eq $key "nvidia.com/gpu") (eq $key "nvidia.com/gpu.shared") (hasPrefix "nvidia.com/mig-" $key) -}}
+{{- $n := int (get $limits $key | default 0) -}}
+{{- if gt $n 0 -}}
+{{- $gpuCount = add $gpuCount $n -}}
+{{- $gpuResources = append $gpuResources $key -}}
+{{- if hasPrefix "nvidia.com/mig-" $key }}{{ $migCount = add $migCount $n }}{{ end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- $_ := set $pool "gpuCount" $gpuCount -}}
+{{- $_ := set $pool "gpuResources" $gpuResources -}}
+{{- $_ := set $pool "migCount" $migCount -}}
+{{- if not (kindIs "bool" $pool.gpu) -}}
+{{- $_ := set $pool "gpu" (gt $gpuCount 0) -}}
+{{- end -}}
+{{- /* Slots follow the GPU resource count: one job per GPU, MIG instance or time slice. */ -}}
+{{- if and $pool.gpu (not $pool.slots) (gt $gpuCount 0) -}}
+{{- $_ := set $pool "slots" $gpuCount -}}
 {{- end -}}
 {{- if not $pool.queues -}}
 {{- $_ := set $pool "queues" (list $pool.name) -}}
 {{- end -}}
 {{- $_ := set $pool "resourceName" (printf "%s-worker-%s" (include "oculab.fullname" $root) ($pool.name | toString)) -}}
+{{- $_ := set $pool "scaledJob" (eq (toString $pool.scaling.mode) "scaledJob") -}}
+{{- /* KEDA objects are rendered only when the cluster serves their API (or forced). */ -}}
+{{- $_ := set $pool "scaledObject" (and $pool.keda.enabled (not $pool.scaledJob) $kedaObjects) -}}
+{{- $_ := set $pool "kedaMissing" (or (and $pool.keda.enabled (not $pool.scaledJob) (not $kedaObjects)) (and $pool.scaledJob (not $kedaJobs))) -}}
 {{- $pools = append $pools $pool -}}
 {{- end -}}
-{{- $_ := set .Release "oculabState" (dict "secretData" $data "pools" $pools) -}}
-{{- end -}}
-{{- end -}}
-
-{{- define "oculab.keepOrGenerate" -}}
-{{- $old := get .old .key -}}
-{{- if $old -}}
-{{- $old | b64dec -}}
-{{- else -}}
-{{- randAlphaNum (int .length) -}}
+{{- $_ := set .Release "oculabState" (dict "secretData" $data "generate" $generate "pools" $pools) -}}
 {{- end -}}
 {{- end -}}
 
@@ -199,6 +241,12 @@ an existingSecret are never copied here.
 
 {{- define "oculab.secretName" -}}
 {{- include "oculab.fullname" . -}}
+{{- end -}}
+
+{{/* The Secret the hook Job creates once with generated values (session key, bundled
+database and Redis passwords); not managed by Helm, so it survives uninstall. */}}
+{{- define "oculab.generatedSecretName" -}}
+{{- printf "%s-generated" (include "oculab.fullname" .) -}}
 {{- end -}}
 
 {{/* The comma lists OCULAB_POOLS and OCULAB_CPU_POOLS, derived from workers.pools. */}}
@@ -232,8 +280,11 @@ an existingSecret are never copied here.
 {{- if $db.existingSecret -}}
 name: {{ $db.existingSecret }}
 key: {{ $db.existingSecretPasswordKey }}
-{{- else if or $db.password .Values.postgresql.enabled -}}
+{{- else if $db.password -}}
 name: {{ include "oculab.secretName" . }}
+key: database-password
+{{- else if .Values.postgresql.enabled -}}
+name: {{ include "oculab.generatedSecretName" . }}
 key: database-password
 {{- end -}}
 {{- end -}}
@@ -251,8 +302,11 @@ key: database-password
 {{- if $br.existingSecret -}}
 name: {{ $br.existingSecret }}
 key: {{ $br.existingSecretPasswordKey }}
-{{- else if or $br.password .Values.redis.enabled -}}
+{{- else if $br.password -}}
 name: {{ include "oculab.secretName" . }}
+key: broker-password
+{{- else if .Values.redis.enabled -}}
+name: {{ include "oculab.generatedSecretName" . }}
 key: broker-password
 {{- end -}}
 {{- end -}}
@@ -294,9 +348,8 @@ environment, so the password never has to be URL-encoded into the URL.
 {{- end -}}
 
 {{/*
-OCULAB_REDIS_URL, composed with Kubernetes' dependent variable expansion $(VAR) from
-the password Secret (a password with URL-reserved characters must be stored
-percent-encoded, or give a whole URL through existingSecretUrlKey).
+OCULAB_REDIS_URL without a password, plus OCULAB_REDIS_PASSWORD from the Secret: the
+server puts it into the URL percent-encoded, so any password works as stored.
 */}}
 {{- define "oculab.env.broker" -}}
 {{- $br := .Values.broker -}}
@@ -314,9 +367,7 @@ percent-encoded, or give a whole URL through existingSecretUrlKey).
       key: broker-url
 {{- else }}
 {{- $scheme := ternary "rediss" "redis" (and (not .Values.redis.enabled) $br.tls) }}
-{{- $auth := "" }}
 {{- with include "oculab.broker.passwordRef" . | fromYaml }}
-{{- $auth = ":$(OCULAB_REDIS_PASSWORD)@" }}
 - name: OCULAB_REDIS_PASSWORD
   valueFrom:
     secretKeyRef:
@@ -324,7 +375,7 @@ percent-encoded, or give a whole URL through existingSecretUrlKey).
       key: {{ .key }}
 {{- end }}
 - name: OCULAB_REDIS_URL
-  value: {{ printf "%s://%s%s:%d/%d" $scheme $auth (include "oculab.broker.host" .) (int $br.port) (int $br.db) | quote }}
+  value: {{ printf "%s://%s:%d/%d" $scheme (include "oculab.broker.host" .) (int $br.port) (int $br.db) | quote }}
 {{- end }}
 {{- end -}}
 
@@ -333,7 +384,7 @@ percent-encoded, or give a whole URL through existingSecretUrlKey).
 - name: OCULAB_SECRET_KEY
   valueFrom:
     secretKeyRef:
-      name: {{ default (include "oculab.secretName" .) .Values.auth.secretKey.existingSecret }}
+      name: {{ default (include "oculab.generatedSecretName" .) .Values.auth.secretKey.existingSecret }}
       key: {{ ternary .Values.auth.secretKey.existingSecretKey "secret-key" (not (empty .Values.auth.secretKey.existingSecret)) }}
 {{- end -}}
 
@@ -354,10 +405,75 @@ percent-encoded, or give a whole URL through existingSecretUrlKey).
 {{- end }}
 {{- end -}}
 
+{{/* ---- CA bundle and extra env/volumes ------------------------------------------- */}}
+
+{{- define "oculab.caBundleFile" -}}
+/etc/oculab/ca/ca-bundle.pem
+{{- end -}}
+
+{{/* The CA bundle's env: Oculab's own setting (httpx/authlib, psycopg, redis) and the
+variables Python's ssl module, requests and libpq read. */}}
+{{- define "oculab.env.caBundle" -}}
+{{- $ca := .Values.caBundle -}}
+{{- if or $ca.configMap $ca.secret }}
+{{- $file := include "oculab.caBundleFile" . }}
+- name: OCULAB_CA_BUNDLE
+  value: {{ $file }}
+- name: SSL_CERT_FILE
+  value: {{ $file }}
+- name: REQUESTS_CA_BUNDLE
+  value: {{ $file }}
+- name: PGSSLROOTCERT
+  value: {{ $file }}
+{{- end }}
+{{- end -}}
+
+{{/* Volumes every Oculab pod adds: the CA bundle, global extraVolumes, then the
+component's. Call with (dict "root" $ "extra" list). */}}
+{{- define "oculab.extraVolumes" -}}
+{{- $ca := .root.Values.caBundle -}}
+{{- if $ca.configMap }}
+- name: ca-bundle
+  configMap:
+    name: {{ $ca.configMap }}
+    items:
+      - {key: {{ $ca.key | quote }}, path: ca-bundle.pem}
+{{- else if $ca.secret }}
+- name: ca-bundle
+  secret:
+    secretName: {{ $ca.secret }}
+    items:
+      - {key: {{ $ca.key | quote }}, path: ca-bundle.pem}
+{{- end }}
+{{- with .root.Values.extraVolumes }}
+{{ toYaml . }}
+{{- end }}
+{{- with .extra }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* Mounts every Oculab container adds (init containers too): the CA bundle, read-only,
+global extraVolumeMounts, then the component's. Call with (dict "root" $ "extra" list). */}}
+{{- define "oculab.extraVolumeMounts" -}}
+{{- $ca := .root.Values.caBundle -}}
+{{- if or $ca.configMap $ca.secret }}
+- name: ca-bundle
+  mountPath: /etc/oculab/ca
+  readOnly: true
+{{- end }}
+{{- with .root.Values.extraVolumeMounts }}
+{{ toYaml . }}
+{{- end }}
+{{- with .extra }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
 {{/*
-The environment every Oculab process shares: the ConfigMap of non-secret settings
-(envFrom) plus these Secret references. HOME and the caches point at /tmp because the
-root filesystem is read-only.
+The environment every Oculab process shares: the ConfigMaps of non-secret settings
+(envFrom) plus these Secret references, the CA bundle and the global extraEnv. HOME and
+the caches point at /tmp because the root filesystem is read-only.
 */}}
 {{- define "oculab.env" -}}
 - name: HOME
@@ -369,12 +485,25 @@ root filesystem is read-only.
 {{- include "oculab.env.database" . }}
 {{- include "oculab.env.broker" . }}
 {{ include "oculab.env.secretKey" . }}
-{{- include "oculab.env.oidcSecret" . }}
+{{- include "oculab.env.caBundle" . }}
+{{- with .Values.extraEnv }}
+{{ toYaml . }}
+{{- end }}
 {{- end -}}
 
+{{/* The ConfigMaps a component reads: the common one and its own. The API also reads
+the scheduler's (per-user limits, shown by the admin queue) without restarting when
+it changes. Call with (dict "root" $ "component" "api"). */}}
 {{- define "oculab.envFrom" -}}
+{{- $base := printf "%s-config" (include "oculab.fullname" .root) -}}
 - configMapRef:
-    name: {{ include "oculab.fullname" . }}-config
+    name: {{ $base }}
+- configMapRef:
+    name: {{ $base }}-{{ .component }}
+{{- if eq .component "api" }}
+- configMapRef:
+    name: {{ $base }}-scheduler
+{{- end }}
 {{- end -}}
 
 {{/* Only what `oculab migrate` needs: the database. */}}
@@ -388,28 +517,33 @@ root filesystem is read-only.
   value: server
 {{- include "oculab.env.database" . }}
 {{ include "oculab.env.secretKey" . }}
+{{- include "oculab.env.caBundle" . }}
+{{- with .Values.extraEnv }}
+{{ toYaml . }}
+{{- end }}
 {{- end -}}
 
 {{/*
-The init container that holds a pod until the migration Job has brought the schema to
-the latest revision (`oculab migrate --wait`).
+The init container that holds a pod until the schema is usable by this release's code
+(`oculab migrate --check --wait`): at its latest revision, or newer when every newer
+migration is marked backward-compatible (a rollback after an upgrade that migrated).
 */}}
 {{- define "oculab.waitForSchema" -}}
 - name: wait-for-schema
   image: {{ include "oculab.image" (dict "root" . "image" "api") }}
   imagePullPolicy: {{ include "oculab.imagePullPolicy" (dict "root" . "image" "api") }}
   command: ["oculab"]
-  args: ["migrate", "--wait", {{ .Values.migrations.waitTimeoutSeconds | int | quote }}]
+  args: ["migrate", "--check", "--wait", {{ .Values.migrations.waitTimeoutSeconds | int | quote }}]
   env:
     {{- include "oculab.env.migrate" . | nindent 4 }}
   securityContext:
     {{- include "oculab.containerSecurityContext" . | nindent 4 }}
   resources:
-    requests: {cpu: 10m, memory: 64Mi}
-    limits: {memory: 256Mi}
+    {{- toYaml .Values.migrations.waitResources | nindent 4 }}
   volumeMounts:
     - name: tmp
       mountPath: /tmp
+    {{- with include "oculab.extraVolumeMounts" (dict "root" .) | trim }}{{ . | nindent 4 }}{{- end }}
 {{- end -}}
 
 {{/* ---- storage ----------------------------------------------------------------------- */}}
@@ -439,25 +573,29 @@ the latest revision (`oculab migrate --wait`).
 {{/* ---- checksums ---------------------------------------------------------------------- */}}
 
 {{/*
-Checksum annotations: a change to the settings, to the chart's Secret, or (when the
-cluster can be read) to a referenced existing Secret restarts the pods.
+Checksum annotations: a change to the settings this component reads (the common
+ConfigMap and its own), to the chart's Secret, or (when the cluster can be read) to a
+referenced existing Secret restarts its pods; a change only another component reads
+does not. Call with (dict "root" $ "component" "api").
 */}}
 {{- define "oculab.checksums" -}}
-{{- include "oculab.init" . -}}
+{{- $root := .root -}}
+{{- include "oculab.init" $root -}}
 {{- $ext := list -}}
-{{- range $name := list .Values.database.existingSecret .Values.broker.existingSecret .Values.auth.secretKey.existingSecret .Values.auth.oidc.existingSecret -}}
+{{- range $name := list $root.Values.database.existingSecret $root.Values.broker.existingSecret $root.Values.auth.secretKey.existingSecret $root.Values.auth.oidc.existingSecret -}}
 {{- if $name -}}
-{{- $s := lookup "v1" "Secret" $.Release.Namespace $name | default dict -}}
+{{- $s := lookup "v1" "Secret" $root.Release.Namespace $name | default dict -}}
 {{- $ext = append $ext (get $s "data" | default dict) -}}
 {{- end -}}
 {{- end -}}
-checksum/config: {{ include (print $.Template.BasePath "/configmap.yaml") . | sha256sum }}
-checksum/secret: {{ list .Release.oculabState.secretData $ext | toJson | sha256sum }}
+checksum/config: {{ list (include "oculab.config.common" $root) (include (printf "oculab.config.%s" .component) $root) | toJson | sha256sum }}
+checksum/secret: {{ list $root.Release.oculabState.secretData $ext | toJson | sha256sum }}
 {{- end -}}
 
-{{/* Pod annotations: checksums, the global extras, then the component's own. */}}
+{{/* Pod annotations: checksums, the global extras, then the component's own.
+Call with (dict "root" $ "component" "api" "extra" map). */}}
 {{- define "oculab.podAnnotations" -}}
-{{ include "oculab.checksums" .root }}
+{{ include "oculab.checksums" . }}
 {{- with .root.Values.podAnnotations }}
 {{ toYaml . }}
 {{- end }}
@@ -466,7 +604,27 @@ checksum/secret: {{ list .Release.oculabState.secretData $ext | toJson | sha256s
 {{- end }}
 {{- end -}}
 
+{{/* Pins a pod that mounts the data volume to singleNode.hostname: merged into the
+component's nodeSelector. Call with (dict "root" $ "nodeSelector" map). */}}
+{{- define "oculab.dataNodeSelector" -}}
+{{- $sel := deepCopy (.nodeSelector | default dict) -}}
+{{- if .root.Values.singleNode.enabled -}}
+{{- $_ := set $sel "kubernetes.io/hostname" .root.Values.singleNode.hostname -}}
+{{- end -}}
+{{- with $sel }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}
+
 {{/* ---- monitoring ------------------------------------------------------------------- */}}
+
+{{/* "true" when the cluster serves the Prometheus operator's kind (or forceCRDs says
+to assume it): a ServiceMonitor without its CRD would fail the whole install.
+Call with (dict "root" $ "kind" "ServiceMonitor"). */}}
+{{- define "oculab.hasMonitoringCRD" -}}
+{{- if or .root.Values.forceCRDs.monitoring (.root.Capabilities.APIVersions.Has (printf "monitoring.coreos.com/v1/%s" .kind)) -}}true{{- end -}}
+{{- end -}}
 
 {{/* Label matchers for this release's API series (every API replica reports the same
 job counts, read from PostgreSQL: aggregate with max). */}}
@@ -488,17 +646,49 @@ job counts, read from PostgreSQL: aggregate with max). */}}
       app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
+{{/* An egress rule to the given peers (none: any address) on the given TCP ports.
+Call with (dict "to" list "ports" list). */}}
+{{- define "oculab.egressTo" -}}
+{{- if .to -}}
+- to:
+    {{- toYaml .to | nindent 4 }}
+  ports:
+{{- else -}}
+- ports:
+{{- end }}
+    {{- range .ports }}
+    - {port: {{ . | int }}, protocol: TCP}
+    {{- end }}
+{{- end -}}
+
+{{/* DNS: the configured ports (53, and 5353 where OpenShift's DNS listens) over UDP
+and TCP, to the configured peers (none: any). */}}
+{{- define "oculab.egressDns" -}}
+{{- $dns := .Values.networkPolicy.egress.dns -}}
+{{- if $dns.to -}}
+- to:
+    {{- toYaml $dns.to | nindent 4 }}
+  ports:
+{{- else -}}
+- ports:
+{{- end }}
+    {{- range $dns.ports }}
+    - {port: {{ . | int }}, protocol: UDP}
+    - {port: {{ . | int }}, protocol: TCP}
+    {{- end }}
+{{- end -}}
+
 {{/*
-Egress every Oculab pod needs: DNS, PostgreSQL and Redis (the bundled pods, or any
-address on the configured port: an external server's address is not known here).
+Egress every Oculab pod needs: DNS, PostgreSQL and Redis (the bundled pods, or the
+configured port to networkPolicy.egress.<service>.to: CIDRs or namespace selectors
+where the external server lives; empty: any address).
 Call with (dict "root" $ "oidc" bool "api" bool).
 */}}
 {{- define "oculab.egressRules" -}}
 {{- $root := .root -}}
 {{- $v := $root.Values -}}
-- ports:
-    - {port: 53, protocol: UDP}
-    - {port: 53, protocol: TCP}
+{{- $eg := $v.networkPolicy.egress -}}
+{{ include "oculab.egressDns" $root }}
 {{- if $v.postgresql.enabled }}
 - to:
     - podSelector:
@@ -507,8 +697,7 @@ Call with (dict "root" $ "oidc" bool "api" bool).
   ports:
     - {port: 5432, protocol: TCP}
 {{- else }}
-- ports:
-    - {port: {{ $v.database.port | int }}, protocol: TCP}
+{{ include "oculab.egressTo" (dict "to" $eg.database.to "ports" (list $v.database.port)) }}
 {{- end }}
 {{- if $v.redis.enabled }}
 - to:
@@ -518,16 +707,14 @@ Call with (dict "root" $ "oidc" bool "api" bool).
   ports:
     - {port: 6379, protocol: TCP}
 {{- else }}
-- ports:
-    - {port: {{ $v.broker.port | int }}, protocol: TCP}
+{{ include "oculab.egressTo" (dict "to" $eg.broker.to "ports" (list $v.broker.port)) }}
 {{- end }}
 {{- if and .oidc $v.auth.oidc.enabled }}
 {{- $u := urlParse (default $v.auth.oidc.issuer $v.auth.oidc.discoveryUrl) }}
 {{- $port := 443 }}
 {{- if contains ":" $u.host }}{{ $port = int (last (splitList ":" $u.host)) }}{{ else if eq $u.scheme "http" }}{{ $port = 80 }}{{ end }}
 # The IdP (discovery, token endpoint, JWKS).
-- ports:
-    - {port: {{ $port }}, protocol: TCP}
+{{ include "oculab.egressTo" (dict "to" $eg.identityProvider.to "ports" (list $port)) }}
 {{- end }}
 {{- if .api }}
 - to:

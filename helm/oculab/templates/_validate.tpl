@@ -85,7 +85,7 @@ and the next steps.
 {{- end -}}
 
 {{- /* settings given as raw OCULAB_* variables */ -}}
-{{- $managed := list "OCULAB_MODE" "OCULAB_DATA_DIR" "OCULAB_DATABASE_URL" "OCULAB_REDIS_URL" "OCULAB_SECRET_KEY" "OCULAB_PUBLIC_URL" "OCULAB_FORWARDED_ALLOW_IPS" "OCULAB_POOLS" "OCULAB_CPU_POOLS" "OCULAB_OIDC_CLIENT_SECRET" "OCULAB_ADMIN_PASSWORD" -}}
+{{- $managed := list "OCULAB_MODE" "OCULAB_DATA_DIR" "OCULAB_DATABASE_URL" "OCULAB_REDIS_URL" "OCULAB_SECRET_KEY" "OCULAB_PUBLIC_URL" "OCULAB_FORWARDED_ALLOW_IPS" "OCULAB_POOLS" "OCULAB_CPU_POOLS" "OCULAB_OIDC_CLIENT_SECRET" "OCULAB_ADMIN_PASSWORD" "OCULAB_CA_BUNDLE" "OCULAB_METRICS_PORT" "OCULAB_GPU_JOBS_PER_USER" "OCULAB_CPU_JOBS_PER_USER" "OCULAB_WORKER_SHUTDOWN_TIMEOUT_SECONDS" "OCULAB_LOCAL_ACCOUNTS" -}}
 {{- range $key, $_ := $v.config.extra -}}
 {{- if has $key $managed -}}
 {{- $errors = append $errors (printf "config.extra.%s is set by the chart (or must come from a Secret); use the chart's own values" $key) -}}
@@ -103,25 +103,32 @@ and the next steps.
 {{- $errors = append $errors (printf "workers.pools: the pool name %q is used twice (each pool is one Dramatiq queue and one Deployment)" $name) -}}
 {{- end -}}
 {{- $names = append $names $name -}}
-{{- $limits := ($pool.resources | default dict).limits | default dict -}}
-{{- $gpus := int (get $limits "nvidia.com/gpu" | default 0) -}}
+{{- $gpus := int $pool.gpuCount -}}
 {{- if $pool.gpu -}}
 {{- if eq $gpus 0 -}}
-{{- $warnings = append $warnings (printf "workers.pools[%s] is a GPU pool without a nvidia.com/gpu limit: its pods get no GPU from the device plugin" $name) -}}
+{{- $warnings = append $warnings (printf "workers.pools[%s] is a GPU pool without a GPU limit (nvidia.com/gpu, nvidia.com/gpu.shared or nvidia.com/mig-*): its pods get no GPU from the device plugin" $name) -}}
 {{- end -}}
-{{- if and $pool.keda.enabled (eq (int $pool.keda.minReplicas) 0) -}}
+{{- if gt (int $pool.migCount) 1 -}}
+{{- $errors = append $errors (printf "workers.pools[%s] requests %d MIG instances per pod: CUDA lets a process use one MIG instance, so give each pod exactly one and scale the replicas instead" $name (int $pool.migCount)) -}}
+{{- end -}}
+{{- if and (or $pool.keda.enabled $pool.scaledJob) (eq (int $pool.keda.minReplicas) 0) -}}
 {{- $warnings = append $warnings (printf "workers.pools[%s] may scale to zero: predict requests answer 503 until a worker has started (OCULAB_PREDICT_QUEUE_SECONDS)" $name) -}}
 {{- end -}}
 {{- else -}}
 {{- $cpuPools = add1 $cpuPools -}}
 {{- if gt $gpus 0 -}}
-{{- $errors = append $errors (printf "workers.pools[%s] requests nvidia.com/gpu but has gpu: false: set gpu: true (it would otherwise be listed in OCULAB_CPU_POOLS)" $name) -}}
+{{- $errors = append $errors (printf "workers.pools[%s] requests %s but has gpu: false: set gpu: true (it would otherwise be listed in OCULAB_CPU_POOLS)" $name (join ", " $pool.gpuResources)) -}}
 {{- end -}}
 {{- end -}}
 {{- if le (int $pool.terminationGracePeriodSeconds) (int $v.config.workerShutdownTimeoutSeconds) -}}
 {{- $errors = append $errors (printf "workers.pools[%s].terminationGracePeriodSeconds (%d) must be greater than config.workerShutdownTimeoutSeconds (%d): running jobs would be killed before they hand themselves back" $name (int $pool.terminationGracePeriodSeconds) (int $v.config.workerShutdownTimeoutSeconds)) -}}
 {{- end -}}
-{{- if $pool.keda.enabled -}}
+{{- if and $pool.scaledJob $pool.kedaMissing -}}
+{{- $errors = append $errors (printf "workers.pools[%s].scaling.mode is scaledJob but the cluster serves no keda.sh/v1alpha1 ScaledJob: install KEDA first, or set forceCRDs.keda=true when rendering without cluster access (helm template without --api-versions)" $name) -}}
+{{- else if $pool.kedaMissing -}}
+{{- $warnings = append $warnings (printf "workers.pools[%s].keda.enabled but the cluster serves no keda.sh/v1alpha1 ScaledObject: no autoscaling, the pool runs %d replica(s); install KEDA, or set forceCRDs.keda=true" $name (int $pool.replicas)) -}}
+{{- end -}}
+{{- if or $pool.keda.enabled $pool.scaledJob -}}
 {{- if and $pool.keda.prometheus.enabled (not $v.keda.prometheus.serverAddress) -}}
 {{- $errors = append $errors (printf "workers.pools[%s].keda.prometheus needs keda.prometheus.serverAddress (the Prometheus that scrapes the API)" $name) -}}
 {{- end -}}
@@ -152,25 +159,59 @@ and the next steps.
 {{- if has "ReadWriteMany" . -}}{{- $mode = "ReadWriteMany" -}}{{- else -}}{{- $mode = first . -}}{{- end -}}
 {{- end -}}
 {{- end -}}
-{{- if ne $mode "ReadWriteMany" -}}
+{{- /* A single-node trial: RWO works when every pod that mounts it runs on one node. */ -}}
+{{- $pinned := list -}}
+{{- $single := $v.singleNode -}}
+{{- if $single.enabled -}}
+{{- if not $single.hostname -}}
+{{- $errors = append $errors "singleNode.enabled needs singleNode.hostname (the node's kubernetes.io/hostname label: kubectl get nodes -L kubernetes.io/hostname)" -}}
+{{- end -}}
+{{- $pinned = append $pinned $single.hostname -}}
+{{- else -}}
+{{- $pinned = append $pinned (get ($v.api.nodeSelector | default dict) "kubernetes.io/hostname" | default "") -}}
+{{- range $pool := $pools -}}
+{{- $pinned = append $pinned (get ($pool.nodeSelector | default dict) "kubernetes.io/hostname" | default "") -}}
+{{- end -}}
+{{- end -}}
+{{- $oneNode := and (first $pinned) (eq (len (uniq $pinned)) 1) (eq $mode "ReadWriteOnce") -}}
+{{- if and (ne $mode "ReadWriteMany") (not $oneNode) -}}
 {{- $users := list -}}
 {{- $apiPods := int $v.api.replicas -}}
 {{- if $v.api.autoscaling.enabled -}}{{- $apiPods = int $v.api.autoscaling.maxReplicas -}}{{- end -}}
 {{- if gt $apiPods 0 -}}{{- $users = append $users (printf "api (%d replicas)" $apiPods) -}}{{- end -}}
 {{- range $pool := $pools -}}
-{{- if or (gt (int $pool.replicas) 0) $pool.keda.enabled -}}
+{{- if or (gt (int $pool.replicas) 0) $pool.keda.enabled $pool.scaledJob -}}
 {{- $users = append $users (printf "workers %s" (toString $pool.name)) -}}
 {{- end -}}
 {{- end -}}
 {{- if or (gt (len $users) 1) (gt $apiPods 1) -}}
-{{- $errors = append $errors (printf "storage: the claim %s is %s but would be shared by %s; pods on different nodes cannot share it: use a ReadWriteMany storage class (NFS, CephFS, ...) via storage.storageClass, or a ReadWriteMany storage.existingClaim" (include "oculab.storage.claimName" .) $mode (join ", " $users)) -}}
+{{- $errors = append $errors (printf "storage: the claim %s is %s but would be shared by %s; pods on different nodes cannot share it: use a ReadWriteMany storage class (NFS, CephFS, ...) via storage.storageClass, or a ReadWriteMany storage.existingClaim; on a single-node cluster (k3s, kind) set singleNode.enabled and singleNode.hostname to pin them to one node" (include "oculab.storage.claimName" .) $mode (join ", " $users)) -}}
 {{- end -}}
 {{- end -}}
-{{- if and (not $v.storage.existingClaim) (not $v.storage.storageClass) -}}
+{{- if and (not $v.storage.existingClaim) (not $v.storage.storageClass) (eq $mode "ReadWriteMany") -}}
 {{- $warnings = append $warnings "storage.storageClass is empty: the cluster's default storage class must support ReadWriteMany" -}}
 {{- end -}}
 
-{{- /* secrets */ -}}
+{{- /* secrets: without the generator hook, nothing may need a generated value */ -}}
+{{- if not $v.generatedSecrets.enabled -}}
+{{- range $key := keys .Release.oculabState.generate | sortAlpha -}}
+{{- if eq $key "secret-key" -}}
+{{- $errors = append $errors "generatedSecrets.enabled is false: set auth.secretKey.existingSecret (a Secret with a random key of at least 32 characters)" -}}
+{{- else if eq $key "database-password" -}}
+{{- $errors = append $errors "generatedSecrets.enabled is false: the bundled PostgreSQL needs database.existingSecret (its password)" -}}
+{{- else if eq $key "broker-password" -}}
+{{- $errors = append $errors "generatedSecrets.enabled is false: the bundled Redis needs broker.existingSecret (its password)" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- if and $v.caBundle.configMap $v.caBundle.secret -}}
+{{- $errors = append $errors "caBundle.configMap and caBundle.secret are both set: give one" -}}
+{{- end -}}
+{{- range $kind, $on := dict "ServiceMonitor" $v.monitoring.serviceMonitor.enabled "PrometheusRule" $v.monitoring.prometheusRule.enabled -}}
+{{- if and $on (not (include "oculab.hasMonitoringCRD" (dict "root" $ "kind" $kind))) -}}
+{{- $warnings = append $warnings (printf "monitoring: the cluster serves no monitoring.coreos.com/v1 %s, so none was rendered: install the Prometheus operator's CRDs, or set forceCRDs.monitoring=true" $kind) -}}
+{{- end -}}
+{{- end -}}
 {{- if $db.password -}}
 {{- $warnings = append $warnings "database.password is a plain value in your values file: prefer database.existingSecret" -}}
 {{- end -}}

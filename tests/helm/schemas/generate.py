@@ -1,7 +1,7 @@
 """Regenerates the vendored CRD schemas in this folder (run by hand, not by the tests).
 
-The tests validate the chart's ServiceMonitor, PrometheusRule, ScaledObject and
-TriggerAuthentication objects offline against these files. They are produced from the
+The tests validate the chart's ServiceMonitor, PrometheusRule, ScaledObject, ScaledJob
+and TriggerAuthentication objects offline against these files. They are produced from the
 cloudcoil model packages on PyPI, which are generated from the upstream CRDs
 (prometheus-operator and KEDA), then made strict like kubernetes-validate's own
 "-strict" schemas: every object with known properties rejects unknown ones.
@@ -43,6 +43,7 @@ def main() -> None:
         "monitoring.coreos.com/servicemonitor_v1.json": monitoring.ServiceMonitor,
         "monitoring.coreos.com/prometheusrule_v1.json": monitoring.PrometheusRule,
         "keda.sh/scaledobject_v1alpha1.json": keda.ScaledObject,
+        "keda.sh/scaledjob_v1alpha1.json": keda.ScaledJob,
         "keda.sh/triggerauthentication_v1alpha1.json": keda.TriggerAuthentication,
     }
     sources = {
