@@ -13,6 +13,7 @@ PORT ?= 8000
 
 .PHONY: help install lock run test lint typecheck pytest services bench clean \
 	frontend openapi frontend-test frontend-typecheck frontend-unit frontend-e2e chromium
+.PHONY: images bundle lock-images lock-worker
 
 # The web app (frontend/): built by Vite into the Python package, where the API serves it.
 NPM := npm --prefix frontend
@@ -30,6 +31,8 @@ help:
 	@echo "make openapi  regenerate the web app's typed API client after an endpoint change"
 	@echo "make install  create $(VENV) with every extra (ml, dev)"
 	@echo "make bench    run the benchmarks in bench/ against PostgreSQL"
+	@echo "make images   build the api and worker images (podman or docker; CUDA=cu126)"
+	@echo "make bundle   the air-gapped install bundle (dist/oculab-offline-<version>.tar.gz)"
 
 install: $(VENV)/.installed
 
@@ -128,6 +131,46 @@ bench: install services
 	$(MAKE) frontend
 	$(BIN)/python bench/web_bundle.py
 	$(BIN)/python bench/ui_upload.py
+
+# ---- container images and the offline bundle -------------------------------------------
+# Builds both images with podman, else docker (Dockerfile). Offline: point the build
+# arguments at the lab's mirrors, e.g.
+#   make images PIP_INDEX_URL=https://pypi.lab/simple NPM_REGISTRY=https://npm.lab/ \
+#        CA_BUNDLE_FILE=lab-ca.pem PYTHON_IMAGE=registry.lab/library/python:3.11-slim-bookworm@sha256:...
+ENGINE ?= $(shell command -v podman 2>/dev/null || command -v docker 2>/dev/null)
+IMAGE_PREFIX ?= ghcr.io/oculab
+IMAGE_TAG ?= $(shell awk '$$1 == "appVersion:" { gsub(/"/, "", $$2); print $$2 }' helm/oculab/Chart.yaml)
+# The worker's torch build: requirements/torch-$(CUDA).lock (docs/install.md, "Images").
+CUDA ?= cu126
+IMAGE_BUILD_ARGS = --build-arg TORCH_VARIANT=$(CUDA) \
+	$(foreach arg,PIP_INDEX_URL TORCH_INDEX_URL NPM_REGISTRY PYTHON_IMAGE NODE_IMAGE,\
+	  $(if $($(arg)),--build-arg $(arg)=$($(arg)))) \
+	$(if $(CA_BUNDLE_FILE),--build-arg CA_BUNDLE="$$(cat $(CA_BUNDLE_FILE))")
+
+# ENGINE_FLAGS: anything else for `build`, e.g. --runtime runc where crun cannot run.
+ENGINE_FLAGS ?=
+
+images:
+	@test -n "$(ENGINE)" || { echo "make images needs podman or docker"; exit 1; }
+	$(ENGINE) build $(ENGINE_FLAGS) $(IMAGE_BUILD_ARGS) --target api \
+		-t $(IMAGE_PREFIX)/oculab-api:$(IMAGE_TAG) .
+	$(ENGINE) build $(ENGINE_FLAGS) $(IMAGE_BUILD_ARGS) --target worker \
+		-t $(IMAGE_PREFIX)/oculab-worker:$(IMAGE_TAG) .
+
+# The air-gapped bundle (scripts/offline-bundle.sh): the chart, the images just built,
+# the example values and optional weights (make bundle BUNDLE_ARGS="--weights yolo11n.pt").
+bundle:
+	scripts/offline-bundle.sh $(BUNDLE_ARGS)
+
+# The images' hash-pinned locks, from requirements/ml.lock's versions: api.lock and
+# worker.lock from PyPI (or pip's configured mirror), then torch-$(CUDA).lock from torch's
+# index for that variant (download.pytorch.org must be reachable for cu126, cu128, cpu).
+lock-images: install
+	$(BIN)/python scripts/image_locks.py common
+	$(BIN)/python scripts/image_locks.py torch cu130
+
+lock-worker: install
+	$(BIN)/python scripts/image_locks.py torch $(CUDA)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
