@@ -16,6 +16,9 @@ revision: str = ${repr(up_revision)}
 down_revision: str | None = ${repr(down_revision)}
 branch_labels: str | Sequence[str] | None = ${repr(branch_labels)}
 depends_on: str | Sequence[str] | None = ${repr(depends_on)}
+# True only if the previous release's code runs correctly on the schema this makes
+# (server/migrate.py, the upgrade and rollback contract).
+backward_compatible = False
 
 
 def upgrade() -> None:

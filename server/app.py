@@ -32,7 +32,7 @@ from server.jobs.stream import EventHub
 from server.kit.apidocs import install_api_docs
 from server.kit.bodylimit import IMPORT_ENVELOPE_BYTES, BodyLimitMiddleware
 from server.kit.db import DbTimeouts, make_engine, make_sessionmaker
-from server.kit.errors import install_error_handlers
+from server.kit.errors import NotFound, install_error_handlers
 from server.kit.headers import SecurityHeadersMiddleware
 from server.kit.metrics import HttpMetrics, MetricsMiddleware
 from server.kit.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
@@ -75,7 +75,7 @@ def create_app(
     rate_limiter: RateLimiter
     redis_client: redis.Redis | None = None
     if settings.mode is Mode.server:
-        redis_client = redis.Redis.from_url(settings.redis_url, socket_timeout=2)
+        redis_client = redis.Redis.from_url(settings.resolved_redis_url, socket_timeout=2)
         rate_limiter = RedisRateLimiter(redis_client)
         registry.register(BrokerCollector(redis_client))
     else:
@@ -129,6 +129,13 @@ def create_app(
 
     install_error_handlers(app)
     install_api_docs(app)
+    if settings.metrics_port is not None:
+        # Served on OCULAB_METRICS_PORT instead (server/cli.py), which no ingress routes
+        # to; here, ahead of the health router's /metrics, it does not exist.
+        @app.get("/metrics", include_in_schema=False)
+        def metrics_not_here() -> None:
+            raise NotFound("not found")
+
     for router in (
         health_router,
         auth_router,

@@ -15,13 +15,19 @@ import tempfile
 import threading
 import time
 from collections.abc import Sequence
-from http.server import HTTPServer
-from typing import IO
+from http.server import HTTPServer, ThreadingHTTPServer
+from typing import IO, TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from pydantic import ValidationError
 
 from server.settings import Mode, Settings
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+    from server.kit.probe import Check
+    from workers.runner import ActorBody
 
 log = logging.getLogger("oculab")
 
@@ -51,6 +57,8 @@ def _serve(
     from server.app import create_app
 
     app = create_app(settings, run_jobs=run_jobs, demo_owner=demo_owner)
+    if settings.metrics_port is not None:
+        _serve_metrics(app.state.registry, host, settings.metrics_port)
     uvicorn.run(
         app,
         host=host,
@@ -61,6 +69,29 @@ def _serve(
         log_level=settings.log_level,
         access_log=False,
     )
+
+
+def _serve_metrics(registry: CollectorRegistry, host: str, port: int) -> None:
+    """Prometheus /metrics on a port of its own (OCULAB_METRICS_PORT), which the
+    ingress does not route to; the API's port then answers 404 there."""
+    from prometheus_client import start_http_server
+
+    try:
+        start_http_server(port, addr=host, registry=registry)
+    except OSError as exc:
+        raise SystemExit(
+            f"oculab: cannot serve metrics on {host}:{port} (OCULAB_METRICS_PORT): {exc.strerror}"
+        ) from None
+    log.info("serving metrics on %s:%s/metrics", host, port)
+
+
+def _upgrade(url: str) -> None:
+    from server import migrate
+
+    try:
+        migrate.upgrade(url)
+    except migrate.SchemaTooNew as exc:
+        raise SystemExit(f"oculab: {exc}") from None
 
 
 def _lock_data_dir(settings: Settings) -> IO[str]:
@@ -79,12 +110,10 @@ def _lock_data_dir(settings: Settings) -> IO[str]:
 def cmd_standalone(args: argparse.Namespace) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
-    from server import migrate
-
     settings = _settings(Mode.standalone)
     lock = _lock_data_dir(settings)
     settings.ensure_secret_key()
-    migrate.upgrade(settings.resolved_database_url)
+    _upgrade(settings.resolved_database_url)
     # The first admin's Argon2id hash is half a second of C that lets go of the GIL:
     # made on a thread while this one imports the app, not before it. The app still
     # serves only once the admin exists.
@@ -145,7 +174,6 @@ def _bootstrap_standalone(settings: Settings) -> tuple[int, str | None]:
 
 def cmd_demo(args: argparse.Namespace) -> None:
     """Runs the demo loop in this process, on the standalone data dir, and reports."""
-    from server import migrate
     from server.demo.loop import DemoFailed, DemoPlan, run_demo
     from server.jobs.events import WAKER_KEY, Waker
     from server.jobs.kinds import load_kinds
@@ -156,7 +184,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     settings = _settings(Mode.standalone)
     lock = _lock_data_dir(settings)
     settings.ensure_secret_key()
-    migrate.upgrade(settings.resolved_database_url)
+    _upgrade(settings.resolved_database_url)
     admin_id, password = _bootstrap_standalone(settings)
     if password is not None:
         print(f"local admin: admin / {password}   (printed once; keep it)")
@@ -207,32 +235,24 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def cmd_api(args: argparse.Namespace) -> None:
-    from server import migrate
-
     settings = _settings(Mode.server)
-    try:
-        at_head = migrate.is_at_head(settings.resolved_database_url)
-    except sa.exc.OperationalError as exc:
-        raise SystemExit(f"oculab: cannot reach the database: {exc.orig}") from None
-    if not at_head:
-        raise SystemExit(
-            "oculab: the database schema is not at the latest revision; run "
-            "`oculab migrate` first (the API never migrates on start-up)"
-        )
+    _require_schema(settings, "the API never migrates on start-up")
     _serve(settings, args.host, args.port)
 
 
-def _require_schema(settings: Settings) -> None:
+def _require_schema(settings: Settings, note: str = "") -> None:
+    """Starts only on a schema this code may use: its own head, or a newer one whose
+    migrations keep it compatible (server/migrate.py, the upgrade contract)."""
     from server import migrate
 
     try:
-        at_head = migrate.is_at_head(settings.resolved_database_url)
+        status = migrate.schema_status(settings.resolved_database_url)
     except sa.exc.OperationalError as exc:
         raise SystemExit(f"oculab: cannot reach the database: {exc.orig}") from None
-    if not at_head:
-        raise SystemExit(
-            "oculab: the database schema is not at the latest revision; run `oculab migrate` first"
-        )
+    if not status.usable:
+        raise SystemExit(f"oculab: {status.describe()}" + (f" ({note})" if note else ""))
+    if status.state is migrate.SchemaState.newer_compatible:
+        log.info("%s", status.describe())
 
 
 def _stop_on_signals() -> threading.Event:
@@ -263,14 +283,6 @@ def cmd_worker(args: argparse.Namespace) -> None:
             "its GPUs are that pool's slots; run one worker per GPU pool"
         )
     _require_schema(settings)
-    metrics = None
-    if args.metrics_port != 0:
-        # Read when Dramatiq's Prometheus module is first imported: this worker's own
-        # multiprocess directory, never another worker's on the same host.
-        os.environ.setdefault("dramatiq_prom_db", tempfile.mkdtemp(prefix="oculab-prom-"))
-        # Bound before anything else: a taken port stops the worker before it takes any
-        # job, and the port it logs is certainly its own.
-        metrics = _metrics_server(args.metrics_port)
 
     from server.jobs.kinds import load_kinds
     from server.kit.db import DbTimeouts, make_engine, make_sessionmaker
@@ -279,8 +291,17 @@ def cmd_worker(args: argparse.Namespace) -> None:
     from workers.gpus import GpuUnusable
     from workers.runner import ActorBody, Worker
 
-    kinds = load_kinds(settings)
     body = ActorBody()
+    metrics = None
+    if args.metrics_port != 0:
+        # Read when Dramatiq's Prometheus module is first imported: this worker's own
+        # multiprocess directory, never another worker's on the same host.
+        os.environ.setdefault("dramatiq_prom_db", tempfile.mkdtemp(prefix="oculab-prom-"))
+        # Bound before anything else: a taken port stops the worker before it takes any
+        # job, and the port it logs is certainly its own.
+        metrics = _metrics_server(args.metrics_port, lambda: _worker_health(body))
+
+    kinds = load_kinds(settings)
     broker = get_broker(settings, kinds, stub=False, prometheus=metrics is not None, body=body)
     # A connection per thread (slots in each pool), plus the heartbeat's.
     engine = make_engine(
@@ -302,6 +323,8 @@ def cmd_worker(args: argparse.Namespace) -> None:
             pools,
             slots=args.slots,
             poll_ms=250,
+            max_jobs=args.max_jobs,
+            probe_versions=True,
         )
     except GpuUnusable as exc:
         raise SystemExit(f"oculab: {exc}") from exc
@@ -311,7 +334,12 @@ def cmd_worker(args: argparse.Namespace) -> None:
     if metrics is not None:
         threading.Thread(target=metrics.serve_forever, daemon=True, name="metrics").start()
     worker.start()
-    stop.wait()
+    ending = args.max_jobs is not None or args.idle_exit is not None
+    while not stop.wait(0.2 if ending else None):
+        reason = worker.exit_reason(args.idle_exit)
+        if reason is not None:
+            log.info("worker %s exits: %s", worker.id, reason)
+            break
     worker.stop()
     if metrics is not None:
         metrics.shutdown()
@@ -319,18 +347,43 @@ def cmd_worker(args: argparse.Namespace) -> None:
     engine.dispose()
 
 
+# Where the scheduler serves /healthz unless --health-port says otherwise.
+DEFAULT_SCHEDULER_HEALTH_PORT = 8090
+
 # Where Dramatiq's Prometheus exporter listens unless --metrics-port says otherwise;
 # the next ports up are tried when it is taken (several workers on one host).
 DEFAULT_METRICS_PORT = 9191
 _METRICS_PORT_TRIES = 64
 
 
-def _metrics_server(port: int | None) -> HTTPServer:
-    """Binds the worker's metrics endpoint. An explicit port is a promise to whoever
-    scrapes or probes it (the Helm chart's readiness probe): taken means exit with a
-    clear message. The default moves to the next free port and says so in the log,
-    so a second worker on a host neither crashes nor silently goes unscraped."""
+def _worker_health(body: ActorBody) -> tuple[bool, dict[str, Any]]:
+    """The worker's ``/healthz``: healthy while its last heartbeat that reached the
+    database is younger than OCULAB_WORKER_LIVENESS_SECONDS. A long job does not stop
+    the heartbeat thread; a frozen process or one cut off from the database does, and
+    is then restarted, freeing its GPU."""
+    worker = body.worker
+    if worker is None:
+        return False, {"status": "starting", "heartbeat_age_s": None}
+    age = worker.beat.age()
+    return worker.beat.fresh(), {
+        "status": "ok" if worker.beat.fresh() else "stale",
+        "worker": worker.id,
+        "heartbeat_age_s": round(age, 3) if age is not None else None,
+        "stale_after_s": worker.beat.limit_seconds,
+    }
+
+
+def _metrics_server(port: int | None, health: Check) -> HTTPServer:
+    """Binds the worker's metrics endpoint (Prometheus at ``/``, ``/metrics``, and
+    ``/healthz``). An explicit port is a promise to whoever scrapes or probes it (the
+    Helm chart's probes): taken means exit with a clear message. The default moves to
+    the next free port and says so in the log, so a second worker on a host neither
+    crashes nor silently goes unscraped."""
     from dramatiq.middleware.prometheus import HTTP_HOST, _metrics_handler
+
+    from server.kit.probe import handler
+
+    handler_class = handler(health, _metrics_handler)
 
     candidates = (
         [port]
@@ -339,7 +392,7 @@ def _metrics_server(port: int | None) -> HTTPServer:
     )
     for candidate in candidates:
         try:
-            server = HTTPServer((HTTP_HOST, candidate), _metrics_handler)
+            server = ThreadingHTTPServer((HTTP_HOST, candidate), handler_class)
         except OSError as exc:
             if exc.errno != errno.EADDRINUSE:
                 raise SystemExit(
@@ -369,6 +422,17 @@ def _metrics_server(port: int | None) -> HTTPServer:
 def cmd_scheduler(args: argparse.Namespace) -> None:
     settings = _settings(Mode.server)
     _require_schema(settings)
+    probe = None
+    if args.health_port:
+        from server.kit.probe import serve
+
+        try:
+            probe = serve(args.health_host, args.health_port, lambda: scheduler.health())
+        except OSError as exc:
+            raise SystemExit(
+                f"oculab: cannot serve /healthz on port {args.health_port}: {exc.strerror}; "
+                "pass another --health-port, or 0 for none"
+            ) from None
 
     from server.jobs.kinds import load_kinds
     from server.jobs.scheduler import Admission, Scheduler
@@ -402,8 +466,13 @@ def cmd_scheduler(args: argparse.Namespace) -> None:
     )
     stop = _stop_on_signals()
     listen_url = settings.resolved_database_url if engine.dialect.name == "postgresql" else None
+    if probe is not None:
+        threading.Thread(target=probe.serve_forever, daemon=True, name="healthz").start()
+        log.info("serving /healthz on port %s", args.health_port)
     log.info("scheduler running for pools %s", ", ".join(settings.pools))
     scheduler.run_forever(stop, listen_url)
+    if probe is not None:
+        probe.shutdown()
     broker.close()
     engine.dispose()
 
@@ -418,21 +487,39 @@ def cmd_migrate(args: argparse.Namespace) -> None:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     url = settings.resolved_database_url
     if args.check or args.wait:
-        # For init containers: succeed only once `oculab migrate` (a Job) has run.
+        # For init containers: succeed once `oculab migrate` (a Job) has run, on a
+        # schema this code may use.
         deadline = time.monotonic() + (args.wait or 0)
         while True:
             try:
-                if migrate.is_at_head(url):
-                    print(f"schema at {migrate.head_revision()}")
+                status = migrate.schema_status(url)
+                if status.usable:
+                    print(status.describe())
                     return
-                problem = "the database schema is not at the latest revision"
+                if status.state is migrate.SchemaState.newer_incompatible:
+                    # Waiting cannot help: only a downgrade by the newer release can.
+                    raise SystemExit(f"oculab: {status.describe()}")
+                problem = status.describe()
             except sa.exc.OperationalError as exc:
                 problem = f"cannot reach the database: {exc.orig}"
             if time.monotonic() >= deadline:
                 raise SystemExit(f"oculab: {problem}")
             time.sleep(2)
-    migrate.upgrade(url)
-    print(f"schema at {migrate.head_revision()}")
+    if args.wait_db:
+        try:
+            migrate.wait_for_database(url, args.wait_db)
+        except sa.exc.OperationalError as exc:
+            raise SystemExit(
+                f"oculab: the database did not accept connections within {args.wait_db:g} s: "
+                f"{exc.orig}"
+            ) from None
+    try:
+        status = migrate.upgrade(url)
+    except migrate.SchemaTooNew as exc:
+        raise SystemExit(f"oculab: {exc}") from None
+    except sa.exc.OperationalError as exc:
+        raise SystemExit(f"oculab: cannot reach the database: {exc.orig}") from None
+    print(status.describe())
 
 
 def cmd_create_admin(args: argparse.Namespace) -> None:
@@ -472,6 +559,36 @@ def cmd_create_admin(args: argparse.Namespace) -> None:
     print(f"admin {args.username!r} {action}")
     if generated:
         print(f"password: {password}")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 (got {value})")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds (got {text})")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be 0..65535 (got {value})")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -517,9 +634,33 @@ def build_parser() -> argparse.ArgumentParser:
             f"{DEFAULT_METRICS_PORT}, or the next free port (logged); 0 turns metrics off"
         ),
     )
+    p.add_argument(
+        "--max-jobs",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="exit (status 0) once N jobs have finished; never during a job (KEDA ScaledJob)",
+    )
+    p.add_argument(
+        "--idle-exit",
+        type=_positive_float,
+        default=None,
+        metavar="SECONDS",
+        help="exit (status 0) after this long without a job to run",
+    )
     p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("scheduler", help="admit queued jobs fairly and recover lost ones")
+    p.add_argument(
+        "--health-port",
+        type=_port,
+        default=DEFAULT_SCHEDULER_HEALTH_PORT,
+        help=(
+            f"port for GET /healthz (liveness and readiness; default "
+            f"{DEFAULT_SCHEDULER_HEALTH_PORT}); 0 serves none"
+        ),
+    )
+    p.add_argument("--health-host", default="0.0.0.0", help=argparse.SUPPRESS)  # noqa: S104
     p.set_defaults(func=cmd_scheduler)
 
     p = sub.add_parser("migrate", help="apply database migrations up to the latest revision")
@@ -534,6 +675,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         metavar="SECONDS",
         help="like --check, but keep checking for up to this long",
+    )
+    p.add_argument(
+        "--wait-db",
+        type=_positive_float,
+        default=None,
+        metavar="SECONDS",
+        help="first wait up to this long for the database to accept connections",
     )
     p.set_defaults(func=cmd_migrate)
 

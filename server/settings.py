@@ -11,7 +11,7 @@ import secrets
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, quote, urlencode, urlsplit, urlunsplit
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -38,6 +38,15 @@ def _split_list(value: Any) -> Any:
     return value
 
 
+def _with_query(url: str, name: str, value: str) -> str:
+    """``url`` with ``name=value`` added to its query, unless empty or already there."""
+    parts = urlsplit(url)
+    if not value or name in parse_qs(parts.query):
+        return url
+    query = "&".join(q for q in (parts.query, urlencode({name: value}, quote_via=quote)) if q)
+    return urlunsplit(parts._replace(query=query))
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="OCULAB_", extra="ignore")
 
@@ -45,6 +54,15 @@ class Settings(BaseSettings):
     data_dir: Path = Path("./oculab-data")
     database_url: str | None = None
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # Put into the Redis URL percent-encoded (see resolved_redis_url), so that any
+    # password works, however many @ : / % it holds. Empty: the URL's own, if any.
+    redis_password: str = ""
+    # A PEM bundle of the CAs to trust for the IdP (OIDC), PostgreSQL (as sslrootcert,
+    # unless the URL names one) and rediss:// (as ssl_ca_certs): an internal CA.
+    ca_bundle: Path | None = None
+    # `oculab api` serves Prometheus /metrics on this port instead of the API's (whose
+    # /metrics then answers 404, so the ingress never exposes it). None: the API's port.
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
     # PostgreSQL client timeouts, so that a database that is down or unreachable turns
     # into a quick 503 (API) or a retry (workers, scheduler) instead of a hang. A
     # connection attempt gives up after connect_timeout; an established connection
@@ -136,6 +154,12 @@ class Settings(BaseSettings):
     heartbeat_interval_seconds: float = Field(default=5, gt=0)
     heartbeat_timeout_seconds: float = Field(default=30, gt=0)
     scheduler_interval_seconds: float = Field(default=1, gt=0)
+    # The scheduler's /healthz answers 503 once its loop has not completed a pass for
+    # this long (wedged on a lock or a dead connection).
+    scheduler_stale_seconds: float = Field(default=30, gt=0)
+    # A worker's /healthz answers 503 once its last successful heartbeat is this old, so
+    # that a hung worker is restarted and frees its GPU.
+    worker_liveness_seconds: float = Field(default=120, gt=0)
     # Messages admitted ahead per CPU slot, so a worker finishing a short job finds the
     # next one already in hand. GPU pools admit none ahead: their jobs are long and the
     # fair order matters more than a few milliseconds.
@@ -165,6 +189,10 @@ class Settings(BaseSettings):
     # Threads decoding an auto-label job's images ahead of the model. None: sized to the
     # device (on a GPU up to 8, one CPU left free; on the CPU one).
     autolabel_decode_threads: int | None = Field(default=None, ge=1, le=64)
+    # Auto-label and predict run in an inference process per worker slot
+    # (workers/inference.py), kept warm between jobs; idle this long, it exits and gives
+    # its memory back.
+    inference_idle_seconds: float = Field(default=300, gt=0)
     # Uploaded weights are inspected in a confined child process (workers/ml/sandbox.py):
     # these limits, no network, and this account instead of root ("" stays root).
     inspect_memory_limit_mb: int = Field(default=8192, ge=1024)
@@ -200,6 +228,8 @@ class Settings(BaseSettings):
                 raise ValueError(f"pool name {pool!r} must match {_POOL_NAME.pattern}")
         if not self.cpu_pool:
             raise ValueError("at least one pool must be a CPU pool (imports, exports)")
+        if self.ca_bundle is not None and not self.ca_bundle.is_file():
+            raise ValueError(f"OCULAB_CA_BUNDLE: no file at {self.ca_bundle}")
         if self.oidc_enabled and not self.oidc_client_id:
             raise ValueError("OCULAB_OIDC_CLIENT_ID is required when OIDC is configured")
         return self
@@ -244,8 +274,29 @@ class Settings(BaseSettings):
     @property
     def resolved_database_url(self) -> str:
         if self.database_url:
-            return self.database_url
+            return _with_query(
+                self.database_url,
+                "sslrootcert",
+                str(self.ca_bundle)
+                if self.ca_bundle and self.database_url.startswith("postgres")
+                else "",
+            )
         return f"sqlite:///{(self.data_dir / 'oculab.db').resolve()}"
+
+    @property
+    def resolved_redis_url(self) -> str:
+        """The Redis URL every client uses: with OCULAB_REDIS_PASSWORD and, for
+        rediss://, OCULAB_CA_BUNDLE put in."""
+        url = self.redis_url
+        if self.redis_password:
+            parts = urlsplit(url)
+            user = parts.username or ""
+            host = parts.netloc.rsplit("@", 1)[-1]
+            netloc = f"{user}:{quote(self.redis_password, safe='')}@{host}"
+            url = urlunsplit(parts._replace(netloc=netloc))
+        if self.ca_bundle and url.startswith("rediss://"):
+            url = _with_query(url, "ssl_ca_certs", str(self.ca_bundle))
+        return url
 
     def ensure_secret_key(self) -> None:
         """Standalone mode keeps a generated key in the data dir so sessions survive restarts."""

@@ -65,7 +65,7 @@ def get_broker(
         broker = StubBroker(middleware=middleware(prometheus=False))
     else:
         broker = RedisBroker(  # type: ignore[no-untyped-call]
-            url=settings.redis_url, middleware=middleware(prometheus=prometheus)
+            url=settings.resolved_redis_url, middleware=middleware(prometheus=prometheus)
         )
     for pool in settings.pools:
         broker.declare_queue(pool)

@@ -248,14 +248,38 @@ def visible_devices_for(ordinal: int | None) -> str:
     raise GpuUnusable(f"this process has no GPU slot {ordinal}")
 
 
-def require_usable(found: list[Slot]) -> None:
+def driver_version() -> str | None:
+    """The NVIDIA driver's version as NVML reports it; None without NVML."""
+    nvml = _nvml()
+    if nvml is None:
+        return None
+    try:
+        return _text(nvml.nvmlSystemGetDriverVersion())
+    except Exception:
+        log.debug("NVML driver query failed", exc_info=True)
+        return None
+
+
+def versions(view: dict[str, Any]) -> dict[str, str | None]:
+    """``{"torch", "cuda", "driver"}`` from a ``torch_view`` and NVML, for the logs and
+    the admin queue."""
+    torch, cuda = view.get("torch"), view.get("cuda")
+    return {
+        "torch": str(torch) if torch else None,
+        "cuda": str(cuda) if cuda else None,
+        "driver": driver_version(),
+    }
+
+
+def require_usable(found: list[Slot]) -> dict[str, Any] | None:
     """A GPU pool must not run on the CPU because torch cannot reach the GPUs NVML lists
-    (a CUDA build newer than the driver, a missing ``oculab[ml]``): refuse with why."""
+    (a CUDA build newer than the driver, a missing ``oculab[ml]``): refuse with why.
+    Returns the ``torch_view`` it judged by (None: no GPU, nothing asked)."""
     if not found:
-        return
+        return None
     view = torch_view()
     if int(view.get("count") or 0) >= len(found) and not view.get("error"):
-        return
+        return view
     nvml = _nvml()
     driver = cuda = "unknown"
     if nvml is not None:

@@ -13,6 +13,8 @@ import queue
 import secrets
 import socket
 import threading
+import time
+from typing import Any
 
 import dramatiq
 import sqlalchemy as sa
@@ -31,6 +33,7 @@ from server.jobs.runtime import (
     execute,
 )
 from server.kit.db import utcnow
+from server.kit.probe import Freshness
 from server.kit.storage import Storage
 from server.settings import Settings
 from workers import gpus as gpu_info
@@ -51,6 +54,8 @@ class Worker:
         slots: int | None = None,
         gpu_indices: list[int] | None = None,
         poll_ms: int = 1000,
+        max_jobs: int | None = None,
+        probe_versions: bool = False,
     ) -> None:
         self.settings = settings
         self.broker = broker
@@ -58,10 +63,16 @@ class Worker:
         self.storage = storage
         self.pools = pools
         self.poll_ms = poll_ms
+        # torch/CUDA/driver as found at start (see _find_versions); None: not known (yet).
+        self.versions: dict[str, str | None] = {"torch": None, "cuda": None, "driver": None}
+        self._probe_versions = probe_versions
         gpu_pool = any(settings.is_gpu_pool(p) for p in pools)
         if gpu_pool and gpu_indices is None:
             found = gpu_info.slots()
-            gpu_info.require_usable(found)
+            view = gpu_info.require_usable(found)
+            if view is not None:
+                self.versions = gpu_info.versions(view)
+                self._probe_versions = False
             gpu_indices = [slot.ordinal for slot in found]
         self.gpu_indices = (gpu_indices or []) if gpu_pool else []
         if gpu_pool and not self.gpu_indices:
@@ -95,11 +106,29 @@ class Worker:
         self._draining = False
         self._dramatiq: dramatiq.Worker | None = None
         self._heartbeat: threading.Thread | None = None
+        # Liveness (the /healthz of `oculab worker`): the last heartbeat that reached the
+        # database.
+        self.beat = Freshness(settings.worker_liveness_seconds)
+        # Jobs this process takes before it exits (`--max-jobs`), and the counts that
+        # let it exit between jobs, never during one (see exit_reason).
+        self.max_jobs = max_jobs
+        self._gate = threading.Lock()
+        self._taken = 0
+        self._running = 0
+        self.finished = 0
+        self._closed = False
+        self._idle_since = time.monotonic()
 
     # --- lifecycle ------------------------------------------------------------------
 
     def start(self) -> None:
         self._register()
+        self._idle_since = time.monotonic()  # --idle-exit counts from here
+        if self._probe_versions:
+            # torch takes seconds to import, in a child: jobs need not wait for it.
+            threading.Thread(target=self._find_versions, name="versions", daemon=True).start()
+        elif any(self.versions.values()):
+            self._log_versions()  # found while checking the GPUs
         # The broker's consumer carries our row's id, so the scheduler can tell when the
         # holder of an unacked message is dead (workers.broker.locate_messages).
         bind_consumer(self.broker, self.id)
@@ -155,6 +184,55 @@ class Worker:
     # --- running jobs ---------------------------------------------------------------
 
     def run(self, kind: JobKind, job_id: int, message_ref: str) -> None:
+        if not self._enter():
+            # Past --max-jobs, or exiting: the message is acked unrun, and the scheduler
+            # sends the job again (it is admitted but its message is gone).
+            log.info("job %s: this worker is exiting; left for another worker", job_id)
+            return
+        try:
+            self._run(kind, job_id, message_ref)
+        finally:
+            self._leave()
+
+    def _enter(self) -> bool:
+        with self._gate:
+            if self._closed or (self.max_jobs is not None and self._taken >= self.max_jobs):
+                return False
+            self._taken += 1
+            self._running += 1
+            last = self.max_jobs is not None and self._taken >= self.max_jobs
+        if last:
+            # The consumers fetch nothing more, and the scheduler stops counting our slots
+            # (if the database cannot be told now, our row goes when we exit).
+            self._pause_consumers()
+            try:
+                self._set_draining()
+            except Exception:
+                log.warning("could not mark worker %s draining", self.id, exc_info=True)
+        return True
+
+    def _leave(self) -> None:
+        with self._gate:
+            self._running -= 1
+            self.finished += 1
+            self._idle_since = time.monotonic()
+
+    def exit_reason(self, idle_exit_seconds: float | None) -> str | None:
+        """Why this worker should exit now, between jobs (`--max-jobs` reached, idle for
+        `--idle-exit` seconds), or None. Once it says why, no job starts here again."""
+        with self._gate:
+            if self._running:
+                return None
+            if self.max_jobs is not None and self.finished >= self.max_jobs:
+                self._closed = True
+                return f"finished {self.finished} job(s) (--max-jobs {self.max_jobs})"
+            idle = time.monotonic() - self._idle_since
+            if idle_exit_seconds is not None and idle >= idle_exit_seconds:
+                self._closed = True
+                return f"no job for {idle:.0f} s (--idle-exit {idle_exit_seconds:g})"
+        return None
+
+    def _run(self, kind: JobKind, job_id: int, message_ref: str) -> None:
         # The message's queue is the pool whose slot it uses (called outside a worker
         # thread, as tests do, the first pool).
         pool = current_pool()
@@ -183,6 +261,30 @@ class Worker:
     def _register(self) -> None:
         with self.maker() as db, db.begin():
             db.add(self._row(utcnow()))
+        self.beat.mark()
+
+    def _find_versions(self) -> None:
+        try:
+            self.versions = gpu_info.versions(gpu_info.torch_view())
+        except Exception:
+            log.warning("could not find the torch and CUDA versions", exc_info=True)
+        self._log_versions()
+
+    def _log_versions(self) -> None:
+        log.info(
+            "worker %s: torch %s, CUDA %s, NVIDIA driver %s",
+            self.id,
+            self.versions["torch"] or "not found",
+            self.versions["cuda"] or "none",
+            self.versions["driver"] or "not found",
+        )
+
+    def _version_columns(self) -> dict[str, Any]:
+        return {
+            "torch_version": self.versions["torch"],
+            "cuda_version": self.versions["cuda"],
+            "driver_version": self.versions["driver"],
+        }
 
     def _row(self, now: dt.datetime) -> WorkerRow:
         return WorkerRow(
@@ -195,6 +297,7 @@ class Worker:
             last_heartbeat=now,
             draining=self._draining,
             version=__version__,
+            **self._version_columns(),
         )
 
     def _beat(self) -> None:
@@ -234,12 +337,15 @@ class Worker:
                 db.execute(
                     sa.update(WorkerRow)
                     .where(WorkerRow.id == self.id)
-                    .values(last_heartbeat=now, gpus=gpus, stopped_at=None)
+                    .values(
+                        last_heartbeat=now, gpus=gpus, stopped_at=None, **self._version_columns()
+                    )
                 )
             draining = row is not None and row.draining
+        self.beat.mark()
         if draining and not self._draining:
             self._pause_consumers()
-        elif not draining and self._draining and not self._stop.is_set():
+        elif not draining and self._draining and not self._stop.is_set() and not self._done():
             self._resume_consumers()
 
     def _vouch(self, db: Session, attempts: list[Attempt], now: dt.datetime) -> None:
@@ -285,6 +391,11 @@ class Worker:
             .values(heartbeat_at=now)
             .execution_options(synchronize_session=False)
         )
+
+    def _done(self) -> bool:
+        """Whether this worker takes no more jobs (its --max-jobs are taken)."""
+        with self._gate:
+            return self._closed or (self.max_jobs is not None and self._taken >= self.max_jobs)
 
     def _set_draining(self) -> None:
         # The scheduler stops counting our slots; Dramatiq's stop() ends consumption.

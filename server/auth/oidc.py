@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import ssl
 import threading
 import time
 from dataclasses import dataclass
@@ -42,6 +43,16 @@ _PROTOCOL_CLAIMS = frozenset(
 )
 
 
+def tls_verify(settings: Settings) -> ssl.SSLContext | bool:
+    """What the IdP's certificate is checked against: the system's CAs, plus
+    OCULAB_CA_BUNDLE's (an internal CA) when set."""
+    if settings.ca_bundle is None:
+        return True
+    context = ssl.create_default_context()
+    context.load_verify_locations(cafile=str(settings.ca_bundle))
+    return context
+
+
 class IssuerMismatch(BadGateway):
     """The IdP's discovery document names another issuer than the one configured."""
 
@@ -66,6 +77,8 @@ class OidcClient:
             "code_challenge_method": "S256",
             "timeout": settings.oidc_timeout_seconds,
         }
+        self._verify = tls_verify(settings)
+        client_kwargs["verify"] = self._verify
         if not settings.oidc_client_secret:
             # A public client: PKCE alone protects the code exchange.
             client_kwargs["token_endpoint_auth_method"] = "none"  # noqa: S105
@@ -94,7 +107,9 @@ class OidcClient:
         if self._metadata is None:
             try:
                 response = httpx2.get(
-                    self.settings.oidc_metadata_url, timeout=self.settings.oidc_timeout_seconds
+                    self.settings.oidc_metadata_url,
+                    timeout=self.settings.oidc_timeout_seconds,
+                    verify=self._verify,
                 )
                 response.raise_for_status()
                 document = response.json()
@@ -243,7 +258,9 @@ class OidcClient:
             if self._jwks is None or expired or may_force:
                 uri = self.metadata().get("jwks_uri")
                 try:
-                    response = httpx2.get(str(uri), timeout=self.settings.oidc_timeout_seconds)
+                    response = httpx2.get(
+                        str(uri), timeout=self.settings.oidc_timeout_seconds, verify=self._verify
+                    )
                     response.raise_for_status()
                     self._jwks = KeySet.import_key_set(response.json())
                 except (httpx2.HTTPError, JoseError, ValueError, TypeError, KeyError) as exc:

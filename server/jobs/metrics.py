@@ -17,7 +17,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy.orm import Session, sessionmaker
 
 from server.jobs.models import Job, JobState, WorkerRow
-from server.kit.db import utcnow
+from server.kit.db import is_postgresql, utcnow
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -27,7 +27,7 @@ RUN_BUCKETS = (1, 10, 60, 300, 900, 3600, 4 * 3600, 12 * 3600, 24 * 3600, 72 * 3
 
 
 def _seconds_between(db: Session, start: Any, end: Any) -> Any:
-    if db.get_bind().dialect.name == "postgresql":
+    if is_postgresql(db):
         return sa.func.extract("epoch", end - start)
     return (sa.func.julianday(end) - sa.func.julianday(start)) * 86400.0
 
@@ -97,23 +97,31 @@ class JobsCollector(Collector):
                 [pool], sum(1 for w in workers if pool in w.pools and w.last_heartbeat >= cutoff)
             )
         yield live
+        # A pool label on each, so alerts and dashboards can tell GPU pools apart: a
+        # worker's heartbeat once per pool it serves, its GPUs under its GPU pool (a
+        # worker serves at most one).
         age = GaugeMetricFamily(
             "oculab_worker_heartbeat_age_seconds",
-            "Seconds since each worker's last heartbeat.",
-            labels=["worker"],
+            "Seconds since each worker's last heartbeat, per pool it serves.",
+            labels=["worker", "pool"],
         )
         util = GaugeMetricFamily(
             "oculab_gpu_utilization_ratio",
             "GPU utilisation, 0..1.",
-            labels=["worker", "gpu", "name"],
+            labels=["worker", "pool", "gpu", "name"],
         )
         memory = GaugeMetricFamily(
-            "oculab_gpu_memory_used_bytes", "GPU memory in use.", labels=["worker", "gpu", "name"]
+            "oculab_gpu_memory_used_bytes",
+            "GPU memory in use.",
+            labels=["worker", "pool", "gpu", "name"],
         )
         for worker in workers:
-            age.add_metric([worker.id], (now - worker.last_heartbeat).total_seconds())
+            heartbeat_age = (now - worker.last_heartbeat).total_seconds()
+            for pool in worker.pools:
+                age.add_metric([worker.id, pool], heartbeat_age)
+            gpu_pool = next((p for p in worker.pools if self.settings.is_gpu_pool(p)), "")
             for gpu in worker.gpus:
-                labels = [worker.id, str(gpu.get("index")), str(gpu.get("name") or "")]
+                labels = [worker.id, gpu_pool, str(gpu.get("index")), str(gpu.get("name") or "")]
                 if gpu.get("utilization") is not None:
                     util.add_metric(labels, float(gpu["utilization"]))
                 if gpu.get("memory_used") is not None:

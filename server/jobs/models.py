@@ -77,6 +77,10 @@ class Job(Base):
     checkpoint: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     artifact_path: Mapped[str | None] = mapped_column(sa.String(500))
 
+    @property
+    def has_artifact(self) -> bool:
+        return bool(self.artifact_path)
+
 
 class JobEvent(Base):
     """Progress, state changes, log lines and metrics, in order; feeds SSE and logs."""
@@ -107,6 +111,11 @@ class WorkerRow(Base):
     draining: Mapped[bool] = mapped_column(default=False)
     stopped_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     version: Mapped[str] = mapped_column(sa.String(32), default="")
+    # What the worker found at start (workers/gpus.py): the torch build, the CUDA it was
+    # built for and the NVIDIA driver; None where unknown (no torch, no NVML).
+    torch_version: Mapped[str | None] = mapped_column(sa.String(64))
+    cuda_version: Mapped[str | None] = mapped_column(sa.String(64))
+    driver_version: Mapped[str | None] = mapped_column(sa.String(64))
 
 
 class Quota(Base):

@@ -81,6 +81,14 @@ class WorkerSummary(BaseModel):
     alive: bool
     draining: bool
     current_jobs: list[int]
+    version: str = Field(description="The Oculab version the worker runs.")
+    torch_version: str | None = Field(description="Its torch build; null when not found.")
+    cuda_version: str | None = Field(
+        description="The CUDA version its torch was built for; null for a CPU build."
+    )
+    driver_version: str | None = Field(
+        description="The NVIDIA driver on its node, from NVML; null without one."
+    )
 
 
 class UserUsage(BaseModel):
@@ -242,6 +250,10 @@ def view(db: Session, settings: Settings) -> QueueView:
                 alive=True,
                 draining=w.draining,
                 current_jobs=running_by_worker.get(w.id, []),
+                version=w.version,
+                torch_version=w.torch_version,
+                cuda_version=w.cuda_version,
+                driver_version=w.driver_version,
             )
             for w in workers
         ],

@@ -36,6 +36,7 @@ from server.jobs import events
 from server.jobs.kinds import JobKind, time_limit_ms
 from server.jobs.models import INTERACTIVE_PRIORITY, Job, JobState, Quota, WorkerRow
 from server.kit.db import DbTimeouts, libpq_url, pg_connect_args, utcnow
+from server.kit.probe import Freshness
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -282,6 +283,22 @@ class Scheduler:
         # without a gap (see _watching).
         self._last_pass: float | None = None
         self._watching_since = time.monotonic()
+        # Liveness: when run_forever last completed a tick (or failed one: the loop is
+        # alive), and whether that tick held the lock (leader) or not (standby).
+        self.ticked = Freshness(settings.scheduler_stale_seconds)
+        self.leader = False
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        """For ``GET /healthz``: healthy while the loop ticked within
+        OCULAB_SCHEDULER_STALE_SECONDS; a tick wedged on a lock or a dead connection
+        makes it 503, so that Kubernetes restarts this scheduler."""
+        age = self.ticked.age()
+        body: dict[str, Any] = {
+            "role": "leader" if self.leader else "standby",
+            "last_tick_age_s": round(age, 3) if age is not None else None,
+            "stale_after_s": self.ticked.limit_seconds,
+        }
+        return self.ticked.fresh(), body
 
     def wake(self) -> None:
         self._wake.set()
@@ -312,7 +329,8 @@ class Scheduler:
     def tick(self) -> list[Admission]:
         """One pass: reconcile, then admit. Returns what was sent."""
         with self.maker() as db, db.begin():
-            if not self._lock(db):
+            self.leader = self._lock(db)
+            if not self.leader:
                 return []
             now = utcnow()
             watching = self._watching()
@@ -518,7 +536,9 @@ class Scheduler:
             try:
                 self.tick()
             except Exception:
+                self.leader = False
                 log.warning("scheduler tick failed; retrying", exc_info=True)
+            self.ticked.mark()
             interval = self.settings.scheduler_interval_seconds
             if listener is not None:
                 listener.wait(interval)

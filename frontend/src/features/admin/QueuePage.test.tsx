@@ -58,6 +58,10 @@ function queueView(): QueueView {
         alive: true,
         draining: false,
         current_jobs: [9],
+        version: "0.1.0",
+        torch_version: "2.5.1+cu124",
+        cuda_version: "12.4",
+        driver_version: "550.54.15",
       },
     ],
     users: [{ user_id: 7, username: "alice", running: { gpu: 1 }, queued: { gpu: 2 } }],
@@ -91,6 +95,7 @@ describe("QueuePage", () => {
     // Its last heartbeat is a minute old with one due every 5 s.
     const worker = screen.getByRole("listitem", { name: "Worker w1 on gpu-box" });
     expect(within(worker).getByText("heartbeat 1 min 0 s ago (late)")).toHaveClass("stale");
+    expect(worker).toHaveTextContent("Oculab 0.1.0 · torch 2.5.1+cu124 · CUDA 12.4 · driver 550.54.15");
     expect(screen.getByRole("table", { name: "Jobs per user" })).toHaveTextContent("alice1 gpu2 gpu");
   });
 

@@ -31,6 +31,10 @@ function view(gpus: Record<string, unknown>[], stamp = "2026-01-01T00:00:00Z"): 
         alive: true,
         draining: false,
         current_jobs: [],
+        version: "0.1.0",
+        torch_version: null,
+        cuda_version: null,
+        driver_version: null,
       },
     ],
   };

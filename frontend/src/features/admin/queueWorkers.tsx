@@ -45,6 +45,14 @@ function pct(value: number | null): string {
   return value === null ? "unknown" : `${Math.round(value)}%`;
 }
 
+/** What the worker found at start: which torch/CUDA build meets which driver. */
+function versions(w: WorkerSummary): string {
+  return (
+    `Oculab ${w.version} · torch ${w.torch_version ?? "not found"} · ` +
+    `CUDA ${w.cuda_version ?? "none"} · driver ${w.driver_version ?? "none"}`
+  );
+}
+
 interface CardProps {
   worker: WorkerSummary;
   histories: (GpuHistory | undefined)[];
@@ -63,6 +71,7 @@ function sameCard(a: CardProps, b: CardProps): boolean {
       x.slots === y.slots &&
       x.current_jobs.join() === y.current_jobs.join() &&
       x.pools.join() === y.pools.join() &&
+      versions(x) === versions(y) &&
       JSON.stringify(x.gpus) === JSON.stringify(y.gpus));
   return (
     a.interval === b.interval &&
@@ -92,6 +101,7 @@ const WorkerCard = memo(function WorkerCard({ worker, histories, interval, onDra
         {worker.pools.join(", ")} · {worker.slots} slot{worker.slots === 1 ? "" : "s"} ·{" "}
         <HeartbeatAge iso={worker.last_heartbeat} interval={interval} />
       </p>
+      <p className="small muted">{versions(worker)}</p>
       <p className="small">
         {worker.current_jobs.length === 0
           ? "idle"
