@@ -18,7 +18,6 @@ from server.kit.db import DB
 from server.kit.errors import Forbidden, Unauthorized
 from server.kit.secrets import API_TOKEN_PREFIX, same
 from server.settings import Settings
-from server.tokens import service as tokens
 
 SESSION_COOKIE = "oculab_session"
 CSRF_COOKIE = "oculab_csrf"
@@ -60,7 +59,7 @@ def resolve_principal(request: Request, db: DB, settings: Settings, csrf_sent: s
         if scheme.lower() != "bearer" or not credentials:
             raise Unauthorized("use 'Authorization: Bearer <token>'")
         if credentials.startswith(API_TOKEN_PREFIX):
-            return Principal(user=tokens.authenticate(db, credentials), via="token")
+            return Principal(user=service.authenticate_token(db, credentials), via="token")
         oidc = request.app.state.oidc
         if oidc is not None and settings.oidc_jwt_audience and credentials.count(".") == 2:
             claims = oidc.validate_bearer_jwt(credentials)

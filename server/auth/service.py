@@ -5,13 +5,13 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from server.audit import service as audit
-from server.auth.models import LOCAL_ISSUER, LoginSession, User
+from server.auth.models import LOCAL_ISSUER, ApiToken, LoginSession, User
 from server.auth.passwords import MIN_PASSWORD_LENGTH, hash_password, verify_password
 from server.kit.db import utcnow
 from server.kit.errors import Conflict, Forbidden, Unauthorized, Unprocessable
@@ -142,26 +142,57 @@ def create_session(
     return NewSession(token=token, session=session)
 
 
-def resolve_session(db: Session, settings: Settings, token: str) -> tuple[LoginSession, User]:
+# One lookup for both credentials a caller can present: the session cookie and a
+# personal API token. Both store only the secret's hash, end by revocation or expiry,
+# belong to a user who may have been disabled, and record their last use sparingly.
+_Credential = TypeVar("_Credential", LoginSession, ApiToken)
+
+
+def _find_credential(
+    db: Session, table: type[_Credential], secret: str, what: str
+) -> tuple[_Credential, User]:
     row = db.execute(
-        sa.select(LoginSession, User)
-        .join(User, User.id == LoginSession.user_id)
-        .where(LoginSession.token_hash == token_hash(token))
+        sa.select(table, User)
+        .join(User, User.id == table.user_id)
+        .where(table.token_hash == token_hash(secret))
     ).first()
     if row is None:
-        raise Unauthorized("session not found; log in again")
-    session, user = row
+        raise Unauthorized(what)
+    credential, user = row
+    return credential, user
+
+
+def _admit(user: User, last_used: dt.datetime | None, now: dt.datetime) -> bool:
+    """Refuses a disabled account; says whether the last use is due for a refresh."""
+    if not user.is_active:
+        raise Unauthorized("this account is disabled")
+    return last_used is None or now - last_used > _TOUCH_INTERVAL
+
+
+def resolve_session(db: Session, settings: Settings, token: str) -> tuple[LoginSession, User]:
+    session, user = _find_credential(db, LoginSession, token, "session not found; log in again")
     now = utcnow()
     idle_limit = dt.timedelta(hours=settings.session_idle_timeout_hours)
     if session.revoked_at is not None:
         raise Unauthorized("session ended; log in again")
     if session.expires_at <= now or session.last_seen_at + idle_limit <= now:
         raise Unauthorized("session expired; log in again")
-    if not user.is_active:
-        raise Unauthorized("this account is disabled")
-    if now - session.last_seen_at > _TOUCH_INTERVAL:
+    if _admit(user, session.last_seen_at, now):
         session.last_seen_at = now
     return session, user
+
+
+def authenticate_token(db: Session, secret: str) -> User:
+    """The user behind a personal API token (``Authorization: Bearer oc_...``)."""
+    token, user = _find_credential(db, ApiToken, secret, "invalid API token")
+    now = utcnow()
+    if token.revoked_at is not None:
+        raise Unauthorized("API token has been revoked")
+    if token.expires_at is not None and token.expires_at <= now:
+        raise Unauthorized("API token has expired")
+    if _admit(user, token.last_used_at, now):
+        token.last_used_at = now
+    return user
 
 
 def end_session(db: Session, session: LoginSession, user: User, client: ClientInfo) -> None:

@@ -11,7 +11,6 @@ names used.
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import os
 import re
@@ -33,6 +32,7 @@ from server.datasets.formats import (
     ZipWriter,
 )
 from server.datasets.schemas import ExportReport, ExportRequest
+from server.datasets.split import drawn_for_val
 from server.datasets.zipwrite import ZipSink
 from server.images.models import Image, ImageStatus, Split
 from server.jobs.models import Job
@@ -73,9 +73,7 @@ def split_for(image_split: Split | None, sha256: str, request: ExportRequest) ->
     and the image's bytes, so the same request gives the same split every time."""
     if request.val_fraction <= 0:
         return image_split.value if image_split else "train"
-    digest = hashlib.sha256(f"{request.seed}:{sha256}".encode()).digest()
-    draw = int.from_bytes(digest[:8], "big") / 2**64
-    return "val" if draw < request.val_fraction else "train"
+    return "val" if drawn_for_val(request.seed, sha256, request.val_fraction) else "train"
 
 
 class Namer:

@@ -18,7 +18,7 @@ from server.datasets.service import (
 )
 from server.jobs.kinds import JobKind
 from server.jobs.models import Job, JobState
-from server.jobs.runtime import HandBack, JobContext, JobFailed, JobLost, Release
+from server.jobs.runtime import JobContext, JobFailed, JobLost, Release
 from server.kit.db import database_unavailable
 
 log = logging.getLogger(__name__)
@@ -52,15 +52,14 @@ def import_dataset(ctx: JobContext) -> dict[str, Any]:
 def _ends_the_job(ctx: JobContext, exc: Exception | None) -> bool:
     """Whether this outcome is the import's last: then its zip can go.
 
-    Not when the job runs again and needs the zip: handed back by a stopping worker,
-    released after a database outage (the attempt counts; it may also have been the
-    last, then the next import's sweep deletes the zip), or lost to the reconciler
-    while another attempt takes over. Success, a clean failure, a crash and a cancel
-    end it, provided this attempt still owns the job to record that outcome; when that
-    cannot be checked, the zip stays for the sweep."""
-    if isinstance(exc, HandBack | Release | JobLost) or (
-        exc is not None and database_unavailable(exc)
-    ):
+    Not when the job runs again and needs the zip: released after a database outage
+    (the attempt counts; it may also have been the last, then the next import's sweep
+    deletes the zip), or lost to the reconciler while another attempt takes over. A
+    stopping worker's shutdown interrupt is no Exception and never reaches here: the
+    job goes back to the queue with its zip. Success, a clean failure, a crash and a
+    cancel end it, provided this attempt still owns the job to record that outcome; when
+    that cannot be checked, the zip stays for the sweep."""
+    if isinstance(exc, Release | JobLost) or (exc is not None and database_unavailable(exc)):
         return False
     if ctx.signals is not None and ctx.signals.lost.is_set():
         return False

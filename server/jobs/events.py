@@ -16,6 +16,7 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from server.jobs.models import JobEvent
+from server.kit.db import is_postgresql
 
 EVENTS_CHANNEL = "oculab_job_events"
 SCHEDULER_CHANNEL = "oculab_scheduler"
@@ -33,18 +34,14 @@ class Waker:
             self.target()
 
 
-def _is_postgres(db: Session) -> bool:
-    return db.get_bind().dialect.name == "postgresql"
-
-
 def add(db: Session, job_id: int, kind: str, data: dict[str, Any]) -> None:
     db.add(JobEvent(job_id=job_id, kind=kind, data=data))
-    if _is_postgres(db):
+    if is_postgresql(db):
         db.execute(sa.select(sa.func.pg_notify(EVENTS_CHANNEL, str(job_id))))
 
 
 def wake_scheduler(db: Session) -> None:
-    if _is_postgres(db):
+    if is_postgresql(db):
         db.execute(sa.select(sa.func.pg_notify(SCHEDULER_CHANNEL, "")))
     waker = db.info.get(WAKER_KEY)
     if isinstance(waker, Waker) and not db.info.get("_wake_pending"):

@@ -32,7 +32,7 @@ from server.jobs import events
 from server.jobs.kinds import JobKind
 from server.jobs.models import Job, JobState
 from server.jobs.scheduler import release_job
-from server.kit.db import database_unavailable, utcnow
+from server.kit.db import database_unavailable, is_postgresql, utcnow
 from server.kit.storage import Storage
 from server.settings import Settings
 
@@ -51,10 +51,6 @@ class JobCanceled(Exception):
 
 class JobFailed(Exception):
     """A clean, expected failure: the message is shown to the user as the job's error."""
-
-
-class HandBack(Exception):
-    """The worker is stopping: the job goes back to the queue without using an attempt."""
 
 
 class JobLost(Exception):
@@ -316,7 +312,7 @@ def bound_idle_transaction(db: Session, settings: Settings) -> None:
     row locks would hold back the reconciler and the scheduler for as long as it is
     frozen. For our own short transactions only; a kind's ``session`` may legitimately
     sit in a transaction while it computes."""
-    if db.get_bind().dialect.name == "postgresql":
+    if is_postgresql(db):
         ms = max(1000, int(settings.heartbeat_timeout_seconds * 1000 / 2))
         db.execute(sa.text(f"SET LOCAL idle_in_transaction_session_timeout = {ms}"))
 
@@ -558,9 +554,6 @@ def _run(
         state, values = JobState.failed, {"finished_at": utcnow(), "error": str(exc)}
     except Release as exc:
         _release(maker, settings, job, worker, signals, str(exc))
-        return JobState.queued
-    except HandBack:
-        _hand_back(maker, settings, job, worker)
         return JobState.queued
     except BaseException as exc:
         if shutdown_exceptions and isinstance(exc, shutdown_exceptions):

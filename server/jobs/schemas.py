@@ -21,8 +21,8 @@ class JobRead(ReadSchema):
     position: int | None = Field(
         default=None, description="Place in the pool's line while waiting (1 = next)."
     )
-    worker: str | None
-    gpu: int | None
+    worker: str | None = Field(validation_alias="worker_id")
+    gpu: int | None = Field(validation_alias="gpu_index")
     attempts: int
     max_attempts: int
     created_by: int | None

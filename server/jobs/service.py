@@ -69,29 +69,11 @@ def read(db: Session, job: Job, *, position: int | None = None) -> JobRead:
     elif job.state == JobState.queued and job.admitted_at is not None:
         position = 0  # handed to the broker, about to start
     creator = db.get(User, job.created_by) if job.created_by else None
-    return JobRead(
-        id=job.id,
-        kind=job.kind,
-        project_id=job.project_id,
-        state=job.state,
-        progress=job.progress,
-        message=job.message,
-        pool=job.pool,
-        priority=job.priority,
-        position=position,
-        worker=job.worker_id,
-        gpu=job.gpu_index,
-        attempts=job.attempts,
-        max_attempts=job.max_attempts,
-        created_by=job.created_by,
-        created_by_name=creator.username if creator else None,
-        created_at=job.created_at,
-        started_at=job.started_at,
-        finished_at=job.finished_at,
-        error=job.error,
-        params=job.params,
-        result=job.result,
-        has_artifact=bool(job.artifact_path),
+    return JobRead.model_validate(job).model_copy(
+        update={
+            "position": position,
+            "created_by_name": creator.username if creator else None,
+        }
     )
 
 

@@ -14,14 +14,14 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import psycopg
-
 from server.jobs.events import EVENTS_CHANNEL
+from server.jobs.models import JobState
 from server.kit.db import DbTimeouts, pg_connect_args
 
 log = logging.getLogger(__name__)
 
-FINISHED = {"succeeded", "failed", "canceled"}
+# The values of the states a job never leaves, as they appear in its state events.
+_FINISHED = frozenset(state.value for state in JobState if state.finished)
 
 
 class EventHub:
@@ -61,6 +61,9 @@ class EventHub:
             self._task = None
 
     async def _listen(self) -> None:
+        # Imported here: a standalone (SQLite) server has no use for the driver.
+        import psycopg
+
         assert self._url is not None
         while True:
             try:
@@ -123,7 +126,7 @@ async def stream_job(
 
     job = await run_in_threadpool(snapshot)
     yield format_sse("snapshot", job.model_dump(mode="json"))
-    finished = job.state.value in FINISHED
+    finished = job.state.finished
     last = after
     idle = 0.0
     while True:
@@ -131,7 +134,7 @@ async def stream_job(
         for row in rows:
             last = row.id
             yield format_sse(row.kind, row.data, row.id)
-            if row.kind == "state" and row.data.get("state") in FINISHED:
+            if row.kind == "state" and row.data.get("state") in _FINISHED:
                 finished = True
         if finished and not rows:
             yield format_sse("end", {"job_id": job_id})

@@ -214,10 +214,14 @@ def get_db(request: Request) -> Iterator[Session]:
 DB = Annotated[Session, Depends(get_db, scope="function")]
 
 
+def is_postgresql(session: Session) -> bool:
+    """PostgreSQL, or else SQLite (standalone): the only two backends Oculab runs on."""
+    return session.get_bind().dialect.name == "postgresql"
+
+
 def dialect_insert(session: Session, table: Any) -> Any:
     """An INSERT supporting ``on_conflict_do_nothing`` for the session's backend."""
-    bind = session.get_bind()
-    if bind.dialect.name == "postgresql":
+    if is_postgresql(session):
         from sqlalchemy.dialects.postgresql import insert as pg_insert
 
         return pg_insert(table)

@@ -8,11 +8,10 @@ from sqlalchemy.orm import Session
 from server.audit import service as audit
 from server.auth.models import ApiToken, User
 from server.kit.db import utcnow
-from server.kit.errors import Conflict, NotFound, Unauthorized
+from server.kit.errors import Conflict, NotFound
 from server.kit.secrets import API_TOKEN_PREFIX, new_token, token_hash
 
 MAX_ACTIVE_TOKENS = 50
-_TOUCH_INTERVAL = dt.timedelta(seconds=60)
 
 
 def create(
@@ -70,24 +69,3 @@ def revoke(db: Session, user: User, token_id: int, ip: str | None) -> None:
             ip=ip,
             name=token.name,
         )
-
-
-def authenticate(db: Session, secret: str) -> User:
-    row = db.execute(
-        sa.select(ApiToken, User)
-        .join(User, User.id == ApiToken.user_id)
-        .where(ApiToken.token_hash == token_hash(secret))
-    ).first()
-    if row is None:
-        raise Unauthorized("invalid API token")
-    token, user = row
-    now = utcnow()
-    if token.revoked_at is not None:
-        raise Unauthorized("API token has been revoked")
-    if token.expires_at is not None and token.expires_at <= now:
-        raise Unauthorized("API token has expired")
-    if not user.is_active:
-        raise Unauthorized("this account is disabled")
-    if token.last_used_at is None or now - token.last_used_at > _TOUCH_INTERVAL:
-        token.last_used_at = now
-    return user

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from server.annotations.models import Annotation, BoxStatus
 from server.datasets.boxes import to_yolo_line
+from server.datasets.split import drawn_for_val
 from server.images.models import Image, ImageStatus, Split
 from server.kit.storage import Storage
 
@@ -40,11 +41,6 @@ class Snapshot:
     train_images: int
     val_images: int
     boxes: int
-
-
-def _is_val(seed: int, sha256: str, val_fraction: float) -> bool:
-    digest = hashlib.sha256(f"{seed}:{sha256}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64 < val_fraction
 
 
 # The one rule for what a training run learns from, shared by the snapshot the job
@@ -96,9 +92,10 @@ def select(
     split_of: dict[int, str] = {}
     for image in images:
         if val_fraction > 0:
-            split_of[image.id] = "val" if _is_val(seed, image.sha256, val_fraction) else "train"
+            val = drawn_for_val(seed, image.sha256, val_fraction)
         else:
-            split_of[image.id] = "val" if image.split == Split.val else "train"
+            val = image.split == Split.val
+        split_of[image.id] = "val" if val else "train"
     return Selection(images, split_of)
 
 
