@@ -7,11 +7,14 @@ Run from the repository root (needs the ml extra)::
 Both sides use the same weights (yolo11n from its YAML, saved once; inference cost does
 not depend on training), the same JPEGs, the same batch size, confidence and precision
 (FP16 on a GPU that has tensor cores, as the job runs), and are measured warm (model
-loaded and run once at the batch shape before the clock starts). The raw side runs
+loaded and run once at the batch shape before the clock starts; for the job, in its
+warm inference process). The raw side runs
 ``model.predict`` on images decoded beforehand (the bar: ratio >= 0.9 on a GPU), and
 also reads each batch with cv2 before predicting it (ratio_serial_decode). The Oculab
-side is the job: it selects images in the database, decodes them ahead of the model on
-its decode threads, runs the same predict and writes boxes back. Raw runs and job runs
+side is the job: it selects images in the database and sends them ahead to the slot's
+inference process (workers/inference.py), which decodes them on its decode threads while
+the previous batch runs, runs the same predict and answers boxes, which the job writes
+back. Raw runs and job runs
 alternate (``--repeats``) and each side keeps its best. Prints images/s for each, the
 ratios and one JSON line.
 """
@@ -183,6 +186,9 @@ def main() -> None:
             result = job.result
             job_rates.append(args.images / seconds(job))
         raw_rate, serial_rate, oculab_rate = max(raw_rates), max(serial_rates), max(job_rates)
+        from workers import inference
+
+        children = inference.CHILDREN.stats()
 
     figures = {
         "images": args.images,
@@ -201,6 +207,7 @@ def main() -> None:
         "oculab_runs": [round(r, 2) for r in job_rates],
         "ratio": round(oculab_rate / raw_rate, 3),
         "ratio_serial_decode": round(oculab_rate / serial_rate, 3),
+        "inference_process_rss_mib": [round(c["rss"] / 2**20) for c in children],
     }
     print("Auto-label: Oculab job vs raw ultralytics predict, same model, images and batch")
     print(f"  device {device}, {args.images} images at {args.imgsz} px, batch {args.batch}")
@@ -213,6 +220,9 @@ def main() -> None:
     print(f"  raw decode + predict    {serial_rate:8.2f} images/s")
     print(f"  ratio                   {oculab_rate / raw_rate:8.3f}   (goal on a GPU >= 0.9)")
     print(f"  ratio vs serial decode  {oculab_rate / serial_rate:8.3f}   (goal >= 0.95)")
+    for child in children:
+        rss = child["rss"] / 2**20
+        print(f"  inference process {child['pid']} ({child['device']}): {rss:.0f} MiB")
     print(json.dumps(figures))
 
 

@@ -1,13 +1,15 @@
 """On a machine with a CUDA GPU (`pytest -m gpu`): a cached model holds one FP16 copy of
 its weights on the GPU and gives the memory back when it is dropped; auto-label and
-predict run there in FP16 and say so; after a job the worker keeps no inference memory
-a training child could use; a job that runs out of GPU memory halves its batch, or ends
-with a clear message when even one image does not fit. The test process is the worker
-(standalone), so a memory cap set here applies to the jobs."""
+predict run there in FP16, in an inference process that sees only its slot's GPU, and
+say so; after a job that process keeps no inference memory a training child could use;
+a job that runs out of GPU memory halves its batch, or ends with a clear message when
+even one image does not fit. The test process is the worker (standalone); the memory
+cap reaches its inference process through OCULAB_INFERENCE_GPU_HEADROOM_MB."""
 
 from __future__ import annotations
 
 import gc
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,8 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from tests.factories import ApiClient, Factory, png_bytes, wait_job
-from workers import cpus
+from workers import cpus, gpus, inference
+from workers.ml.inference_child import GPU_HEADROOM_ENV
 
 pytestmark = pytest.mark.gpu
 
@@ -138,7 +141,6 @@ def autolabel(owner: ApiClient, project_id: int, model_id: int, **body: Any) -> 
 def test_autolabel_and_predict_run_in_fp16_on_the_gpu_and_say_so(
     gpu_app: FastAPI, weights: dict[str, Path]
 ) -> None:
-    import torch
 
     f = Factory(gpu_app)
     owner, project_id, model_id, _ = labelled_project(f, weights["yolo11n"], 40)
@@ -149,8 +151,14 @@ def test_autolabel_and_predict_run_in_fp16_on_the_gpu_and_say_so(
     assert result["boxes"] > 0
     assert (result["device"], result["half"], result["batch"]) == (DEVICE, True, 32)
     assert result["decode_threads"] == max(1, min(8, cpus.usable() - 1))
+    # It ran in the slot's inference process, which sees that GPU only, by UUID.
+    (child,) = inference.CHILDREN.stats()
+    assert child["pid"] != os.getpid()
+    assert child["device"] == gpus.visible_devices_for(0)
+    environ = Path(f"/proc/{child['pid']}/environ").read_bytes()
+    assert f"CUDA_VISIBLE_DEVICES={gpus.visible_devices_for(0)}\0".encode() in environ
     # Batches of 32 at 1280 px reserve gigabytes while they run; the job hands them back.
-    kept = torch.cuda.memory_reserved(0) - torch.cuda.memory_allocated(0)
+    kept = child["cuda_reserved"] - child["cuda_allocated"]
     assert kept < 256 * MiB, kept / MiB
 
     predicted = owner.post(
@@ -171,47 +179,20 @@ def test_autolabel_and_predict_run_in_fp16_on_the_gpu_and_say_so(
         assert 0 <= b["y"] <= b["y"] + b["h"] <= 1 + 1e-6
 
 
-def capped(headroom_bytes: int) -> Any:
-    """This process (the worker) may reserve only what it holds now plus ``headroom``."""
-    import contextlib
-
-    import torch
-
-    @contextlib.contextmanager
-    def cap() -> Iterator[None]:
-        settle()
-        total = torch.cuda.get_device_properties(0).total_memory
-        allowed = torch.cuda.memory_reserved(0) + headroom_bytes
-        torch.cuda.set_per_process_memory_fraction(min(1.0, allowed / total), 0)
-        try:
-            yield
-        finally:
-            torch.cuda.set_per_process_memory_fraction(1.0, 0)
-
-    return cap()
-
-
-def preload(blob: Path) -> None:
-    """Loads the model the job will use (same key and device), outside any cap."""
-    from workers.ml import yolo
-
-    yolo.MODELS.get(blob, blob.name, DEVICE)
-
-
 def log_lines(owner: ApiClient, job_id: int) -> list[str]:
     events = owner.get(f"/api/jobs/{job_id}/logs").json()
     return [str(e.get("data", {}).get("line", "")) for e in events]
 
 
 def test_autolabel_out_of_gpu_memory_halves_its_batch_and_finishes(
-    gpu_app: FastAPI, weights: dict[str, Path]
+    gpu_app: FastAPI, weights: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     f = Factory(gpu_app)
-    owner, project_id, model_id, blob = labelled_project(f, weights["yolo11n"], 8)
-    preload(blob)
-    # A batch of 64 at 1280 px needs 630 MiB for its FP16 input alone.
-    with capped(1024 * MiB):
-        job = autolabel(owner, project_id, model_id, batch=64, imgsz=1280)
+    owner, project_id, model_id, _ = labelled_project(f, weights["yolo11n"], 8)
+    # A batch of 64 at 1280 px needs 630 MiB for its FP16 input alone; the cap is set
+    # once the model is loaded.
+    monkeypatch.setenv(GPU_HEADROOM_ENV, "1024")
+    job = autolabel(owner, project_id, model_id, batch=64, imgsz=1280)
     assert job["state"] == "succeeded", job
     assert job["result"]["images"] == 8
     assert job["result"]["batch"] < 64
@@ -219,19 +200,19 @@ def test_autolabel_out_of_gpu_memory_halves_its_batch_and_finishes(
 
 
 def test_autolabel_that_cannot_fit_one_image_fails_with_a_clear_message(
-    gpu_app: FastAPI, weights: dict[str, Path]
+    gpu_app: FastAPI, weights: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     f = Factory(gpu_app)
-    owner, project_id, model_id, blob = labelled_project(f, weights["yolo11n"], 2)
-    preload(blob)
+    owner, project_id, model_id, _ = labelled_project(f, weights["yolo11n"], 2)
     # One 2048 px image is 12 MiB as bytes and 24 MiB in FP16 before the first layer.
-    with capped(8 * MiB):
-        job = autolabel(owner, project_id, model_id, batch=2, imgsz=2048)
+    monkeypatch.setenv(GPU_HEADROOM_ENV, "8")
+    job = autolabel(owner, project_id, model_id, batch=2, imgsz=2048)
+    monkeypatch.delenv(GPU_HEADROOM_ENV)
     assert job["state"] == "failed", job
     assert job["error"] == (
         f"the GPU ran out of memory running model {model_id} at image size 2048 even one "
         "image at a time"
     )
-    # The worker is fine afterwards: the same job without the cap succeeds.
+    # The inference process is fine afterwards: the same job without the cap succeeds.
     again = autolabel(owner, project_id, model_id, batch=2, imgsz=2048)
     assert again["state"] == "succeeded", again

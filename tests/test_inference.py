@@ -1,13 +1,16 @@
-"""Inference in workers, on the CPU: the model cache (one copy of the weights per model
+"""Inference for jobs, on the CPU: the model cache (one copy of the weights per model
 and device, eviction per device), the batch that halves when the GPU runs out of memory,
-decoding ahead of the model, and interactive predictions that run on the CPU while a
-long job holds the only GPU slot. tests/test_gpu_inference.py checks the GPU side."""
+the inference process of a worker slot (warm between jobs, gone when idle, a clear end
+when it dies, a cancel that stops it between batches), batches sent ahead of the model,
+and interactive predictions that run on the CPU while a long job holds the only GPU
+slot. tests/test_gpu_inference.py checks the GPU side."""
 
 from __future__ import annotations
 
 import gc
 import importlib.util
-import threading
+import os
+import signal
 import time
 import weakref
 from collections.abc import Callable, Iterator
@@ -26,6 +29,7 @@ from server.autolabel import decoding
 from server.images.models import Image, ImageStatus
 from server.jobs import service as jobs
 from tests.factories import ApiClient, Factory, png_bytes, wait_job
+from workers import inference
 
 if importlib.util.find_spec("ultralytics") is None:  # not importing it: workers configure it
     pytest.skip("the ml extra is not installed", allow_module_level=True)
@@ -185,34 +189,33 @@ def test_decoding_is_sized_to_the_device() -> None:
     assert decoding.plan("cpu", 16, usable_cpus=16, threads=4) == decoding.DecodePlan(4, 1)
 
 
-def test_batches_come_in_order_decoded_ahead_on_several_threads() -> None:
+def test_batches_come_in_order_submitted_ahead() -> None:
     rows = [(i, f"sha{i}", 0) for i in range(1, 24)]
     fetched: list[int] = []
-    threads: set[str] = set()
-    lock = threading.Lock()
+    submitted: list[list[int]] = []
 
     def fetch(after: int) -> list[decoding.Row]:
-        batch = [r for r in rows if r[0] > after][:5]
         fetched.append(after)
-        return batch
+        return [r for r in rows if r[0] > after][:5]
 
-    def decode(row: decoding.Row) -> str:
-        time.sleep(0.01 * (row[0] % 3))  # out-of-order completion
-        with lock:
-            threads.add(threading.current_thread().name)
-        return f"img{row[0]}"
+    def submit(batch: list[decoding.Row]) -> int:
+        submitted.append([r[0] for r in batch])
+        return len(submitted) - 1
 
-    plan = decoding.DecodePlan(threads=3, batches_ahead=2)
+    def collect(handle: int) -> list[str]:
+        return [f"img{i}" for i in submitted[handle]]
+
     seen: list[list[str]] = []
-    with closing(decoding.batches(fetch, decode, 0, plan)) as ahead:
+    with closing(decoding.batches(fetch, submit, collect, 0, batches_ahead=2)) as ahead:
         for index, (batch, images) in enumerate(ahead):
             assert images == [f"img{r[0]}" for r in batch]
-            # This batch, plus at most two fetched ahead of it.
-            assert len(fetched) <= index + 1 + plan.batches_ahead
+            # This batch and two submitted ahead of it (while rows remain): the
+            # inference process always has the next batch to decode.
+            assert len(submitted) == min(index + 3, 5)
             seen.append(images)
     assert [img for batch in seen for img in batch] == [f"img{i}" for i in range(1, 24)]
     assert [len(b) for b in seen] == [5, 5, 5, 5, 3]
-    assert len(threads) > 1
+    assert fetched == [0, 5, 10, 15, 20, 23]
 
 
 def test_closing_the_batches_early_stops_fetching() -> None:
@@ -222,14 +225,200 @@ def test_closing_the_batches_early_stops_fetching() -> None:
         fetched.append(after)
         return [(after + 1, "x", 0)]
 
-    plan = decoding.DecodePlan(threads=2, batches_ahead=1)
-    with closing(decoding.batches(fetch, lambda row: row[0], 0, plan)) as ahead:
+    ahead = decoding.batches(fetch, lambda rows: rows[0][0], lambda h: h, 0, batches_ahead=1)
+    with closing(ahead):
         for rows, _ in ahead:
             if rows[0][0] == 3:
                 break
-    count = len(fetched)
-    time.sleep(0.05)
-    assert count == len(fetched) == 4  # batch 3 and the one fetched ahead of it
+    assert len(fetched) == 4  # batch 3 and the one fetched ahead of it
+
+
+# --- the inference process ---------------------------------------------------------------
+
+
+def request(weights: Path, batch: int = 2, **changes: Any) -> inference.Request:
+    values: dict[str, Any] = {
+        "weights": weights,
+        "sha": weights.name,
+        "label": "model 7",
+        "conf": 0.0,
+        "iou": 0.7,
+        "imgsz": 128,
+        "batch": batch,
+        "decode_threads": 1,
+        "warm": True,
+    }
+    values.update(changes)
+    return inference.Request(**values)
+
+
+def png_files(folder: Path, count: int, start: int = 0) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(start, start + count):
+        path = folder / f"{i}.png"
+        path.write_bytes(png_bytes(i, (96, 80)))
+        paths.append(path)
+    return paths
+
+
+def environ_of(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(item.decode().split("=", 1) for item in raw if b"=" in item)
+
+
+def test_the_inference_process_answers_in_order_and_stays_warm(
+    weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OCULAB_SECRET_KEY", "not for the child")
+    children = inference.Children()
+    files = png_files(tmp_path / "in", 5)
+    broken = tmp_path / "in" / "broken.png"
+    broken.write_bytes(b"not an image")
+    try:
+        with children.session(tmp_path / "data", None, request(weights), 60) as session:
+            ready = session.ready
+            assert ready == inference.Ready(device="cpu", half=False, batch=2, imgsz=128)
+            first = session.submit(files[:2])
+            second = session.submit([files[2], broken, files[3]])
+            one, two = session.result(first), session.result(second)
+            pid = session.child.pid
+        assert [img is not None for img in one.images + two.images] == [
+            True,
+            True,
+            True,
+            False,
+            True,
+        ]
+        assert (one.images[0].width, one.images[0].height) == (96, 80)  # type: ignore[union-attr]
+        boxes = [b for img in one.images + two.images if img is not None for b in img.boxes]
+        assert boxes, "an untrained model at conf 0 still proposes boxes"
+        for b in boxes:
+            assert 0 <= b.x <= b.x + b.w <= 1 + 1e-6
+            assert 0 <= b.y <= b.y + b.h <= 1 + 1e-6
+        # Only its device, and nothing of the worker's secrets or database.
+        env = environ_of(pid)
+        assert env["CUDA_VISIBLE_DEVICES"] == ""
+        assert not [k for k in env if k.startswith("OCULAB_")]
+        assert env["YOLO_OFFLINE"] == "1"
+
+        # The next job on this device finds the same process, its model still loaded.
+        with children.session(tmp_path / "data", None, request(weights, batch=3), 60) as again:
+            assert again.child.pid == pid
+            assert again.ready is not None
+            assert again.ready.batch == 3
+            found = again.result(again.submit(files[4:]))
+            assert found.images[0] is not None
+        (stats,) = children.stats()
+        assert (stats["pid"], stats["models"]) == (pid, 1)
+        assert stats["rss"] > 100 << 20  # torch lives there, not here
+    finally:
+        children.stop_all()
+    assert children.pids() == []
+
+
+def test_an_idle_inference_process_exits(weights: Path, tmp_path: Path) -> None:
+    children = inference.Children()
+    try:
+        with children.session(tmp_path / "data", None, request(weights), 0.5) as session:
+            child = session.child
+        deadline = time.monotonic() + 20
+        while child.alive():
+            assert time.monotonic() < deadline, "the idle inference process did not exit"
+            time.sleep(0.05)
+        assert child.process.returncode == 0
+        assert children.pids() == []
+        # The next job starts a fresh one.
+        with children.session(tmp_path / "data", None, request(weights), 60) as session:
+            assert session.child.pid != child.pid
+    finally:
+        children.stop_all()
+
+
+def test_a_job_that_ends_early_leaves_the_process_clean_for_the_next(
+    weights: Path, tmp_path: Path
+) -> None:
+    children = inference.Children()
+    files = png_files(tmp_path / "in", 6)
+    try:
+        with children.session(tmp_path / "data", None, request(weights), 60) as session:
+            sent = [session.submit(files[i : i + 2]) for i in range(0, 6, 2)]
+            session.result(sent[0])
+            pid = session.child.pid
+            # Canceled here: two batches are still queued in the child.
+        with children.session(tmp_path / "data", None, request(weights), 60) as session:
+            assert session.child.pid == pid
+            found = session.result(session.submit(files[:1]))
+            assert len(found.images) == 1
+            assert found.images[0] is not None
+    finally:
+        children.stop_all()
+
+
+def test_weights_the_loader_refuses_fail_the_job_not_the_process(
+    weights: Path, tmp_path: Path
+) -> None:
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"PK\x03\x04 not really a checkpoint")
+    children = inference.Children()
+    try:
+        opening = children.session(tmp_path / "data", None, request(bad), 60)
+        with pytest.raises(inference.ModelRefused, match="the model could not be loaded"):
+            opening.__enter__()
+        (pid,) = children.pids()
+        with children.session(tmp_path / "data", None, request(weights), 60) as session:
+            assert session.child.pid == pid
+    finally:
+        children.stop_all()
+
+
+def test_a_killed_inference_process_ends_the_session_with_why(
+    weights: Path, tmp_path: Path
+) -> None:
+    children = inference.Children()
+    files = png_files(tmp_path / "in", 2)
+    try:
+        with children.session(tmp_path / "data", None, request(weights), 60) as session:
+            os.kill(session.child.pid, signal.SIGKILL)
+            session.child.process.wait()
+            with pytest.raises(inference.ChildDied) as died:
+                session.result(session.submit(files))
+        assert str(died.value) == (
+            "the inference process was killed (SIGKILL), e.g. by the kernel for running "
+            "out of memory"
+        )
+        assert children.pids() == []
+        with children.session(tmp_path / "data", None, request(weights), 60) as session:
+            assert session.result(session.submit(files)).images[0] is not None
+    finally:
+        children.stop_all()
+
+
+def test_a_process_that_died_while_idle_is_replaced_for_the_next_job(
+    weights: Path, tmp_path: Path
+) -> None:
+    children = inference.Children()
+    files = png_files(tmp_path / "in", 1)
+    try:
+        with children.session(tmp_path / "data", None, request(weights), 60) as session:
+            dead = session.child
+        os.kill(dead.pid, signal.SIGKILL)
+        dead.process.wait()
+        with children.session(tmp_path / "data", None, request(weights), 60) as session:
+            assert session.child.pid != dead.pid
+            assert session.result(session.submit(files)).images[0] is not None
+        assert children.pids() == [session.child.pid]
+    finally:
+        children.stop_all()
+
+
+def test_child_death_reasons() -> None:
+    assert inference.child_died_reason(-signal.SIGSEGV) == (
+        "the inference process crashed (SIGSEGV)"
+    )
+    assert inference.child_died_reason(1) == (
+        "the inference process exited unexpectedly (exit code 1)"
+    )
 
 
 # --- through the jobs ----------------------------------------------------------------------------
@@ -367,3 +556,84 @@ def test_predict_waits_for_the_gpu_when_the_fallback_is_off(
         owner.post(f"/api/jobs/{holder}/cancel")
     assert response.status_code == 503
     assert "pool 'gpu'" in response.json()["detail"]
+
+
+def labelling(f: Factory, weights: Path, count: int) -> tuple[ApiClient, int, int, list[int]]:
+    owner = f.client(f.user("owner"))
+    project_id = owner.project(classes=["0", "1", "2"])["id"]
+    model_id, _ = f.weights(project_id, weights)
+    files = [(f"{i}.png", png_bytes(i, (96, 80))) for i in range(count)]
+    uploaded = owner.upload(project_id, *files)
+    assert uploaded.status_code == 201, uploaded.text
+    return owner, project_id, model_id, [item["image_id"] for item in uploaded.json()["items"]]
+
+
+def started_autolabel(owner: ApiClient, project_id: int, model_id: int) -> int:
+    """An auto-label job two images a batch, once it has written its first batch."""
+    started = owner.post(
+        f"/api/projects/{project_id}/jobs/autolabel",
+        json={"model_id": model_id, "conf": 0.0, "batch": 2, "imgsz": 128},
+    )
+    assert started.status_code == 202, started.text
+    job_id: int = started.json()["id"]
+    deadline = time.monotonic() + 120
+    while True:
+        job = owner.get(f"/api/jobs/{job_id}").json()
+        assert job["state"] in ("queued", "running"), job
+        if job["progress"] > 0:
+            assert job["progress"] < 0.5, "the job ran too fast to be interrupted mid-way"
+            return job_id
+        assert time.monotonic() < deadline, "the job never made progress"
+        time.sleep(0.02)
+
+
+def predicted_count(f: Factory, ids: list[int]) -> int:
+    with f.sessionmaker() as db:
+        return len(
+            db.scalars(
+                sa.select(Image.id).where(Image.id.in_(ids), Image.status == ImageStatus.predicted)
+            ).all()
+        )
+
+
+def test_autolabel_whose_inference_process_is_killed_resumes_in_a_fresh_one(
+    inference_app: FastAPI, weights: Path
+) -> None:
+    f = Factory(inference_app)
+    owner, project_id, model_id, ids = labelling(f, weights, 40)
+    job_id = started_autolabel(owner, project_id, model_id)
+    (pid,) = inference.CHILDREN.pids()
+    os.kill(pid, signal.SIGKILL)
+    job = wait_job(owner, job_id)
+    assert job["state"] == "succeeded", job
+    assert job["attempts"] == 2
+    assert job["result"]["images"] == 40  # the batches written before the kill count
+    assert predicted_count(f, ids) == 40
+    reasons = [
+        e["data"].get("reason", "")
+        for e in owner.get(f"/api/jobs/{job_id}/logs").json()
+        if e["kind"] == "state"
+    ]
+    assert any("inference process was killed (SIGKILL)" in r for r in reasons), reasons
+    assert pid not in inference.CHILDREN.pids()
+
+
+def test_canceled_autolabel_stops_between_batches_and_keeps_its_process_warm(
+    inference_app: FastAPI, weights: Path
+) -> None:
+    f = Factory(inference_app)
+    owner, project_id, model_id, ids = labelling(f, weights, 40)
+    job_id = started_autolabel(owner, project_id, model_id)
+    (pid,) = inference.CHILDREN.pids()
+    assert owner.post(f"/api/jobs/{job_id}/cancel").status_code == 200
+    assert wait_job(owner, job_id)["state"] == "canceled"
+    done = predicted_count(f, ids)
+    assert 0 < done < 40
+    time.sleep(1)
+    assert predicted_count(f, ids) == done  # nothing sent ahead is written after it
+    # The process is still there, and serves the next job with its model loaded.
+    assert inference.CHILDREN.pids() == [pid]
+    response = predict(owner, model_id)
+    assert response.status_code == 200, response.text
+    assert response.json()["images"][0]["boxes"]
+    assert inference.CHILDREN.pids() == [pid]

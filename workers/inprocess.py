@@ -17,6 +17,7 @@ from server.jobs.scheduler import Admission, Scheduler, release_job
 from server.kit.db import utcnow
 from server.kit.storage import Storage
 from server.settings import Settings
+from workers import inference
 from workers.broker import get_broker, send
 from workers.runner import ActorBody, Worker
 
@@ -93,6 +94,8 @@ class InProcessJobs:
         for pool, worker in self.workers.items():
             worker.stop(timeout_seconds=10)
             self.brokers[pool].close()
+        # The workers' inference processes go with them, not after their idle timeout.
+        inference.CHILDREN.stop_all()
 
 
 def recover_after_restart(maker: sessionmaker[Session], settings: Settings) -> None:

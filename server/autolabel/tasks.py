@@ -1,12 +1,13 @@
-"""The auto-labeling job: predicted boxes for every selected image, in batches, with
-image decoding overlapped with inference (server/autolabel/decoding.py), never touching
-what a person reviewed. On a GPU it runs in FP16 and halves its batch when the GPU runs
-out of memory; the result says where it ran and at which batch."""
+"""The auto-labeling job: predicted boxes for every selected image, in batches, never
+touching what a person reviewed. The model runs in the slot's inference process
+(workers/inference.py), which decodes each batch while the previous one runs
+(server/autolabel/decoding.py); this worker only reads rows and writes boxes. On a GPU it
+runs in FP16 and halves its batch when the GPU runs out of memory; the result says where
+it ran and at which batch."""
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
 from contextlib import closing
 from typing import Any, cast
 
@@ -19,17 +20,15 @@ from server.autolabel import decoding
 from server.autolabel.decoding import Row
 from server.images.models import Image, ImageStatus
 from server.jobs.kinds import JobKind
-from server.jobs.runtime import JobContext, JobFailed
+from server.jobs.runtime import JobContext, JobFailed, Release
 from server.kit.db import utcnow
 from server.models.models import ModelState, RegisteredModel
 from server.models.service import class_mapping, weights_file
 from server.projects.models import Project
-from workers import cpus
+from workers import cpus, inference
 
 
 def autolabel(ctx: JobContext) -> dict[str, Any]:
-    from workers.ml import yolo
-
     params = ctx.params
     statuses = [ImageStatus(s) for s in params.get("statuses", ["unlabeled"])]
     batch = int(params.get("batch") or ctx.settings.autolabel_batch)
@@ -46,53 +45,64 @@ def autolabel(ctx: JobContext) -> dict[str, Any]:
         selected = sa.and_(Image.project_id == project.id, Image.status.in_(statuses))
         total = db.scalar(sa.select(sa.func.count()).select_from(Image).where(selected)) or 0
 
-    yolo.configure_offline(ctx.settings.data_dir)
-    device = yolo.device_for(ctx.gpu_index)
+    device = "cpu" if ctx.gpu_index is None else f"cuda:{ctx.gpu_index}"
+    plan = decoding.plan(device, batch, cpus.usable(), ctx.settings.autolabel_decode_threads)
+    request = inference.Request(
+        weights=weights,
+        sha=sha,
+        label=f"model {model_id}",
+        conf=float(params.get("conf", 0.25)),
+        iou=float(params.get("iou", 0.7)),
+        imgsz=params.get("imgsz"),
+        batch=batch,
+        decode_threads=plan.threads,
+        warm=total > 0,
+    )
+    ctx.check_canceled()  # a worker frozen since its claim must not start a model
     try:
-        loaded = yolo.MODELS.get(weights, sha, device)
-    except ValueError as exc:  # refused by the restricted loader, or unreadable
-        raise JobFailed(f"the model could not be loaded: {exc}") from exc
-    except yolo.GpuOutOfMemory as exc:
-        raise JobFailed(f"model {model_id}: {exc}") from exc
-    try:
-        return _label(ctx, loaded, device, batch, selected, total, mapping, names, model_id)
-    except yolo.GpuOutOfMemory as exc:
+        with inference.CHILDREN.session(
+            ctx.settings.data_dir,
+            ctx.gpu_index,
+            request,
+            ctx.settings.inference_idle_seconds,
+            on_log=ctx.log,
+        ) as session:
+            assert session.ready is not None
+            found = _label(ctx, session, plan, selected, total, mapping, names, model_id)
+            return {
+                "model_id": model_id,
+                **found,
+                "device": inference.device_name(session.ready, ctx.gpu_index),
+                "half": session.ready.half,
+                "decode_threads": plan.threads,
+            }
+    except inference.ChildDied as exc:
+        # Batches already written stay; the next attempt resumes after them.
+        raise Release(str(exc)) from exc
+    except inference.InferenceError as exc:
         raise JobFailed(str(exc)) from exc
-    finally:
-        # The batches' activations stay reserved by this process otherwise, out of reach
-        # of the next training child on this GPU.
-        yolo.release_cuda_memory()
 
 
 def _label(
     ctx: JobContext,
-    loaded: Any,
-    device: str,
-    batch: int,
+    session: inference.Session,
+    plan: decoding.DecodePlan,
     selected: sa.ColumnElement[bool],
     total: int,
     mapping: dict[int, int | None],
     names: list[str],
     model_id: int,
 ) -> dict[str, Any]:
-    import cv2
-
-    from workers.ml import yolo
-
-    params = ctx.params
-    conf, iou = float(params.get("conf", 0.25)), float(params.get("iou", 0.7))
-    imgsz: int | None = params.get("imgsz")
+    assert session.ready is not None
     state = ctx.checkpoint
     after = int(state.get("after_id", 0))
     counts: Counter[str] = Counter(state.get("counts", {}))
     dropped: Counter[str] = Counter(state.get("dropped", {}))
     seen = 0  # rows looked at by this attempt; `total` counted what it had left
     source = f"model:{model_id}"
-    what = f"model {model_id} at image size {yolo.image_size(loaded, imgsz)}"
-    # Starts at the job's batch; smaller for good once the GPU ran out of memory.
-    predict_batch = (
-        yolo.warm_up(loaded, batch=batch, imgsz=imgsz, what=what, log=ctx.log) if total else batch
-    )
+    # Starts at the warmed-up batch; smaller for good once the GPU ran out of memory.
+    predict_batch = session.ready.batch
+    batch = session.request.batch
 
     def fetch(after_id: int) -> list[Row]:
         with ctx.session() as db:
@@ -104,46 +114,40 @@ def _label(
             ).all()
         return [(r[0], r[1], r[2]) for r in rows]
 
-    def decode(row: Row) -> Any:
-        return cv2.imread(str(ctx.storage.blob_path(row[1])), cv2.IMREAD_COLOR)
+    def submit(rows: list[Row]) -> int:
+        return session.submit([ctx.storage.blob_path(row[1]) for row in rows])
 
-    def run(images: Sequence[Any]) -> list[list[Any]]:
-        return yolo.predict(loaded, images, conf=conf, iou=iou, imgsz=imgsz, device=device)
-
-    plan = decoding.plan(device, batch, cpus.usable(), ctx.settings.autolabel_decode_threads)
-    with closing(decoding.batches(fetch, decode, after, plan)) as ahead:
-        for rows, images in ahead:
-            usable = [(row, img) for row, img in zip(rows, images, strict=True) if img is not None]
+    ahead = decoding.batches(fetch, submit, session.result, after, plan.batches_ahead)
+    with closing(ahead):
+        for rows, result in ahead:
+            usable = [
+                (row, found)
+                for row, found in zip(rows, result.images, strict=True)
+                if found is not None
+            ]
             counts["unreadable"] += len(rows) - len(usable)
-            detections, predict_batch = yolo.run_in_batches(
-                run, [img for _, img in usable], predict_batch, what=what, log=ctx.log
-            )
+            predict_batch = result.batch
             after = rows[-1][0]
-            _write(ctx, usable, detections, mapping, names, source, counts, dropped, after)
+            _write(ctx, usable, mapping, names, source, counts, dropped, after)
             seen += len(rows)
-            # Between batches: report, and stop here if canceled.
+            # Between batches: report, and stop here if canceled (the session's end
+            # drops what was sent ahead).
             ctx.progress(
                 seen / max(total, 1), f"{counts['images']} images, {counts['boxes']} boxes"
             )
-    ran_on, half = yolo.placement(loaded)
     return {
-        "model_id": model_id,
         "images": counts["images"],
         "boxes": counts["boxes"],
         "skipped_reviewed_meanwhile": counts["skipped"],
         "unreadable": counts["unreadable"],
         "dropped_classes": dict(dropped),
-        "device": ran_on,
-        "half": half,
         "batch": predict_batch,
-        "decode_threads": plan.threads,
     }
 
 
 def _write(
     ctx: JobContext,
-    usable: list[tuple[Row, Any]],
-    detections: list[list[Any]],
+    usable: list[tuple[Row, inference.Decoded]],
     mapping: dict[int, int | None],
     names: list[str],
     source: str,
@@ -155,7 +159,7 @@ def _write(
     job resumes exactly after the last batch that landed."""
     now = utcnow()
     with ctx.session() as db:
-        for ((image_id, _sha, revision), _img), found in zip(usable, detections, strict=True):
+        for (image_id, _sha, revision), decoded in usable:
             # Compare-and-swap on the revision: a person who saved or reviewed the image
             # since we read it wins, and their boxes are never replaced.
             claimed = cast(
@@ -178,7 +182,7 @@ def _write(
                 continue
             db.execute(sa.delete(Annotation).where(Annotation.image_id == image_id))
             boxes: list[dict[str, Any]] = []
-            for d in found:
+            for d in decoded.boxes:
                 class_id = mapping.get(d.class_index)
                 if class_id is None:
                     name = (

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ from server.jobs.runtime import JobContext, JobFailed
 from server.models.models import ModelState, RegisteredModel
 from server.models.service import class_mapping, weights_file
 from server.projects.models import Project
+from workers import cpus, inference
 
 
 def inspect_model(ctx: JobContext) -> dict[str, Any]:
@@ -60,11 +60,8 @@ def inspect_model(ctx: JobContext) -> dict[str, Any]:
 
 def predict(ctx: JobContext) -> dict[str, Any]:
     """Runs a model on a few uploaded images, ahead of batch work in the pool (or in the
-    CPU pool while longer jobs hold every GPU slot); says where it ran."""
-    import cv2
-
-    from workers.ml import yolo
-
+    CPU pool while longer jobs hold every GPU slot), in the slot's inference process
+    (workers/inference.py); says where it ran."""
     files: list[dict[str, str]] = ctx.params["files"]
     staged = [ctx.storage.root / f["path"] for f in files]
     try:
@@ -78,43 +75,40 @@ def predict(ctx: JobContext) -> dict[str, Any]:
             names = list(model.class_names)
             weights = weights_file(ctx.storage, model.sha256)
             sha, model_id = model.sha256, model.id
-        yolo.configure_offline(ctx.settings.data_dir)
-        device = yolo.device_for(ctx.gpu_index)
+        request = inference.Request(
+            weights=weights,
+            sha=sha,
+            label=f"model {model_id}",
+            conf=float(ctx.params.get("conf", 0.25)),
+            iou=float(ctx.params.get("iou", 0.7)),
+            imgsz=ctx.params.get("imgsz"),
+            batch=max(len(staged), 1),
+            decode_threads=min(len(staged), cpus.usable()) or 1,
+            # A blank run at this request's batch shape would double its wait.
+            warm=False,
+        )
         try:
-            loaded = yolo.MODELS.get(weights, sha, device)
-        except ValueError as exc:
-            raise JobFailed(f"the model could not be loaded: {exc}") from exc
-        except yolo.GpuOutOfMemory as exc:
-            raise JobFailed(f"model {model_id}: {exc}") from exc
-        decoded = [cv2.imread(str(path), cv2.IMREAD_COLOR) for path in staged]
-        images: list[Any] = [img for img in decoded if img is not None]
-        if len(images) != len(decoded):
-            raise JobFailed("an image could not be decoded")
-        imgsz: int | None = ctx.params.get("imgsz")
-
-        def run(chunk: Sequence[Any]) -> list[list[Any]]:
-            return yolo.predict(
-                loaded,
-                chunk,
-                conf=float(ctx.params.get("conf", 0.25)),
-                iou=float(ctx.params.get("iou", 0.7)),
-                imgsz=imgsz,
-                device=device,
-            )
-
-        what = f"model {model_id} at image size {yolo.image_size(loaded, imgsz)}"
-        try:
-            detections, _ = yolo.run_in_batches(run, images, len(images), what=what)
-        except yolo.GpuOutOfMemory as exc:
+            with inference.CHILDREN.session(
+                ctx.settings.data_dir,
+                ctx.gpu_index,
+                request,
+                ctx.settings.inference_idle_seconds,
+            ) as session:
+                assert session.ready is not None
+                found = session.result(session.submit(staged))
+                ready = session.ready
+        except inference.InferenceError as exc:
             raise JobFailed(str(exc)) from exc
-        ran_on, half = yolo.placement(loaded)
+        if any(image is None for image in found.images):
+            raise JobFailed("an image could not be decoded")
         results = []
-        for f, img, found in zip(files, images, detections, strict=True):
+        for f, image in zip(files, found.images, strict=True):
+            assert image is not None
             results.append(
                 {
                     "filename": f["filename"],
-                    "width": int(img.shape[1]),
-                    "height": int(img.shape[0]),
+                    "width": image.width,
+                    "height": image.height,
                     "boxes": [
                         {
                             "class_id": mapping.get(d.class_index),
@@ -127,13 +121,16 @@ def predict(ctx: JobContext) -> dict[str, Any]:
                             "w": d.w,
                             "h": d.h,
                         }
-                        for d in found
+                        for d in image.boxes
                     ],
                 }
             )
-        return {"images": results, "device": ran_on, "half": half}
+        return {
+            "images": results,
+            "device": inference.device_name(ready, ctx.gpu_index),
+            "half": ready.half,
+        }
     finally:
-        yolo.release_cuda_memory()
         if staged:
             shutil.rmtree(Path(staged[0]).parent, ignore_errors=True)
 

@@ -145,7 +145,7 @@ def _child_env(ctx: JobContext) -> dict[str, str]:
     from workers.ml import yolo
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("OCULAB_")}
-    env.update(yolo.configure_offline(ctx.settings.data_dir))
+    env.update(yolo.offline_env(ctx.settings.data_dir))
     # ultralytics' own lines (the device it picked, AMP, loader workers) make train.log.
     env["YOLO_VERBOSE"] = "True"
     # One job per GPU: the child sees only its slot's device (by UUID where NVML names

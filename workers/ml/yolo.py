@@ -25,10 +25,10 @@ _configured = threading.Lock()
 _CONFIGURED_FOR: list[str] = []
 
 
-def configure_offline(data_dir: Path) -> dict[str, str]:
-    """Points ultralytics at a settings dir inside the data dir and forbids downloads.
-
-    Must run before ultralytics is imported; returns the variables for child processes.
+def offline_env(data_dir: Path) -> dict[str, str]:
+    """The variables that keep ultralytics offline, with its settings dir inside the data
+    dir (created here): for the environment of a child process. Imports nothing, so a
+    worker (in standalone, the API process) can start ML children without loading torch.
     """
     env = {
         "YOLO_CONFIG_DIR": str((data_dir / "ultralytics").resolve()),
@@ -39,9 +39,19 @@ def configure_offline(data_dir: Path) -> dict[str, str]:
         # ultralytics' restricted mode: weights_only loads and no eval() of model configs.
         "ULTRALYTICS_SAFE_LOAD": "1",
     }
+    Path(env["YOLO_CONFIG_DIR"]).mkdir(parents=True, exist_ok=True)
+    return env
+
+
+def configure_offline(data_dir: Path) -> dict[str, str]:
+    """Points ultralytics at a settings dir inside the data dir and forbids downloads,
+    in this process (which then loads ultralytics and torch: ML children only).
+
+    Must run before ultralytics is imported; returns the variables for child processes.
+    """
+    env = offline_env(data_dir)
     with _configured:
         if not _CONFIGURED_FOR:
-            Path(env["YOLO_CONFIG_DIR"]).mkdir(parents=True, exist_ok=True)
             for key, value in env.items():
                 os.environ.setdefault(key, value)
             _CONFIGURED_FOR.append(env["YOLO_CONFIG_DIR"])

@@ -1,0 +1,200 @@
+"""Memory of ``oculab standalone`` around ML jobs: the API process's resident set idle,
+and after an upload, a model inspection, an auto-label job and a prediction (its peak
+too), with the inference process's printed separately. The API process runs the jobs'
+workers in-process but never loads torch, ultralytics or OpenCV: the model runs in the
+inference process (workers/inference.py), which exits once idle.
+
+Run from the repository root (needs the ml extra)::
+
+    .venv/bin/python bench/inference_memory.py [--images 64]
+
+The reference is Label Studio 1.23.2's server measured on this machine (issue 13): 393
+MiB idle, 515 MiB peak; the goal is an API process <= 150 MiB idle and <= 0.5x that peak.
+Stdout gets a summary and, as its last line, one JSON object.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# ``python bench/x.py`` puts bench/ first on sys.path, where sibling scripts named like
+# standard modules would shadow them.
+if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
+    del sys.path[0]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import argparse
+import io
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from typing import Any
+
+import httpx
+
+LABEL_STUDIO_IDLE_MIB = 393
+LABEL_STUDIO_PEAK_MIB = 515
+
+
+def memory_mib(pid: int) -> dict[str, float]:
+    """VmHWM (peak resident set) and VmRSS of a live process, in MiB."""
+    values: dict[str, float] = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("VmHWM", "VmRSS"):
+            values[key] = int(rest.split()[0]) / 1024
+    return values
+
+
+def children(pid: int) -> dict[int, str]:
+    found = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid:
+                cmd = stat.with_name("cmdline").read_bytes().replace(b"\0", b" ").decode()
+                found[int(stat.parent.name)] = cmd
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
+def jpeg(seed: int) -> bytes:
+    from PIL import Image
+
+    image = Image.effect_noise((640, 480), 40 + seed % 50).convert("RGB")
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=85)
+    return out.getvalue()
+
+
+def wait_job(client: httpx.Client, job_id: int) -> dict[str, Any]:
+    while True:
+        job: dict[str, Any] = client.get(f"/api/jobs/{job_id}").json()
+        if job["state"] in ("succeeded", "failed", "canceled"):
+            if job["state"] != "succeeded":
+                raise SystemExit(f"job {job_id} {job['state']}: {job.get('error')}")
+            return job
+        time.sleep(0.1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=64)
+    args = parser.parse_args()
+
+    root = Path(tempfile.mkdtemp(prefix="oculab-bench-memory-"))
+    from workers.ml import yolo
+
+    yolo.configure_offline(root / "weights")
+    from ultralytics import YOLO
+
+    weights = root / "yolo11n.pt"
+    YOLO("yolo11n.yaml").save(str(weights))
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OCULAB_")}
+    env.update(OCULAB_DATA_DIR=str(root / "data"), OCULAB_SEED_DEMO="false")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "server.cli", "standalone", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        output = ""
+        assert process.stdout is not None
+        while "Login:" not in output and (line := process.stdout.readline()):
+            output += line
+        password = re.search(r"Login:\s+admin / (\S+)", output)
+        assert password, output
+        while True:
+            try:
+                if httpx.get(f"{base}/api/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        time.sleep(2)
+        idle = memory_mib(process.pid)
+        client = httpx.Client(base_url=base, timeout=300)
+        login = client.post(
+            "/api/auth/local/login", json={"username": "admin", "password": password.group(1)}
+        )
+        client.headers["X-CSRF-Token"] = login.json()["csrf_token"]
+        project_id = client.post("/api/projects", json={"name": "p", "classes": ["person"]}).json()[
+            "id"
+        ]
+        files = [("files", (f"{i}.jpg", jpeg(i), "image/jpeg")) for i in range(args.images)]
+        assert client.post(f"/api/projects/{project_id}/images", files=files).status_code == 201
+        model = client.post(
+            "/api/models",
+            params={"project_id": project_id},
+            files={"file": ("yolo11n.pt", weights.read_bytes(), "application/octet-stream")},
+        ).json()
+        wait_job(client, model["inspect_job_id"])
+        model_id = model["model"]["id"]
+        job = client.post(
+            f"/api/projects/{project_id}/jobs/autolabel", json={"model_id": model_id}
+        ).json()
+        labelled = wait_job(client, job["id"])
+        predicted = client.post(
+            f"/api/models/{model_id}/predict",
+            files=[("files", ("a.jpg", jpeg(999), "image/jpeg"))],
+        )
+        assert predicted.status_code == 200, predicted.text
+        after = memory_mib(process.pid)
+        everyone = children(process.pid)
+        kids = {
+            pid: memory_mib(pid)
+            for pid, cmd in everyone.items()
+            if "workers.ml.inference_child" in cmd
+        }
+        # E.g. the upload decode pool (server/images/decoding.py).
+        others = {pid: memory_mib(pid) for pid in everyone if pid not in kids}
+        client.close()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+    figures = {
+        "images": args.images,
+        "autolabel_device": labelled["result"]["device"],
+        "api_idle_rss_mib": round(idle["VmRSS"], 1),
+        "api_rss_after_jobs_mib": round(after["VmRSS"], 1),
+        "api_peak_rss_mib": round(after["VmHWM"], 1),
+        "inference_process_rss_mib": [round(m["VmRSS"], 1) for m in kids.values()],
+        "inference_process_peak_mib": [round(m["VmHWM"], 1) for m in kids.values()],
+        "other_children_rss_mib": [round(m["VmRSS"], 1) for m in others.values()],
+        "ratio_idle_vs_label_studio": round(idle["VmRSS"] / LABEL_STUDIO_IDLE_MIB, 3),
+        "ratio_peak_vs_label_studio": round(after["VmHWM"] / LABEL_STUDIO_PEAK_MIB, 3),
+    }
+    print("Memory of oculab standalone around ML jobs (API process; inference apart)")
+    print(f"  API process idle            {figures['api_idle_rss_mib']:8.1f} MiB  (goal <= 150)")
+    print(f"  API process after the jobs  {figures['api_rss_after_jobs_mib']:8.1f} MiB")
+    print(
+        f"  API process peak            {figures['api_peak_rss_mib']:8.1f} MiB  "
+        f"({figures['ratio_peak_vs_label_studio']:.3f} x Label Studio's "
+        f"{LABEL_STUDIO_PEAK_MIB}; goal <= 0.5)"
+    )
+    for pid, m in kids.items():
+        print(f"  inference process {pid}     {m['VmRSS']:8.1f} MiB (peak {m['VmHWM']:.1f})")
+    for pid, m in others.items():
+        print(f"  other child {pid}           {m['VmRSS']:8.1f} MiB (peak {m['VmHWM']:.1f})")
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
