@@ -70,13 +70,20 @@ async def upload_images(
     """Upload one or more images (multipart, any field name). Per-file outcome."""
     storage = _storage(request)
     await release(db)
-    form = await receive_multipart(
-        request.headers.get("content-type"),
-        request.stream(),
-        storage,
-        max_file_bytes=settings.max_upload_bytes,
-        max_files=settings.max_files_per_request,
-    )
+    # Decoding starts as each file arrives, in the decode pool, while the rest streams in.
+    intake = service.Intake(storage, settings)
+    try:
+        form = await receive_multipart(
+            request.headers.get("content-type"),
+            request.stream(),
+            storage,
+            max_file_bytes=settings.max_upload_bytes,
+            max_files=settings.max_files_per_request,
+            on_file=intake.add,
+        )
+    except BaseException:
+        intake.abandon()
+        raise
     if not form.files:
         form.discard()
         raise Unprocessable("no files in the request")
@@ -89,6 +96,7 @@ async def upload_images(
         access.principal.user,
         form.files,
         split,
+        intake,
     )
     if result.created == 0:
         response.status_code = status.HTTP_200_OK

@@ -4,19 +4,18 @@ import base64
 import binascii
 import logging
 import math
-from dataclasses import dataclass
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Literal
 
 import sqlalchemy as sa
-from PIL import Image as PILImage
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from server.annotations.models import Annotation
 from server.audit import service as audit
 from server.auth.models import User
-from server.images import processing
+from server.images import decoding, processing
 from server.images.models import Image, ImageStatus, Split
 from server.images.schemas import ImageNeighbors, ImageRead, UploadItem, UploadResult
 from server.images.upload import ReceivedFile
@@ -39,35 +38,42 @@ log = logging.getLogger(__name__)
 ImageOrder = Literal["id", "confidence"]
 
 
-@dataclass(frozen=True)
-class Stored:
-    sha256: str
-    info: processing.ImageInfo
-    size: int
+class Intake:
+    """The checks of one upload's files, each started as soon as the file has arrived
+    (``add``), so that decoding in the pool overlaps receiving the rest."""
 
+    def __init__(self, storage: Storage, settings: Settings) -> None:
+        self._storage = storage
+        self._settings = settings
+        self._checker = decoding.Checker()
+        self._order: list[str] = []  # sha256 of each check, in the order added
+        self._seen: set[str] = set()
+        self._syncs: list[Future[None]] = []
 
-def _store_one(storage: Storage, settings: Settings, received: ReceivedFile) -> Stored:
-    if received.too_large:
-        raise processing.RejectedImage(
-            f"file is larger than the limit of {settings.max_upload_bytes} bytes", "too_large"
+    def add(self, received: ReceivedFile) -> None:
+        sha = received.sha256
+        if received.too_large or received.size == 0 or sha in self._seen:
+            return
+        self._seen.add(sha)
+        self._checker.add(
+            processing.Check(path=str(received.path), max_pixels=self._settings.max_image_pixels)
         )
-    if received.size == 0:
-        raise processing.RejectedImage("file is empty")
-    sha = received.sha256
-    blob = storage.blob_path(sha)
-    thumb = storage.thumbnail_path(sha)
+        # fsync'ed, and its blob's folder made, while it is checked and the next files
+        # arrive (wasted on a rejected file, which is rare): storing the request's
+        # blobs is then only renames and an fsync of their folders.
+        self._syncs.append(self._storage.prepare_soon(received.path, self._storage.blob_path(sha)))
+        self._order.append(sha)
 
-    def thumbnail(img: PILImage.Image) -> None:
-        processing.write_thumbnail(storage, img, thumb, settings.thumbnail_size)
+    def verdicts(self) -> dict[str, processing.Checked]:
+        """Each distinct file's verdict, once every file is also on disk."""
+        verdicts = dict(zip(self._order, self._checker.results(), strict=True))
+        for synced in self._syncs:
+            synced.result()
+        return verdicts
 
-    info = processing.inspect(
-        received.path,
-        max_pixels=settings.max_image_pixels,
-        thumb_size=settings.thumbnail_size,
-        on_decoded=thumbnail,
-    )
-    storage.commit_file(received.path, blob)
-    return Stored(sha256=sha, info=info, size=received.size)
+    def abandon(self) -> None:
+        """For a request that failed before its files were stored (never waits)."""
+        self._checker.abandon()
 
 
 def ingest(
@@ -78,10 +84,11 @@ def ingest(
     user: User,
     files: list[ReceivedFile],
     split: Split | None,
+    intake: Intake | None = None,
 ) -> UploadResult:
     """Validates each received file and records the new ones. Per-file outcome; an
     error carrying the items when every file was rejected (an upload request's answer)."""
-    result = store_files(db, storage, settings, project, user, files, split)
+    result = store_files(db, storage, settings, project, user, files, split, intake)
     if result.items and result.rejected == len(result.items):
         raise _all_rejected(result)
     return result
@@ -95,71 +102,165 @@ def store_files(
     user: User,
     files: list[ReceivedFile],
     split: Split | None,
+    intake: Intake | None = None,
 ) -> UploadResult:
     """Validates each received file and records the new ones; one item per file, in
-    order. Never raises for a rejected file (dataset imports report them per file)."""
-    items: list[UploadItem] = []
+    order. Never raises for a rejected file (dataset imports report them per file).
+
+    Every file is fully decoded (in the decode pool) before it can be listed; the new
+    blobs are fsync'ed together, with their directories, before their rows are written
+    in one INSERT, and the caller's commit makes them visible. A rejected file leaves
+    nothing behind: no blob, no thumbnail, no row. Thumbnails are queued, not waited
+    for."""
     try:
+        if intake is None:
+            intake = Intake(storage, settings)
+            for received in files:
+                intake.add(received)
+        verdicts = intake.verdicts()
+        accepted = {sha: v.info for sha, v in verdicts.items() if v.info is not None}
+        existing = _existing_ids(db, project.id, list(accepted))
+        fresh: dict[str, ReceivedFile] = {}  # the first of equal files, in upload order
         for received in files:
-            try:
-                stored = _store_one(storage, settings, received)
-            except processing.RejectedImage as exc:
-                received.path.unlink(missing_ok=True)
-                items.append(
-                    UploadItem(
-                        filename=received.filename,
-                        status="rejected",
-                        reason=exc.reason,
-                        kind=exc.kind,
-                    )
-                )
-                continue
-            image_id = db.scalar(
-                dialect_insert(db, Image)
-                .values(
-                    project_id=project.id,
-                    sha256=stored.sha256,
-                    filename=received.filename,
-                    format=stored.info.format,
-                    width=stored.info.width,
-                    height=stored.info.height,
-                    size_bytes=stored.size,
-                    status=ImageStatus.unlabeled,
-                    split=split,
-                    revision=0,
-                    uploaded_by=user.id,
-                    created_at=utcnow(),
-                )
-                .on_conflict_do_nothing(index_elements=["project_id", "sha256"])
-                .returning(Image.id)
-            )
-            if image_id is None:
-                existing = db.scalar(
-                    sa.select(Image.id).where(
-                        Image.project_id == project.id, Image.sha256 == stored.sha256
-                    )
-                )
-                items.append(
-                    UploadItem(
-                        filename=received.filename,
-                        status="duplicate",
-                        image_id=existing,
-                        sha256=stored.sha256,
-                    )
-                )
-            else:
-                items.append(
-                    UploadItem(
-                        filename=received.filename,
-                        status="created",
-                        image_id=image_id,
-                        sha256=stored.sha256,
-                    )
-                )
+            if received.sha256 in accepted and received.sha256 not in existing:
+                fresh.setdefault(received.sha256, received)
+        storage.commit_files(
+            [(received.path, storage.blob_path(sha)) for sha, received in fresh.items()],
+            synced=True,
+        )
+        created = _insert_rows(db, project, user, split, fresh, accepted)
+        # After the response, at the lowest priority; rendered on demand until then.
+        decoding.render_later(
+            storage.root,
+            [(storage.blob_path(sha), storage.thumbnail_path(sha)) for sha in accepted],
+            settings.thumbnail_size,
+        )
+        ids = existing | created
+        if len(ids) < len(accepted):
+            # Inserted meanwhile by a concurrent upload of the same bytes.
+            ids |= _existing_ids(db, project.id, [sha for sha in accepted if sha not in ids])
+        return UploadResult.from_items(
+            _items(settings, files, verdicts, ids, set(created.values()))
+        )
     finally:
         for received in files:
             received.path.unlink(missing_ok=True)
-    return UploadResult.from_items(items)
+
+
+def _existing_ids(db: Session, project_id: int, shas: list[str]) -> dict[str, int]:
+    found: dict[str, int] = {}
+    for start in range(0, len(shas), _ROWS_PER_STATEMENT):
+        chunk = shas[start : start + _ROWS_PER_STATEMENT]
+        rows = db.execute(
+            sa.select(Image.sha256, Image.id).where(
+                Image.project_id == project_id, Image.sha256.in_(chunk)
+            )
+        )
+        found.update((sha, image_id) for sha, image_id in rows)
+    return found
+
+
+# Shas per SELECT ... IN: well under SQLite's 32,766 bound parameters.
+_ROWS_PER_STATEMENT = 500
+
+
+def _insert_rows(
+    db: Session,
+    project: Project,
+    user: User,
+    split: Split | None,
+    fresh: dict[str, ReceivedFile],
+    accepted: dict[str, processing.ImageInfo],
+) -> dict[str, int]:
+    """The new images' rows; sha256 -> id of the rows it created (a row inserted
+    meanwhile by a concurrent upload of the same bytes is skipped)."""
+    now = utcnow()
+    rows = [
+        {
+            "project_id": project.id,
+            "sha256": sha,
+            "filename": received.filename,
+            "format": accepted[sha].format,
+            "width": accepted[sha].width,
+            "height": accepted[sha].height,
+            "size_bytes": received.size,
+            "status": ImageStatus.unlabeled,
+            "split": split,
+            "revision": 0,
+            "uploaded_by": user.id,
+            "created_at": now,
+        }
+        for sha, received in fresh.items()
+    ]
+    if not rows:
+        return {}
+    # Core executemany: SQLAlchemy sends these as multi-row INSERTs ("insertmanyvalues")
+    # from one cached compilation, without the ORM's per-row bookkeeping.
+    statement = (
+        dialect_insert(db, Image.__table__)
+        .on_conflict_do_nothing(index_elements=["project_id", "sha256"])
+        .returning(Image.__table__.c.sha256, Image.__table__.c.id)
+    )
+    result = db.connection().execute(statement, rows)
+    return {sha: image_id for sha, image_id in result}
+
+
+def _items(
+    settings: Settings,
+    files: list[ReceivedFile],
+    verdicts: dict[str, processing.Checked],
+    ids: dict[str, int],
+    created_ids: set[int],
+) -> list[UploadItem]:
+    items: list[UploadItem] = []
+    reported: set[str] = set()
+    for received in files:
+        sha = received.sha256
+        checked = verdicts.get(sha)
+        rejected: processing.RejectedImage | None = None
+        if received.too_large:
+            rejected = processing.RejectedImage(
+                f"file is larger than the limit of {settings.max_upload_bytes} bytes",
+                "too_large",
+            )
+        elif received.size == 0:
+            rejected = processing.RejectedImage("file is empty")
+        elif checked is not None and checked.rejected is not None:
+            rejected = checked.rejected
+        if rejected is not None:
+            items.append(
+                UploadItem(
+                    filename=received.filename,
+                    status="rejected",
+                    reason=rejected.reason,
+                    kind=rejected.kind,
+                )
+            )
+            continue
+        image_id = ids.get(sha)
+        if image_id is None:
+            # Its row, inserted by a concurrent upload of the same bytes, was deleted
+            # before this upload could read its id.
+            items.append(
+                UploadItem(
+                    filename=received.filename,
+                    status="rejected",
+                    reason="the image was deleted while it was being uploaded; upload it again",
+                    kind="invalid",
+                )
+            )
+            continue
+        first = sha not in reported and image_id in created_ids
+        reported.add(sha)
+        items.append(
+            UploadItem(
+                filename=received.filename,
+                status="created" if first else "duplicate",
+                image_id=image_id,
+                sha256=sha,
+            )
+        )
+    return items
 
 
 def _all_rejected(result: UploadResult) -> OculabError:
@@ -301,7 +402,7 @@ def file_path(storage: Storage, image: Image) -> Path:
 
 def thumbnail_path(storage: Storage, settings: Settings, image: Image) -> Path:
     target = storage.thumbnail_path(image.sha256)
-    if not target.exists():
+    if not processing.usable_thumbnail(target):
         processing.render_thumbnail(
             storage, file_path(storage, image), target, settings.thumbnail_size
         )

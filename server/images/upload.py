@@ -6,7 +6,7 @@ chunk, and a part over the per-file cap is drained and marked, not stored.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,7 +54,10 @@ async def receive_multipart(
     *,
     max_file_bytes: int,
     max_files: int,
+    on_file: Callable[[ReceivedFile], None] | None = None,
 ) -> ReceivedForm:
+    """``on_file`` sees each file as soon as its part is complete (to start checking
+    it while the rest arrives); an error it raises fails the request."""
     if not content_type:
         raise UnsupportedMediaType("send the files as multipart/form-data")
     ctype, params = parse_options_header(content_type)
@@ -144,17 +147,21 @@ async def receive_multipart(
         name = str(state["name"])
         if writer is not None:
             writer.close()
-            form.files.append(
-                ReceivedFile(
-                    field=name,
-                    filename=str(state["filename"]),
-                    path=writer.path,
-                    size=writer.size,
-                    sha256=writer.sha256,
-                    too_large=writer.too_large,
-                )
+            received = ReceivedFile(
+                field=name,
+                filename=str(state["filename"]),
+                path=writer.path,
+                size=writer.size,
+                sha256=writer.sha256,
+                too_large=writer.too_large,
             )
+            form.files.append(received)
             writer = None
+            if on_file is not None:
+                try:
+                    on_file(received)
+                except Exception as exc:
+                    fail(exc)
         else:
             form.fields[name] = field_buffer.decode("utf-8", errors="replace")
 

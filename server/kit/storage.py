@@ -12,8 +12,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO
 
@@ -23,6 +25,8 @@ class Storage:
         self.root = root
         self.fsync = fsync
         self.tmp_dir = root / "tmp"
+        self._syncer: ThreadPoolExecutor | None = None
+        self._syncer_lock = threading.Lock()
 
     def ensure_layout(self) -> None:
         for sub in ("blobs", "thumbs", "tmp"):
@@ -57,16 +61,87 @@ class Storage:
         os.replace(tmp, final)
         return True
 
+    def commit_files(
+        self, moves: Sequence[tuple[Path, Path]], *, synced: bool = False
+    ) -> list[bool]:
+        """``commit_file`` for many files at once, with one wait for the disk: every
+        temp file is fsync'ed (in parallel, so the filesystem can share journal commits;
+        ``synced``: the caller did, see ``prepare_soon``) before any is renamed, then
+        the directories that gained an entry are. When this returns, every target is
+        durable. One bool per move: False when the target existed already (its temp
+        file is dropped)."""
+        fresh: list[tuple[Path, Path]] = []
+        placed: list[bool] = []
+        for tmp, final in moves:
+            if _complete(final, tmp):
+                tmp.unlink(missing_ok=True)
+                placed.append(False)
+            else:
+                fresh.append((tmp, final))
+                placed.append(True)
+        if not fresh:
+            return placed
+        if not synced:
+            self.sync([tmp for tmp, _ in fresh])
+        touched: set[Path] = set()
+        for tmp, final in fresh:
+            touched.update(_make_parents(final.parent))
+            os.replace(tmp, final)
+            touched.add(final.parent)
+        self.sync(sorted(touched))
+        return placed
+
+    def sync(self, paths: Sequence[Path]) -> None:
+        """fsync files or directories; several at a time (one journal commit can carry
+        them all), not one after the other."""
+        if not self.fsync or not paths:
+            return
+        if len(paths) == 1:
+            _fsync(paths[0])
+            return
+        # A few threads with a share each: a future per path costs more than its fsync.
+        shares = [paths[i::_SYNC_THREADS] for i in range(min(len(paths), _SYNC_THREADS))]
+        list(self._sync_pool().map(_fsync_all, shares))
+
+    def prepare_soon(self, tmp: Path, final: Path) -> Future[None]:
+        """Starts, in the background, what ``commit_files(..., synced=True)`` expects
+        done: ``tmp`` fsync'ed, and the folders of ``final`` created durably. An upload
+        does it for each file while the next ones arrive; a folder made for a file
+        that is then rejected stays empty."""
+        return self._sync_pool().submit(self._prepare, tmp, final)
+
+    def _prepare(self, tmp: Path, final: Path) -> None:
+        if self.fsync:
+            _fsync(tmp)
+        created = _make_parents(final.parent)
+        if self.fsync:
+            for folder in created:
+                _fsync(folder)
+
+    def _sync_pool(self) -> ThreadPoolExecutor:
+        with self._syncer_lock:
+            if self._syncer is None:
+                self._syncer = ThreadPoolExecutor(_SYNC_THREADS, thread_name_prefix="fsync")
+            return self._syncer
+
     @contextlib.contextmanager
-    def atomic_writer(self, final: Path) -> Iterator[BinaryIO]:
-        """Write to a temp file and rename it over ``final`` only if the block succeeds."""
-        self.tmp_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.temp_path(final.suffix)
+    def atomic_writer(self, final: Path, *, durable: bool = True) -> Iterator[BinaryIO]:
+        """Write to a temp file and rename it over ``final`` only if the block succeeds.
+        ``durable=False`` skips the fsync and writes the temp file beside ``final``
+        (``.<random>.part``), for derived files such as thumbnails that are rebuilt when
+        missing or empty and are written in the background: ``tmp/`` keeps only the
+        partial writes of requests."""
+        if durable:
+            self.tmp_dir.mkdir(parents=True, exist_ok=True)
+            tmp = self.temp_path(final.suffix)
+        else:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            tmp = final.parent / f".{uuid.uuid4().hex}.part"
         try:
             with open(tmp, "wb") as fh:
                 yield fh
                 fh.flush()
-                if self.fsync:
+                if self.fsync and durable:
                     os.fsync(fh.fileno())
             final.parent.mkdir(parents=True, exist_ok=True)
             os.replace(tmp, final)
@@ -83,6 +158,43 @@ class Storage:
         probe = self.temp_path(".ready")
         probe.write_bytes(b"ok")
         probe.unlink()
+
+
+_SYNC_THREADS = 8
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_all(paths: Sequence[Path]) -> None:
+    for path in paths:
+        _fsync(path)
+
+
+def _complete(final: Path, tmp: Path) -> bool:
+    """Whether a content-addressed target already holds the bytes: same name, same
+    size. (A target of another size cannot hold them: damaged, it is replaced.)"""
+    try:
+        return final.stat().st_size == tmp.stat().st_size
+    except FileNotFoundError:
+        return False
+
+
+def _make_parents(folder: Path) -> list[Path]:
+    """Creates ``folder`` and missing ancestors; returns the folders whose entries
+    changed (the parents of those created), to be fsync'ed."""
+    missing: list[Path] = []
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    for created in reversed(missing):
+        created.mkdir(exist_ok=True)
+    return [created.parent for created in missing]
 
 
 class HashingWriter:

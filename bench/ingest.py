@@ -1,0 +1,345 @@
+"""Upload benchmark, the workload of issue 13: 2,000 synthetic 640x480 JPEGs (about
+43 KB each, 2-5 boxes drawn on each) uploaded over HTTP in 20 requests of 100, on
+``oculab standalone`` (SQLite) and on ``oculab api`` with a scratch PostgreSQL database.
+
+Run from the repository root::
+
+    .venv/bin/python bench/ingest.py [--images 2000 --batch 100 --repeats 3 --database both]
+
+Each repeat uploads its own images (so nothing is a duplicate, and no blob or thumbnail
+exists before) into a fresh project of the same server and, right before, writes the
+same bytes with no server: sha256, write and fsync per file into a directory on the
+same filesystem (the in-run baseline; Label Studio, which copies without decoding, took
+8.5 s for the same images on this machine).
+Figures are medians over the repeats, because the 2-core machine is shared:
+
+- ``upload_seconds``: wall time of the 20 requests, one after the other;
+- ``upload_ratio``: upload_seconds / raw disk seconds (how many times the raw copy);
+- ``upload_vs_label_studio``: upload_seconds / 8.5 s (issue 13's goal: <= 0.3);
+- ``thumbnails_seconds``: from the first request until every thumbnail is on disk
+  (thumbnails may be written after the response);
+- ``api_cpu_ms_per_image``, ``decode_cpu_ms_per_image``, ``thumbnails_cpu_ms_per_image``:
+  CPU per image of the API process, its decode pool and its thumbnail renderer up to the
+  last response (steadier than wall time on a busy machine); ``total_cpu_ms_per_image``:
+  all of them until the last thumbnail is on disk.
+
+Progress goes to stderr. Stdout gets a summary and, as its last line, one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import io
+import json
+import os
+import random
+import secrets
+import signal
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+from api import (
+    CLOCK_TICKS,
+    DEFAULT_PG_ADMIN_URL,
+    BenchError,
+    Deployment,
+    Server,
+    create_api_token,
+    create_project,
+    expect,
+    http_client,
+    memory_mib,
+    prepare,
+    progress,
+    running_server,
+    scratch_database,
+    scratch_dir,
+)
+from PIL import Image, ImageDraw
+
+LABEL_STUDIO_UPLOAD_SECONDS = 8.5  # issue 13: the same 2,000 images, same machine
+WIDTH, HEIGHT = 640, 480
+
+Results = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Options:
+    images: int
+    batch: int
+    repeats: int
+    databases: tuple[str, ...]
+    pg_admin_url: str
+
+
+def parse_options(argv: Sequence[str] | None = None) -> Options:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--images", type=int, default=2000)
+    parser.add_argument("--batch", type=int, default=100, help="images per request")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--database", choices=("sqlite", "postgres", "both"), default="both")
+    parser.add_argument("--pg-admin-url", default=DEFAULT_PG_ADMIN_URL)
+    args = parser.parse_args(argv)
+    if args.images < 1 or args.batch < 1 or args.repeats < 1:
+        parser.error("need --images, --batch and --repeats >= 1")
+    databases = ("sqlite", "postgres") if args.database == "both" else (args.database,)
+    return Options(args.images, args.batch, args.repeats, databases, args.pg_admin_url)
+
+
+# --- workload ----------------------------------------------------------------------------
+
+
+def dataset_jpeg(rng: random.Random) -> bytes:
+    """Coarse noise scaled up (compresses like a photo) with 2-5 filled boxes on it."""
+    small = (WIDTH // 16, HEIGHT // 16)
+    img = Image.frombytes("RGB", small, rng.randbytes(small[0] * small[1] * 3))
+    img = img.resize((WIDTH, HEIGHT), Image.Resampling.BILINEAR)
+    draw = ImageDraw.Draw(img)
+    for _ in range(rng.randint(2, 5)):
+        w, h = rng.randint(40, 200), rng.randint(40, 200)
+        x, y = rng.randint(0, WIDTH - w), rng.randint(0, HEIGHT - h)
+        colour = (rng.randrange(256), rng.randrange(256), rng.randrange(256))
+        draw.rectangle((x, y, x + w, y + h), fill=colour, outline=(0, 0, 0), width=3)
+    out = io.BytesIO()
+    img.save(out, format="JPEG", quality=85)
+    return out.getvalue()
+
+
+def make_images(count: int, seed: int, seen: set[bytes]) -> list[bytes]:
+    """``count`` images none of which is in ``seen`` (which gains them)."""
+    rng = random.Random(seed)
+    images: list[bytes] = []
+    while len(images) < count:
+        data = dataset_jpeg(rng)
+        digest = hashlib.sha256(data).digest()
+        if digest not in seen:
+            seen.add(digest)
+            images.append(data)
+    return images
+
+
+# --- measurements ------------------------------------------------------------------------
+
+
+def raw_disk_seconds(images: Sequence[bytes], directory: Path) -> float:
+    """What storing the bytes costs with no server: sha256, write, fsync per file."""
+    directory.mkdir()
+    start = time.perf_counter()
+    for index, data in enumerate(images):
+        hashlib.sha256(data).hexdigest()
+        with open(directory / f"{index}.jpg", "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return time.perf_counter() - start
+
+
+def process_tree(pid: int) -> list[int]:
+    found = [pid]
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(OSError):
+            children = Path(f"/proc/{pid}/task/{tid}/children").read_text().split()
+            for child in children:
+                found.extend(process_tree(int(child)))
+    return found
+
+
+def cpu_by_role(pid: int) -> dict[str, float]:
+    """CPU seconds (user + system, reaped children included) of the server process
+    ("api"), its decode pool ("decode": children at normal priority) and its thumbnail
+    renderer ("thumbnails": the child at nice 19)."""
+    roles = {"api": 0.0, "decode": 0.0, "thumbnails": 0.0}
+    for member in process_tree(pid):
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+            # utime, stime, cutime, cstime are fields 14-17; nice is 19.
+            seconds = sum(int(f) for f in fields[14 - 3 : 18 - 3]) / CLOCK_TICKS
+            if member == pid:
+                roles["api"] += seconds
+            elif int(fields[19 - 3]) > 0:
+                roles["thumbnails"] += seconds
+            else:
+                roles["decode"] += seconds
+    return roles
+
+
+def cpu_ms_per_image(before: dict[str, float], after: dict[str, float], n: int) -> Results:
+    return {f"{role}_cpu_ms_per_image": (after[role] - before[role]) * 1000 / n for role in before}
+
+
+def children_rss_mib(pid: int) -> float:
+    return sum(memory_mib(child).get("VmRSS", 0.0) for child in process_tree(pid) if child != pid)
+
+
+def count_thumbnails(data_dir: Path) -> int:
+    thumbs = data_dir / "thumbs"
+    if not thumbs.exists():
+        return 0
+    return sum(1 for sub in thumbs.iterdir() for _ in sub.glob("*.jpg"))
+
+
+def upload(client: httpx.Client, project_id: int, images: Sequence[bytes], batch: int) -> list[int]:
+    ids: list[int] = []
+    for first in range(0, len(images), batch):
+        chunk = images[first : first + batch]
+        files = [
+            ("files", (f"img_{first + i:06d}.jpg", data, "image/jpeg"))
+            for i, data in enumerate(chunk)
+        ]
+        result = expect(client.post(f"/api/projects/{project_id}/images", files=files), 201)
+        if result["created"] != len(chunk):
+            raise BenchError(f"upload created {result['created']} of {len(chunk)}")
+        ids.extend(item["image_id"] for item in result["items"])
+    return ids
+
+
+def wait_thumbnails(data_dir: Path, expected: int, timeout: float = 300.0) -> None:
+    deadline = time.monotonic() + timeout
+    while count_thumbnails(data_dir) < expected:
+        if time.monotonic() > deadline:
+            raise BenchError(f"thumbnails: {count_thumbnails(data_dir)} of {expected}")
+        time.sleep(0.02)
+
+
+def one_repeat(
+    options: Options,
+    server: Server,
+    client: httpx.Client,
+    data_dir: Path,
+    root: Path,
+    images: Sequence[bytes],
+    index: int,
+) -> Results:
+    """One timed upload of ``images`` (never uploaded to this server before)."""
+    raw = raw_disk_seconds(images, root / f"raw-{index}")
+    project_id = create_project(client, f"ingest-{index}")
+    thumbs_before = count_thumbnails(data_dir)
+    cpu_before = cpu_by_role(server.process.pid)
+    start = time.perf_counter()
+    ids = upload(client, project_id, images, options.batch)
+    elapsed = time.perf_counter() - start
+    cpu_uploaded = cpu_by_role(server.process.pid)
+    wait_thumbnails(data_dir, thumbs_before + len(images))
+    thumbs_elapsed = time.perf_counter() - start
+    cpu_thumbnailed = cpu_by_role(server.process.pid)
+    if len(set(ids)) != len(images):
+        raise BenchError("image ids are not distinct")
+    during = cpu_ms_per_image(cpu_before, cpu_uploaded, len(images))
+    total = cpu_ms_per_image(cpu_before, cpu_thumbnailed, len(images))
+    return {
+        "upload_seconds": elapsed,
+        "raw_disk_seconds": raw,
+        "upload_ratio": elapsed / raw,
+        "upload_vs_label_studio": elapsed / LABEL_STUDIO_UPLOAD_SECONDS,
+        "thumbnails_seconds": thumbs_elapsed,
+        # Up to the last response, by process:
+        **during,
+        # Until the last thumbnail, all processes together:
+        "total_cpu_ms_per_image": sum(total.values()),
+    }
+
+
+def bench_database(
+    options: Options, database: str, image_sets: Sequence[Sequence[bytes]]
+) -> Results:
+    password = secrets.token_urlsafe(18)
+    with contextlib.ExitStack() as stack:
+        root = stack.enter_context(scratch_dir())
+        if database == "sqlite":
+            deployment = Deployment(
+                database_url=None,
+                data_dir=root / "data",
+                secret_key=secrets.token_urlsafe(48),
+                admin_password=password,
+            )
+        else:
+            url = stack.enter_context(scratch_database(options.pg_admin_url))
+            deployment = Deployment(
+                database_url=url, data_dir=root / "data", secret_key=secrets.token_urlsafe(48)
+            )
+            deployment.data_dir.mkdir()
+            prepare(deployment, password)
+        server = stack.enter_context(running_server(deployment, root / "server.log"))
+        token = create_api_token(server.base_url, password, deployment.admin_username)
+        runs: list[Results] = []
+        with http_client(server.base_url, token) as client:
+            for index, images in enumerate(image_sets):
+                progress(f"{database}: repeat {index + 1} of {options.repeats}")
+                runs.append(
+                    one_repeat(options, server, client, deployment.data_dir, root, images, index)
+                )
+                progress(f"{database}: {json.dumps(rounded(runs[-1]))}")
+        memory = memory_mib(server.process.pid)
+        results: Results = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+        results["runs"] = runs
+        results["server_rss_mib"] = memory["VmRSS"]
+        results["server_peak_rss_mib"] = memory["VmHWM"]
+        results["children_rss_mib"] = children_rss_mib(server.process.pid)
+        return results
+
+
+def rounded(value: Any) -> Any:
+    if isinstance(value, float):
+        return round(value, 3)
+    if isinstance(value, dict):
+        return {k: rounded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [rounded(v) for v in value]
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    options = parse_options(argv)
+    progress(
+        f"generating {options.repeats} x {options.images} JPEGs {WIDTH}x{HEIGHT} with 2-5 boxes"
+    )
+    seen: set[bytes] = set()
+    image_sets = [make_images(options.images, 13 + index, seen) for index in range(options.repeats)]
+    images = image_sets[0]
+    mean = sum(map(len, images)) // len(images)
+    results: Results = {"images": len(images), "bytes_mean": mean, "batch": options.batch}
+    try:
+        for database in options.databases:
+            results[database] = bench_database(options, database, image_sets)
+    except BenchError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"Upload {len(images)} JPEGs {WIDTH}x{HEIGHT} (~{mean // 1000} KB) in requests of "
+        f"{options.batch}; medians of {options.repeats}"
+    )
+    for database in options.databases:
+        r = results[database]
+        print(
+            f"  {database:<8} upload {r['upload_seconds']:.2f} s, raw disk "
+            f"{r['raw_disk_seconds']:.2f} s ({r['upload_ratio']:.2f}x raw), "
+            f"{r['upload_vs_label_studio']:.2f}x Label Studio's 8.5 s; thumbnails done at "
+            f"{r['thumbnails_seconds']:.2f} s"
+        )
+        print(
+            f"  {'':<8} CPU ms/image until the last response: API process "
+            f"{r['api_cpu_ms_per_image']:.2f}, decode pool {r['decode_cpu_ms_per_image']:.2f}, "
+            f"thumbnails {r['thumbnails_cpu_ms_per_image']:.2f}; all until the last "
+            f"thumbnail {r['total_cpu_ms_per_image']:.2f}; RSS API {r['server_rss_mib']:.0f} "
+            f"MiB, children {r['children_rss_mib']:.0f} MiB"
+        )
+    print(json.dumps(rounded(results)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,239 @@
+"""Decodes uploaded images in child processes, so validation uses every CPU the server
+may use while the API process keeps receiving, hashing and writing rows.
+
+Two pools per process, each started on first use with the ``spawn`` context (a fork of
+a threaded server is unsafe); their children run Pillow and ``server.images.processing``:
+
+- the decode pool, sized to the usable CPUs (``workers.cpus.usable``, at most 8),
+  validates the files of a request while the request waits. A child that dies (a decoder crash, the
+  OOM killer) breaks the pool: the files it held are checked again one at a time in a
+  fresh pool, so only a file that kills its decoder on its own is rejected for it;
+- the thumbnail pool, one child at the lowest CPU priority, renders the thumbnails of
+  new blobs after the response: it takes only CPU time nothing else wants. Until it
+  gets to one, the thumbnail endpoint renders it on demand.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import os
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from pathlib import Path
+
+from server.images.processing import (
+    Check,
+    Checked,
+    RejectedImage,
+    check_files,
+    render_thumbnails,
+)
+from workers.cpus import usable
+
+log = logging.getLogger(__name__)
+
+# Files per task: few enough that decoding starts while a request is still arriving
+# and the last task of a request is short, enough to amortise the trip to a child.
+CHUNK = 8
+
+# Decoding at the smallest DCT scale takes about 0.5 ms per photo-sized JPEG: eight
+# children outrun any request stream, and each costs some 60 MB.
+MAX_DECODERS = 8
+_PARENT_POLL_SECONDS = 1.0
+
+_lock = threading.Lock()
+_pool: ProcessPoolExecutor | None = None
+
+
+def _outlive_no_parent(parent: int) -> None:
+    """A child's watch on its parent: a pool's children wait on a pipe whose writing
+    end they hold themselves, so a parent that dies without shutting the pool down
+    (SIGKILL, or SIGTERM re-raised by uvicorn) would leave them running forever."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(_PARENT_POLL_SECONDS)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _decode_child(parent: int) -> None:
+    _outlive_no_parent(parent)
+
+
+def shared_pool() -> ProcessPoolExecutor:
+    global _pool
+    with _lock:
+        if _pool is None:
+            _pool = ProcessPoolExecutor(
+                max_workers=min(usable(), MAX_DECODERS),
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_decode_child,
+                initargs=(os.getpid(),),
+            )
+        return _pool
+
+
+def _discard(pool: ProcessPoolExecutor) -> None:
+    global _pool
+    with _lock:
+        if _pool is pool:
+            _pool = None
+    pool.shutdown(wait=False, cancel_futures=True)
+
+
+def shutdown() -> None:
+    """Stops the pools' children (tests, and a server that stops)."""
+    global _pool, _thumbnailer
+    with _lock:
+        pools, _pool, _thumbnailer = (_pool, _thumbnailer), None, None
+    for pool in pools:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+# --- thumbnails ------------------------------------------------------------------------
+
+THUMBNAIL_CHUNK = 16
+_thumbnailer: ProcessPoolExecutor | None = None
+
+
+def _thumbnail_child(parent: int) -> None:
+    _outlive_no_parent(parent)
+    os.nice(19)
+    if hasattr(os, "SCHED_IDLE"):
+        # Linux: run only when a CPU would otherwise idle, and yield it at once when
+        # anything else wakes up (nice 19 alone still cost uploads about a third).
+        with contextlib.suppress(OSError):
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+
+
+def _thumbnail_pool() -> ProcessPoolExecutor:
+    global _thumbnailer
+    with _lock:
+        if _thumbnailer is None:
+            _thumbnailer = ProcessPoolExecutor(
+                max_workers=1,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_thumbnail_child,
+                initargs=(os.getpid(),),
+            )
+        return _thumbnailer
+
+
+def render_later(root: Path, blobs: Sequence[tuple[Path, Path]], size: int) -> list[Future[None]]:
+    """Queues the thumbnails of (blob, thumbnail) pairs for the thumbnail pool."""
+    futures: list[Future[None]] = []
+    jobs = [(str(blob), str(target)) for blob, target in blobs]
+    for start in range(0, len(jobs), THUMBNAIL_CHUNK):
+        chunk = jobs[start : start + THUMBNAIL_CHUNK]
+        pool = _thumbnail_pool()
+        try:
+            futures.append(pool.submit(render_thumbnails, str(root), chunk, size))
+        except (BrokenProcessPool, RuntimeError):
+            _discard_thumbnailer(pool)
+            futures.append(_thumbnail_pool().submit(render_thumbnails, str(root), chunk, size))
+    return futures
+
+
+def drain_thumbnails() -> None:
+    """Waits until the thumbnails queued so far are on disk (its one child works in
+    order); for tests that look at the storage folders."""
+    with _lock:
+        pool = _thumbnailer
+    if pool is not None:
+        with contextlib.suppress(BrokenProcessPool, RuntimeError):
+            pool.submit(int).result()
+
+
+def _discard_thumbnailer(pool: ProcessPoolExecutor) -> None:
+    global _thumbnailer
+    with _lock:
+        if _thumbnailer is pool:
+            _thumbnailer = None
+    pool.shutdown(wait=False, cancel_futures=True)
+
+
+_CRASHED = RejectedImage("the image could not be decoded (its decoder crashed)")
+
+
+class Checker:
+    """The checks of one request: ``add`` as files arrive (decoding starts at once, in
+    chunks), ``results`` once they are all in, one ``Checked`` per ``add``, in order."""
+
+    def __init__(self) -> None:
+        self._pending: list[Check] = []
+        self._submitted: list[_Task] = []
+
+    def add(self, check: Check) -> None:
+        self._pending.append(check)
+        if len(self._pending) >= CHUNK:
+            self._submit()
+
+    def _submit(self) -> None:
+        if self._pending:
+            self._submitted.append(_Task.start(self._pending))
+            self._pending = []
+
+    def results(self) -> list[Checked]:
+        self._submit()
+        outcomes: list[Checked] = []
+        for task in self._submitted:
+            try:
+                outcomes.extend(task.future.result())
+            except (BrokenProcessPool, CancelledError):
+                _discard(task.pool)
+                outcomes.extend(_alone(check) for check in task.checks)
+        self._submitted = []
+        return outcomes
+
+    def abandon(self) -> None:
+        """For a request that failed midway: what has not started is not decoded."""
+        self._pending = []
+        for task in self._submitted:
+            task.future.cancel()
+        self._submitted = []
+
+
+@dataclass(frozen=True)
+class _Task:
+    checks: list[Check]
+    pool: ProcessPoolExecutor
+    future: Future[list[Checked]]
+
+    @classmethod
+    def start(cls, checks: list[Check]) -> _Task:
+        pool = shared_pool()
+        try:
+            return cls(checks, pool, pool.submit(check_files, checks))
+        except (BrokenProcessPool, RuntimeError):
+            # Broken (or shut down) since it was last used: a fresh pool takes it.
+            _discard(pool)
+            pool = shared_pool()
+            return cls(checks, pool, pool.submit(check_files, checks))
+
+
+def _alone(check: Check) -> Checked:
+    """Re-checks one file of a chunk whose child died, alone in a fresh child: only the
+    file that kills its decoder by itself is rejected for it."""
+    for _ in range(2):
+        pool = shared_pool()
+        try:
+            future = pool.submit(check_files, [check])
+        except (BrokenProcessPool, RuntimeError):
+            _discard(pool)
+            continue
+        try:
+            return future.result()[0]
+        except (BrokenProcessPool, CancelledError):
+            _discard(pool)
+            break
+    log.warning("an image decoder died on %s", check.path)
+    return Checked(None, _CRASHED)

@@ -1,0 +1,264 @@
+"""The upload pipeline: decode pool, DCT-scaled validation, group fsync, batched rows,
+thumbnails after the response. Bad files in a request with good ones leave nothing of
+themselves behind."""
+
+from __future__ import annotations
+
+import io
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image as PILImage
+
+from server.images import decoding, processing
+from server.images.models import Image
+from server.kit.storage import Storage
+from tests.factories import ApiClient, Factory, noisy_jpeg, png_bomb, png_bytes
+
+
+def _files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
+
+
+def _jpeg(size: tuple[int, int] = (640, 480), *, progressive: bool = False, seed: int = 0) -> bytes:
+    # Coarse noise scaled up compresses like a photo: many entropy-coded bytes.
+    coarse = (size[0] // 16, size[1] // 16)
+    noise = random.Random(seed).randbytes(coarse[0] * coarse[1] * 3)
+    out = io.BytesIO()
+    PILImage.frombytes("RGB", coarse, noise).resize(size, PILImage.Resampling.BILINEAR).save(
+        out, format="JPEG", quality=85, progressive=progressive
+    )
+    return out.getvalue()
+
+
+def _wait_for(path: Path, timeout: float = 60.0) -> None:
+    """Liveness, not speed: the background renderer gets there eventually."""
+    deadline = time.monotonic() + timeout
+    while not processing.usable_thumbnail(path):
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("progressive", [False, True])
+@pytest.mark.parametrize("cut", [2, 100, 5000, 0.5])
+def test_truncated_jpeg_fails_even_at_the_smallest_dct_scale(
+    tmp_path: Path, progressive: bool, cut: float
+) -> None:
+    data = _jpeg(progressive=progressive)
+    keep = len(data) - int(cut) if cut >= 1 else int(len(data) * cut)
+    path = tmp_path / "cut.jpg"
+    path.write_bytes(data[:keep])
+    # What the decode workers run: validation at draft scale 1/8.
+    [verdict] = processing.check_files([processing.Check(str(path), 40_000_000)])
+    assert verdict.info is None
+    assert verdict.rejected is not None
+    assert "truncated" in verdict.rejected.reason
+    # The scaled decode really is scaled: the same bytes, whole, decode to 80x60.
+    path.write_bytes(data)
+    seen: list[tuple[int, int]] = []
+    processing.inspect(
+        path, max_pixels=40_000_000, thumb_size=80, on_decoded=lambda im: seen.append(im.size)
+    )
+    assert seen == [(80, 60)]
+    [whole] = processing.check_files([processing.Check(str(path), 40_000_000)])
+    assert whole.info == processing.ImageInfo("jpeg", 640, 480)
+
+
+def test_a_request_of_good_and_bad_files_stores_only_the_good_ones(
+    alice: ApiClient, factory: Factory, settings
+) -> None:
+    project = alice.project()
+    good = _jpeg(seed=1)
+    cut = _jpeg(seed=2)
+    response = alice.upload(
+        project["id"],
+        ("good.jpg", good),
+        ("cut.jpg", cut[: len(cut) - 50]),
+        ("bomb.png", png_bomb(14000, 14000)),
+        ("text.jpg", b"GIF89a? no, just text pretending to be a JPEG"),
+        ("empty.jpg", b""),
+        ("again.jpg", good),
+        ("small.png", png_bytes(3)),
+    )
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert (body["created"], body["duplicate"], body["rejected"]) == (2, 1, 4)
+    items = {item["filename"]: item for item in body["items"]}
+    assert [item["filename"] for item in body["items"]] == [
+        "good.jpg",
+        "cut.jpg",
+        "bomb.png",
+        "text.jpg",
+        "empty.jpg",
+        "again.jpg",
+        "small.png",
+    ]
+    assert "truncated" in items["cut.jpg"]["reason"]
+    assert items["cut.jpg"]["kind"] == "invalid"
+    assert "pixel" in items["bomb.png"]["reason"]
+    assert items["bomb.png"]["kind"] == "too_large"
+    assert "not a recognised image" in items["text.jpg"]["reason"]
+    assert items["text.jpg"]["kind"] == "unsupported"
+    assert items["empty.jpg"]["reason"] == "file is empty"
+    assert items["again.jpg"]["status"] == "duplicate"
+    assert items["again.jpg"]["image_id"] == items["good.jpg"]["image_id"]
+    assert factory.count(Image) == 2
+    stored = {p.name for p in _files(settings.data_dir / "blobs")}
+    assert stored == {items["good.jpg"]["sha256"], items["small.png"]["sha256"]}
+    # Thumbnails come after the response, for the stored images only.
+    storage = Storage(settings.data_dir)
+    for name in ("good.jpg", "small.png"):
+        _wait_for(storage.thumbnail_path(items[name]["sha256"]))
+    decoding.drain_thumbnails()
+    assert len(_files(settings.data_dir / "thumbs")) == 2
+    assert _files(settings.data_dir / "tmp") == []
+
+
+def test_duplicates_within_one_request_get_the_first_ones_id(
+    alice: ApiClient, factory: Factory
+) -> None:
+    project = alice.project()
+    a, b = png_bytes(1), png_bytes(2)
+    response = alice.upload(
+        project["id"], ("a.png", a), ("b.png", b), ("a2.png", a), ("b2.png", b), ("a3.png", a)
+    )
+    assert response.status_code == 201
+    items = response.json()["items"]
+    assert [i["status"] for i in items] == [
+        "created",
+        "created",
+        "duplicate",
+        "duplicate",
+        "duplicate",
+    ]
+    assert items[2]["image_id"] == items[4]["image_id"] == items[0]["image_id"]
+    assert items[3]["image_id"] == items[1]["image_id"]
+    assert items[0]["image_id"] < items[1]["image_id"]  # ids follow the upload order
+    assert factory.count(Image) == 2
+    listed = alice.get(f"/api/projects/{project['id']}/images").json()["items"]
+    assert [i["filename"] for i in listed] == ["a.png", "b.png"]
+
+
+def test_all_files_rejected_is_a_4xx_with_every_reason(
+    alice: ApiClient, factory: Factory, settings
+) -> None:
+    project = alice.project()
+    data = noisy_jpeg()
+    response = alice.upload(
+        project["id"], ("cut.jpg", data[: len(data) // 2]), ("zero.jpg", b""), ("x.jpg", b"x")
+    )
+    assert response.status_code == 422
+    body = response.json()
+    assert body["detail"] == "none of the 3 files was accepted"
+    assert [i["status"] for i in body["items"]] == ["rejected"] * 3
+    assert factory.count(Image) == 0
+    decoding.drain_thumbnails()
+    assert _files(settings.data_dir / "blobs") == []
+    assert _files(settings.data_dir / "thumbs") == []
+    assert _files(settings.data_dir / "tmp") == []
+
+
+def test_a_thumbnail_that_is_not_ready_is_rendered_on_demand(alice: ApiClient, settings) -> None:
+    project = alice.project()
+    item = alice.upload(project["id"], ("p.jpg", _jpeg(seed=3))).json()["items"][0]
+    thumb = Storage(settings.data_dir).thumbnail_path(item["sha256"])
+    _wait_for(thumb)
+    # Not rendered yet, or left empty by a crash (thumbnails are not fsync'ed).
+    thumb.write_bytes(b"")
+    response = alice.get(f"/api/images/{item['image_id']}/thumbnail")
+    assert response.status_code == 200
+    with PILImage.open(io.BytesIO(response.content)) as img:
+        assert img.format == "JPEG"
+        assert img.size == (settings.thumbnail_size, settings.thumbnail_size * 3 // 4)
+    thumb.unlink()
+    assert alice.get(f"/api/images/{item['image_id']}/thumbnail").status_code == 200
+    assert processing.usable_thumbnail(thumb)
+
+
+def test_uploads_survive_decode_workers_that_die(alice: ApiClient, factory: Factory) -> None:
+    project = alice.project()
+    assert alice.upload(project["id"], ("warm.png", png_bytes(10))).status_code == 201
+    pool = decoding.shared_pool()
+    for process in list(pool._processes.values()):
+        os.kill(process.pid, signal.SIGKILL)
+    response = alice.upload(
+        project["id"],
+        *[(f"{seed}.png", png_bytes(seed)) for seed in range(11, 31)],
+        ("cut.jpg", noisy_jpeg()[:500]),
+    )
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert (body["created"], body["rejected"]) == (20, 1)
+    assert factory.count(Image) == 21
+    assert decoding.shared_pool() is not pool
+
+
+def test_commit_files_places_fsyncs_and_repairs(tmp_path: Path) -> None:
+    storage = Storage(tmp_path)
+    storage.ensure_layout()
+    moves = []
+    for index, data in enumerate([b"one", b"two", b"three"]):
+        tmp = storage.temp_path()
+        tmp.write_bytes(data)
+        moves.append((tmp, storage.blob_path(f"{index:02d}" * 32)))
+    # A target left short by a crash before blobs were fsync'ed is replaced.
+    moves[2][1].parent.mkdir(parents=True)
+    moves[2][1].write_bytes(b"")
+    assert storage.commit_files(moves) == [True, True, True]
+    assert [final.read_bytes() for _, final in moves] == [b"one", b"two", b"three"]
+    again = storage.temp_path()
+    again.write_bytes(b"one")
+    assert storage.commit_files([(again, moves[0][1])]) == [False]
+    assert not again.exists()
+    assert _files(storage.tmp_dir) == []
+
+
+_POOL_OWNER = """
+import sys
+from server.images import decoding, processing
+[verdict] = decoding.shared_pool().submit(
+    processing.check_files, [processing.Check(sys.argv[1], 1000)]
+).result()
+decoding.render_later(decoding.Path("."), [], 1)
+decoding._thumbnail_pool().submit(processing.render_thumbnails, ".", [], 1).result()
+print(*[p.pid for p in decoding.shared_pool()._processes.values()],
+      *[p.pid for p in decoding._thumbnail_pool()._processes.values()], flush=True)
+sys.stdin.read()
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def test_pool_children_exit_when_the_server_is_killed(tmp_path: Path) -> None:
+    image = tmp_path / "a.png"
+    image.write_bytes(png_bytes(1))
+    owner = subprocess.Popen(
+        [sys.executable, "-c", _POOL_OWNER, str(image)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert owner.stdout is not None
+        children = [int(pid) for pid in owner.stdout.readline().split()]
+        assert len(children) >= 2
+        assert all(_alive(pid) for pid in children)
+    finally:
+        owner.kill()
+        owner.wait()
+    deadline = time.monotonic() + 30
+    while any(_alive(pid) for pid in children):
+        assert time.monotonic() < deadline, "pool children outlived their parent"
+        time.sleep(0.1)
