@@ -59,6 +59,7 @@ from api import (
     memory_mib,
     prepare,
     progress,
+    raw_disk_seconds,
     running_server,
     scratch_database,
     scratch_dir,
@@ -127,24 +128,6 @@ def make_images(count: int, seed: int, seen: set[bytes]) -> list[bytes]:
 
 
 # --- measurements ------------------------------------------------------------------------
-
-
-def raw_disk_seconds(images: Sequence[bytes], directory: Path) -> float:
-    """What storing the bytes costs with no server: sha256, write, fsync per file."""
-    directory.mkdir()
-    start = time.perf_counter()
-    for index, data in enumerate(images):
-        hashlib.sha256(data).hexdigest()
-        with open(directory / f"{index}.jpg", "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    return time.perf_counter() - start
 
 
 def process_tree(pid: int) -> list[int]:

@@ -31,6 +31,7 @@ from server.settings import Mode, Settings
 from tests import pgcluster
 from tests.conftest import BACKEND
 from tests.jobkinds import completions
+from tests.processes import REPO, oculab_env
 
 pytestmark = [
     pytest.mark.slow,
@@ -38,7 +39,6 @@ pytestmark = [
 ]
 
 REDIS_URL = "redis://127.0.0.1:6379/14"
-REPO = Path(__file__).resolve().parent.parent
 FINISHED = (JobState.succeeded, JobState.failed, JobState.canceled)
 
 
@@ -46,24 +46,9 @@ class Cluster:
     """A scheduler and workers as subprocesses, against one database and Redis."""
 
     def __init__(self, database_url: str, data_dir: Path, **settings: str) -> None:
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("OCULAB_")}
-        self.env.update(
-            {
-                "OCULAB_DATABASE_URL": database_url,
-                "OCULAB_REDIS_URL": REDIS_URL,
-                "OCULAB_DATA_DIR": str(data_dir),
-                "OCULAB_SECRET_KEY": "fault-tests-" + "k" * 32,
-                "OCULAB_JOB_MODULES": "tests.jobkinds",
-                "OCULAB_HEARTBEAT_INTERVAL_SECONDS": "0.5",
-                "OCULAB_HEARTBEAT_TIMEOUT_SECONDS": "3",
-                "OCULAB_SCHEDULER_INTERVAL_SECONDS": "0.25",
-                "OCULAB_MESSAGE_CHECK_GRACE_SECONDS": "1",
-                "OCULAB_WORKER_SHUTDOWN_TIMEOUT_SECONDS": "10",
-                "OCULAB_FSYNC": "false",
-                "PYTHONPATH": str(REPO),
-            }
+        self.env = oculab_env(
+            data_dir, REDIS_URL, "fault-tests", **{"database_url": database_url, **settings}
         )
-        self.env.update({f"OCULAB_{k.upper()}": v for k, v in settings.items()})
         self.settings = Settings(
             mode=Mode.server,
             **{

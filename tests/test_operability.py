@@ -44,9 +44,9 @@ from tests import pgcluster
 from tests.conftest import BACKEND
 from tests.factories import Factory
 from tests.jobkinds import completions
+from tests.processes import REPO, oculab_env
 from tests.tls import PrivateCa, make_private_ca
 
-REPO = Path(__file__).resolve().parent.parent
 REDIS_URL = "redis://127.0.0.1:6379/13"
 
 
@@ -79,24 +79,7 @@ class Processes:
 
     def __init__(self, directory: Path, **settings: str) -> None:
         self.directory = directory
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("OCULAB_")}
-        self.env.update(
-            {
-                "OCULAB_MODE": "server",
-                "OCULAB_REDIS_URL": REDIS_URL,
-                "OCULAB_DATA_DIR": str(directory),
-                "OCULAB_SECRET_KEY": "operability-tests-" + "k" * 32,
-                "OCULAB_JOB_MODULES": "tests.jobkinds",
-                "OCULAB_HEARTBEAT_INTERVAL_SECONDS": "0.5",
-                "OCULAB_HEARTBEAT_TIMEOUT_SECONDS": "3",
-                "OCULAB_SCHEDULER_INTERVAL_SECONDS": "0.25",
-                "OCULAB_MESSAGE_CHECK_GRACE_SECONDS": "1",
-                "OCULAB_WORKER_SHUTDOWN_TIMEOUT_SECONDS": "10",
-                "OCULAB_FSYNC": "false",
-                "PYTHONPATH": str(REPO),
-            }
-        )
-        self.env.update({f"OCULAB_{k.upper()}": v for k, v in settings.items()})
+        self.env = oculab_env(directory, REDIS_URL, "operability-tests", **settings)
         self.procs: list[tuple[subprocess.Popen[bytes], Path]] = []
 
     def spawn(self, *args: str, **env: str) -> subprocess.Popen[bytes]:
