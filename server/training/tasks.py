@@ -43,13 +43,13 @@ from server.projects.models import Project
 from server.training import snapshot
 from workers import cpus
 
+# The child's exit status when its lease ran out, and the one OCULAB_ variable it is
+# passed (the share of its GPU's memory it may use: a test and operations knob). The
+# child module imports only the standard library at the top, so this costs nothing.
+from workers.ml.train_child import LEASE_EXPIRED_EXIT, MEMORY_FRACTION_ENV
+
 _POLL_SECONDS = 1.0
 _STOP_GRACE_SECONDS = 15
-# train_child's exit status when its lease ran out (workers/ml/train_child.py).
-LEASE_EXPIRED_EXIT = 75
-# A test and operations knob the child reads (workers/ml/train_child.py): the share of
-# its GPU's memory it may use. Passed through; every other OCULAB_ variable is not.
-MEMORY_FRACTION_ENV = "OCULAB_CUDA_MEMORY_FRACTION"
 # More loader processes than this rarely feed one GPU faster, and each holds a copy of
 # the dataset's index and a slice of shared memory.
 _MAX_LOADER_WORKERS = 8
