@@ -31,15 +31,16 @@ class _ScoredBox(Protocol):
 
 def lowest_predicted_confidence(boxes: Iterable[_ScoredBox]) -> float | None:
     """What ``refresh_min_confidence`` stores for an image holding exactly these boxes;
-    a save knows its boxes, so it sets the value in its own UPDATE."""
+    ``boxes.replace_boxes`` knows the boxes it writes, so it sets the value in its own
+    UPDATE."""
     scores = [box.confidence or 0.0 for box in boxes if box.status is BoxStatus.predicted]
     return min(scores) if scores else None
 
 
 def refresh_min_confidence(db: Session, image_ids: Iterable[int]) -> None:
-    """Recomputes ``min_confidence`` of these images from their boxes; every write of
-    boxes calls it in the same transaction, or sets the value its boxes give
-    (``lowest_predicted_confidence``)."""
+    """Recomputes ``min_confidence`` of these images from the boxes they hold: the
+    value every write of boxes (``boxes.replace_boxes``) must leave, which is how the
+    tests check it does."""
     ids = sorted(set(image_ids))
     for start in range(0, len(ids), 500):
         db.execute(

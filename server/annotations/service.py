@@ -1,17 +1,15 @@
 from __future__ import annotations
 
-import functools
-from collections.abc import Sequence
 from typing import cast
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
+from server.annotations.boxes import replace_boxes
 from server.annotations.confidence import lowest_predicted_confidence
 from server.annotations.models import Annotation, BoxStatus
-from server.annotations.schemas import AnnotationsPut, AnnotationsRead, Box
+from server.annotations.schemas import AnnotationsPut, AnnotationsRead
 from server.auth.models import User
 from server.images.models import Image, ImageStatus
 from server.kit.db import MAX_ID, utcnow
@@ -31,64 +29,7 @@ _READ_BOXES = (
     .where(_ANNOTATIONS.c.image_id == sa.bindparam("image_id"))
     .order_by(_ANNOTATIONS.c.position)
 )
-# The compare-and-swap is the lock: on PostgreSQL a concurrent writer blocks on the row,
-# then finds the revision moved and matches 0 rows; on SQLite every write transaction
-# is BEGIN IMMEDIATE. It also sets what the saved boxes decide (status, the review
-# queue's min_confidence), so the save is one UPDATE on images.
-_BUMP = (
-    sa.update(_IMAGES)
-    .where(_IMAGES.c.id == sa.bindparam("image_id"), _IMAGES.c.revision == sa.bindparam("base"))
-    .values(
-        revision=_IMAGES.c.revision + 1,
-        status=sa.bindparam("new_status"),
-        annotated_by=sa.bindparam("user_id"),
-        annotated_at=sa.bindparam("now"),
-        min_confidence=sa.bindparam("lowest"),
-    )
-)
 _CURRENT_REVISION = sa.select(_IMAGES.c.revision).where(_IMAGES.c.id == sa.bindparam("image_id"))
-_DELETE_BOXES = sa.delete(_ANNOTATIONS).where(_ANNOTATIONS.c.image_id == sa.bindparam("image_id"))
-
-# The boxes go in as one multi-row INSERT (per chunk) in the driver's own SQL: given a
-# list of rows SQLAlchemy runs an executemany (on psycopg a pipeline, about 4x the CPU
-# of one statement for a few boxes), and a multi-row ``values()`` is compiled anew for
-# every save.
-_INSERT_COLUMNS = (
-    "image_id",
-    "position",
-    "class_id",
-    "x",
-    "y",
-    "w",
-    "h",
-    "source",
-    "confidence",
-    "status",
-)
-# 10 parameters a row: far below SQLite's 32766 and PostgreSQL's 65535 per statement.
-_INSERT_CHUNK = 500
-_PLACEHOLDERS = {"qmark": "?", "format": "%s", "pyformat": "%s"}
-
-
-@functools.lru_cache(maxsize=64)
-def _insert_sql(placeholder: str, rows: int) -> str:
-    row = "(" + ", ".join([placeholder] * len(_INSERT_COLUMNS)) + ")"
-    columns = ", ".join(_INSERT_COLUMNS)
-    values = ", ".join([row] * rows)
-    # Names and placeholders are constants of this module: no input reaches the text.
-    return f"INSERT INTO {_ANNOTATIONS.name} ({columns}) VALUES {values}"  # noqa: S608
-
-
-def _insert_boxes(conn: Connection, image_id: int, boxes: Sequence[Box]) -> None:
-    placeholder = _PLACEHOLDERS[conn.dialect.paramstyle]
-    for start in range(0, len(boxes), _INSERT_CHUNK):
-        chunk = boxes[start : start + _INSERT_CHUNK]
-        params: list[object] = []
-        for position, box in enumerate(chunk, start):
-            # The status column (a non-native Enum) stores the member's name.
-            params += (image_id, position, box.class_id, box.x, box.y, box.w, box.h)
-            params += (box.source, box.confidence, box.status.name)
-        conn.exec_driver_sql(_insert_sql(placeholder, len(chunk)), tuple(params))
 
 
 def read(db: Session, image: Image) -> AnnotationsRead:
@@ -145,28 +86,23 @@ def save(
     pending = any(box.status is BoxStatus.predicted for box in body.boxes)
     status = ImageStatus.predicted if pending else ImageStatus.reviewed
     now = utcnow()
-    lowest = lowest_predicted_confidence(body.boxes)
     conn = db.connection()
-    bumped = conn.execute(
-        _BUMP,
-        {
-            "image_id": image.id,
-            "base": body.base_revision,
-            "new_status": status,
-            "user_id": user.id,
-            "now": now,
-            "lowest": lowest,
-        },
+    written = replace_boxes(
+        conn,
+        image.id,
+        body.boxes,
+        expected_revision=body.base_revision,
+        status=status,
+        annotated_by=user.id,
+        now=now,
     )
-    if bumped.rowcount != 1:
+    if not written:
         current = conn.execute(_CURRENT_REVISION, {"image_id": image.id}).scalar()
         raise Conflict(
             f"the annotations were saved by someone else meanwhile (revision {current}, "
             f"you started from {body.base_revision}); reload and apply your changes again",
             current_revision=current,
         )
-    conn.execute(_DELETE_BOXES, {"image_id": image.id})
-    _insert_boxes(conn, image.id, body.boxes)
     revision = body.base_revision + 1
     # The session's copy of the row learns what the UPDATE wrote, without a query.
     for name, value in (
@@ -174,7 +110,7 @@ def save(
         ("status", status),
         ("annotated_by", user.id),
         ("annotated_at", now),
-        ("min_confidence", lowest),
+        ("min_confidence", lowest_predicted_confidence(body.boxes)),
     ):
         set_committed_value(image, name, value)
     return AnnotationsRead.model_validate(

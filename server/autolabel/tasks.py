@@ -9,21 +9,19 @@ from __future__ import annotations
 
 from collections import Counter
 from contextlib import closing
-from typing import Any, cast
+from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import CursorResult
 
-from server.annotations.confidence import refresh_min_confidence
-from server.annotations.models import Annotation, BoxStatus
+from server.annotations.boxes import NewBox, replace_boxes
+from server.annotations.models import BoxStatus
 from server.autolabel import decoding
 from server.autolabel.decoding import Row
 from server.images.models import Image, ImageStatus
 from server.jobs.kinds import JobKind
 from server.jobs.runtime import JobContext, JobFailed, Release
 from server.kit.db import utcnow
-from server.models.models import ModelState, RegisteredModel
-from server.models.service import class_mapping, weights_file
+from server.models.service import class_mapping, ready_model_for_job, weights_file
 from server.projects.models import Project
 from workers import cpus, inference
 
@@ -34,11 +32,9 @@ def autolabel(ctx: JobContext) -> dict[str, Any]:
     batch = int(params.get("batch") or ctx.settings.autolabel_batch)
     with ctx.session() as db:
         project = db.get(Project, ctx.project_id)
-        model = db.get(RegisteredModel, int(params["model_id"]))
-        if project is None or model is None or model.project_id != project.id:
-            raise JobFailed("the model or project no longer exists")
-        if model.state is not ModelState.ready:
-            raise JobFailed(f"model {model.id} is not ready ({model.state.value})")
+        if project is None:
+            raise JobFailed("the project was deleted")
+        model = ready_model_for_job(db, project.id, int(params["model_id"]))
         mapping = class_mapping(model.class_names, project.classes)
         names = list(model.class_names)
         weights, sha, model_id = weights_file(ctx.storage, model.sha256), model.sha256, model.id
@@ -159,56 +155,39 @@ def _write(
     job resumes exactly after the last batch that landed."""
     now = utcnow()
     with ctx.session() as db:
+        conn = db.connection()
         for (image_id, _sha, revision), decoded in usable:
-            # Compare-and-swap on the revision: a person who saved or reviewed the image
-            # since we read it wins, and their boxes are never replaced.
-            claimed = cast(
-                CursorResult[Any],
-                db.execute(
-                    sa.update(Image)
-                    .where(
-                        Image.id == image_id,
-                        Image.revision == revision,
-                        Image.status != ImageStatus.reviewed,
-                    )
-                    .values(
-                        revision=Image.revision + 1, status=ImageStatus.predicted, annotated_at=now
-                    )
-                    .execution_options(synchronize_session=False)
-                ),
-            )
-            if claimed.rowcount != 1:
-                counts["skipped"] += 1
-                continue
-            db.execute(sa.delete(Annotation).where(Annotation.image_id == image_id))
-            boxes: list[dict[str, Any]] = []
+            boxes: list[NewBox] = []
+            unmapped: Counter[str] = Counter()
             for d in decoded.boxes:
                 class_id = mapping.get(d.class_index)
                 if class_id is None:
                     name = (
                         names[d.class_index] if d.class_index < len(names) else str(d.class_index)
                     )
-                    dropped[name] += 1
+                    unmapped[name] += 1
                     continue
                 boxes.append(
-                    {
-                        "image_id": image_id,
-                        "position": len(boxes),
-                        "class_id": class_id,
-                        "x": d.x,
-                        "y": d.y,
-                        "w": d.w,
-                        "h": d.h,
-                        "source": source,
-                        "confidence": d.confidence,
-                        "status": BoxStatus.predicted,
-                    }
+                    NewBox(class_id, d.x, d.y, d.w, d.h, source, d.confidence, BoxStatus.predicted)
                 )
-            if boxes:
-                db.execute(sa.insert(Annotation), boxes)
-            refresh_min_confidence(db, [image_id])
+            # Compare-and-swap on the revision: a person who saved or reviewed the image
+            # since we read it wins, and their boxes are never replaced.
+            written = replace_boxes(
+                conn,
+                image_id,
+                boxes,
+                expected_revision=revision,
+                status=ImageStatus.predicted,
+                annotated_by=None,
+                now=now,
+                keep_reviewed=True,
+            )
+            if not written:
+                counts["skipped"] += 1
+                continue
             counts["images"] += 1
             counts["boxes"] += len(boxes)
+            dropped.update(unmapped)
         ctx.save_checkpoint(
             {"after_id": after, "counts": dict(counts), "dropped": dict(dropped)}, db
         )

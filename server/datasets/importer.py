@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy.orm import Session
 
-from server.annotations.confidence import refresh_min_confidence
+from server.annotations.boxes import replace_boxes
 from server.annotations.models import Annotation
 from server.annotations.schemas import Box
 from server.auth.models import User
@@ -254,12 +254,12 @@ class BatchImport:
         counts, settings = self.reporter.counts, self.ctx.settings
         has_boxes = sa.exists().where(Annotation.image_id == Image.id)
         rows = db.execute(
-            sa.select(Image.id, Image.width, Image.height, Image.status, has_boxes).where(
-                Image.id.in_(targets)
-            )
+            sa.select(
+                Image.id, Image.width, Image.height, Image.status, Image.revision, has_boxes
+            ).where(Image.id.in_(targets))
         ).all()
-        eligible: dict[int, list[Box]] = {}
-        for image_id, width, height, status, boxed in rows:
+        eligible: dict[int, tuple[int, list[Box]]] = {}
+        for image_id, width, height, status, revision, boxed in rows:
             planned, boxes = targets[image_id]
             if planned.expected_size is not None and planned.expected_size != (width, height):
                 expected = "x".join(map(str, planned.expected_size))
@@ -287,39 +287,28 @@ class BatchImport:
                     "per image; none were imported",
                 )
                 continue
-            eligible[image_id] = boxes
+            eligible[image_id] = (revision, boxes)
         if not eligible:
             return
-        # Guarded like an annotation save: an image someone labelled meanwhile is kept,
-        # and the revision bump makes a stale save elsewhere answer 409.
-        updated = set(
-            db.scalars(
-                sa.update(Image)
-                .where(
-                    Image.id.in_(eligible),
-                    Image.status == ImageStatus.unlabeled,
-                    ~has_boxes,
-                )
-                .values(
-                    revision=Image.revision + 1,
-                    status=ImageStatus.reviewed,
-                    annotated_by=user.id,
-                    annotated_at=utcnow(),
-                )
-                .returning(Image.id)
-                .execution_options(synchronize_session=False)
-            )
-        )
-        rows_to_insert = [
-            {"image_id": image_id, "position": position, **box.model_dump()}
-            for image_id in sorted(updated)
-            for position, box in enumerate(eligible[image_id])
-        ]
-        if rows_to_insert:
-            db.execute(sa.insert(Annotation), rows_to_insert)
-        refresh_min_confidence(db, updated)
+        # Guarded like an annotation save: an image someone labelled meanwhile (and so
+        # moved its revision past the one read above) is kept, and the revision bump
+        # makes a stale save elsewhere answer 409.
+        conn, now = db.connection(), utcnow()
+        updated: set[int] = set()
+        for image_id in sorted(eligible):
+            revision, boxes = eligible[image_id]
+            if replace_boxes(
+                conn,
+                image_id,
+                boxes,
+                expected_revision=revision,
+                status=ImageStatus.reviewed,
+                annotated_by=user.id,
+                now=now,
+            ):
+                updated.add(image_id)
+                counts.boxes_imported += len(boxes)
         counts.images_labelled += len(updated)
-        counts.boxes_imported += len(rows_to_insert)
         for image_id in eligible.keys() - updated:
             counts.images_kept_existing += 1
             self.reporter.note(

@@ -61,8 +61,9 @@ class Image(Base):
     # Bumped on every annotation write; PUT must name the revision it started from.
     revision: Mapped[int] = mapped_column(default=0)
     # The lowest confidence among the image's predicted boxes (a box without one counts
-    # as 0); NULL when it has none. Kept by every box write (``refresh_min_confidence``)
-    # so the review queue reads it from an index instead of scanning boxes per page.
+    # as 0); NULL when it has none. Kept by the one box write (annotations/boxes.py,
+    # replace_boxes), so the review queue reads it from an index instead of scanning
+    # boxes per page.
     min_confidence: Mapped[float | None]
     uploaded_by: Mapped[int | None] = mapped_column(
         IdType, sa.ForeignKey("users.id", ondelete="SET NULL")

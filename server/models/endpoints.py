@@ -28,7 +28,6 @@ from server.kit.schemas import Page
 from server.kit.storage import Storage
 from server.models import service
 from server.models.auth import ModelOwner, ModelViewer
-from server.models.models import ModelState
 from server.models.schemas import ModelRead, ModelUploaded, PredictResult
 from server.projects.auth import authorize_project
 
@@ -175,8 +174,12 @@ async def predict(
         settings.predict_rate_limit_per_minute,
     )
     model = access.model
-    if model.state is not ModelState.ready:
-        raise Conflict(f"the model is not ready ({model.state.value})")
+    try:
+        service.check_ready(model)
+    except service.ModelUnusable as exc:
+        # The model is the addressed resource here, not a field of the body: its state
+        # conflicts with the request.
+        raise Conflict(exc.detail) from None
     storage: Storage = request.app.state.storage
     await release(db)
     form = await receive_multipart(

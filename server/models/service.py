@@ -16,6 +16,7 @@ from server.jobs import scheduler
 from server.jobs import service as jobs
 from server.jobs.kinds import JobKind
 from server.jobs.models import INTERACTIVE_PRIORITY, Job, JobState
+from server.jobs.runtime import JobFailed
 from server.kit.db import utcnow
 from server.kit.errors import Conflict, PayloadTooLarge, Unprocessable
 from server.kit.pagination import decode_cursor, page
@@ -26,6 +27,36 @@ from server.models.schemas import ModelRead
 from server.projects.auth import ProjectAccess, member_project_ids
 from server.projects.models import Project
 from server.settings import Settings
+
+
+class ModelUnusable(Unprocessable):
+    """A model named in a request body or a job's parameters that cannot run: not one
+    of the project's, or not ready. A 422 at an endpoint; a job fails with its text
+    (``ready_model_for_job``)."""
+
+
+def check_ready(model: RegisteredModel) -> None:
+    if model.state is not ModelState.ready:
+        raise ModelUnusable(f"model {model.id} is not ready ({model.state.value})")
+
+
+def ready_model(db: Session, project_id: int | None, model_id: int) -> RegisteredModel:
+    """The project's model ``model_id``, ready to run; ``ModelUnusable`` otherwise (a
+    missing model reads as a foreign one: the caller learns nothing of other projects)."""
+    model = db.get(RegisteredModel, model_id)
+    if model is None or model.project_id != project_id:
+        raise ModelUnusable(f"model {model_id} is not a model of this project")
+    check_ready(model)
+    return model
+
+
+def ready_model_for_job(db: Session, project_id: int | None, model_id: int) -> RegisteredModel:
+    """``ready_model`` inside a job: the model may have been deleted or failed since the
+    job was submitted, and then the job fails with the same text an endpoint gives."""
+    try:
+        return ready_model(db, project_id, model_id)
+    except ModelUnusable as exc:
+        raise JobFailed(exc.detail) from None
 
 
 def read(db: Session, model: RegisteredModel) -> ModelRead:

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from server.jobs.kinds import JobKind
 from server.jobs.runtime import JobContext, JobFailed
 from server.models.models import ModelState, RegisteredModel
-from server.models.service import class_mapping, weights_file
+from server.models.service import class_mapping, ready_model_for_job, weights_file
 from server.projects.models import Project
 from workers import cpus, inference
 
@@ -66,9 +66,7 @@ def predict(ctx: JobContext) -> dict[str, Any]:
     staged = [ctx.storage.root / f["path"] for f in files]
     try:
         with ctx.session() as db:
-            model = db.get(RegisteredModel, int(ctx.params["model_id"]))
-            if model is None or model.state is not ModelState.ready:
-                raise JobFailed("the model is not ready")
+            model = ready_model_for_job(db, ctx.project_id, int(ctx.params["model_id"]))
             project = db.get(Project, model.project_id)
             assert project is not None
             mapping = class_mapping(model.class_names, project.classes)

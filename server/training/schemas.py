@@ -15,6 +15,18 @@ ARCHITECTURES = ("yolo11n.yaml", "yolo11s.yaml", "yolo11m.yaml", "yolo11l.yaml",
 VAL_FRACTION_DEFAULT = 0.2
 VAL_FRACTION_MAX = 0.9
 SEED_MAX = 2**31 - 1
+# A run that starts from a registered model holds ``base`` as "model:<id>" from the
+# request's validation on: in the job's params and in the model it registers.
+_MODEL_BASE = "model:"
+
+
+def model_base(model_id: int) -> str:
+    return f"{_MODEL_BASE}{model_id}"
+
+
+def base_model_id(base: str) -> int | None:
+    """The registered model a run's ``base`` names; None for an architecture file."""
+    return int(base.removeprefix(_MODEL_BASE)) if base.startswith(_MODEL_BASE) else None
 
 
 class TrainRequest(Schema):
@@ -40,7 +52,9 @@ class TrainRequest(Schema):
 
     @field_validator("base")
     @classmethod
-    def _base(cls, value: str | int) -> str | int:
+    def _base(cls, value: str | int) -> str:
+        """Clients send a model id as a number or as text; past here ``base`` has one
+        shape, an architecture file or ``model_base(id)``."""
         import re
 
         if isinstance(value, str) and value.isascii() and value.isdigit():
@@ -51,7 +65,7 @@ class TrainRequest(Schema):
                 raise ValueError("a model id must be between 1 and 2^63 - 1")
         elif isinstance(value, str) and not re.match(_YAML, value):
             raise ValueError("base must be an architecture like 'yolo11n.yaml' or a model id")
-        return value
+        return model_base(value) if isinstance(value, int) else value
 
     @field_validator("batch")
     @classmethod

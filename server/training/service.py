@@ -1,4 +1,4 @@
-"""What a training run would learn from, before it is submitted."""
+"""Training runs before they start: what one would learn from, and submitting one."""
 
 from __future__ import annotations
 
@@ -6,13 +6,54 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from server.annotations.models import Annotation
+from server.auth.models import User
 from server.images.models import Image
 from server.jobs import scheduler
+from server.jobs import service as jobs
+from server.jobs.kinds import JobKind
+from server.jobs.models import Job
 from server.kit.db import utcnow
+from server.kit.errors import Unprocessable
+from server.models.service import ready_model
 from server.projects.models import Project
 from server.settings import Settings
 from server.training import snapshot
-from server.training.schemas import ARCHITECTURES, ClassCount, PoolChoice, TrainingData
+from server.training.schemas import (
+    ARCHITECTURES,
+    ClassCount,
+    PoolChoice,
+    TrainingData,
+    TrainRequest,
+    base_model_id,
+)
+
+
+def submit(
+    db: Session,
+    settings: Settings,
+    kinds: dict[str, JobKind],
+    project: Project,
+    user: User,
+    body: TrainRequest,
+) -> Job:
+    """Queues a training run; a base model must be the project's and ready (the job
+    checks again when it starts)."""
+    if not project.classes:
+        raise Unprocessable("the project has no classes to train")
+    base = str(body.base)  # one shape since validation: an architecture or "model:<id>"
+    model_id = base_model_id(base)
+    if model_id is not None:
+        ready_model(db, project.id, model_id)
+    return jobs.submit(
+        db,
+        settings,
+        kinds,
+        kind="training.train",
+        user=user,
+        project_id=project.id,
+        params=body.model_dump(exclude={"pool"}),
+        pool=body.pool,
+    )
 
 
 def training_data(

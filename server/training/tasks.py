@@ -38,9 +38,10 @@ from server.jobs.kinds import JobKind
 from server.jobs.models import Job
 from server.jobs.runtime import JobContext, JobFailed, Release
 from server.models.models import ModelState, RegisteredModel
-from server.models.service import weights_file
+from server.models.service import ready_model_for_job, weights_file
 from server.projects.models import Project
 from server.training import snapshot
+from server.training.schemas import base_model_id
 from workers import cpus
 
 # The child's exit status when its lease ran out, and the one OCULAB_ variable it is
@@ -129,15 +130,13 @@ def train(ctx: JobContext) -> dict[str, Any]:
 
 
 def _resolve_base(db: Any, ctx: JobContext, base: str) -> tuple[str, int | None]:
-    if base.startswith("model:") or base.isdigit():
-        model_id = int(base.removeprefix("model:"))
-        model = db.get(RegisteredModel, model_id)
-        if model is None or model.project_id != ctx.project_id:
-            raise JobFailed(f"base model {model_id} is not a model of this project")
-        if model.state is not ModelState.ready:
-            raise JobFailed(f"base model {model_id} is not ready")
-        return str(weights_file(ctx.storage, model.sha256)), model.id
-    return base, None
+    """What the child starts from: the architecture file, or the base model's weights
+    (still the project's and ready: checked again, as it may have changed since)."""
+    model_id = base_model_id(base)
+    if model_id is None:
+        return base, None
+    model = ready_model_for_job(db, ctx.project_id, model_id)
+    return str(weights_file(ctx.storage, model.sha256)), model.id
 
 
 def _child_env(ctx: JobContext) -> dict[str, str]:
