@@ -26,14 +26,11 @@ from server.auth.models import User  # noqa: E402
 from server.images import service as images  # noqa: E402
 from server.images.upload import ReceivedFile  # noqa: E402
 from server.jobs import service as jobs  # noqa: E402
-from server.jobs.events import WAKER_KEY, Waker  # noqa: E402
-from server.jobs.kinds import load_kinds  # noqa: E402
 from server.jobs.models import Job, JobState  # noqa: E402
-from server.kit.db import make_engine, make_sessionmaker  # noqa: E402
 from server.kit.storage import HashingWriter, Storage  # noqa: E402
 from server.projects.models import Project  # noqa: E402
 from server.settings import Settings  # noqa: E402
-from workers.inprocess import InProcessJobs  # noqa: E402
+from workers.machinery import standalone_jobs  # noqa: E402
 
 
 def log(message: str) -> None:
@@ -114,31 +111,23 @@ def standalone(**settings: Any) -> Iterator[Oculab]:
         **settings,
     )
     migrate.upgrade(url)
-    engine = make_engine(url)
-    waker = Waker()
-    maker = make_sessionmaker(engine, info={WAKER_KEY: waker})
-    storage = Storage(config.data_dir, fsync=False)
-    storage.ensure_layout()
-    kinds = load_kinds(config)
-    with maker() as db, db.begin():
-        user = User(
-            issuer="local",
-            subject="bench",
-            username="bench",
-            is_admin=True,
-            is_active=True,
-            groups=[],
-        )
-        db.add(user)
-        db.flush()
-        user_id = int(user.id)
-    machinery = InProcessJobs(config, maker, storage, kinds, waker)
-    machinery.start()
     try:
-        yield Oculab(config, storage, maker, kinds, user_id)
+        with standalone_jobs(config) as machinery:
+            maker = machinery.sessionmaker
+            with maker() as db, db.begin():
+                user = User(
+                    issuer="local",
+                    subject="bench",
+                    username="bench",
+                    is_admin=True,
+                    is_active=True,
+                    groups=[],
+                )
+                db.add(user)
+                db.flush()
+                user_id = int(user.id)
+            yield Oculab(config, machinery.storage, maker, machinery.kinds, user_id)
     finally:
-        machinery.stop()
-        engine.dispose()
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -25,18 +25,14 @@ from server.health.checks import BrokerCollector
 from server.health.endpoints import router as health_router
 from server.images.endpoints import router as images_router
 from server.jobs.endpoints import router as jobs_router
-from server.jobs.events import WAKER_KEY, Waker
-from server.jobs.kinds import load_kinds
 from server.jobs.metrics import JobsCollector
 from server.jobs.stream import EventHub
 from server.kit.apidocs import install_api_docs
 from server.kit.bodylimit import IMPORT_ENVELOPE_BYTES, BodyLimitMiddleware
-from server.kit.db import DbTimeouts, make_engine, make_sessionmaker
 from server.kit.errors import NotFound, install_error_handlers
 from server.kit.headers import SecurityHeadersMiddleware
 from server.kit.metrics import HttpMetrics, MetricsMiddleware
 from server.kit.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
-from server.kit.storage import Storage
 from server.models.endpoints import router as models_router
 from server.projects.endpoints import router as projects_router
 from server.settings import Mode, Settings
@@ -44,6 +40,7 @@ from server.tokens.endpoints import router as tokens_router
 from server.training.endpoints import router as training_router
 from server.users.endpoints import router as users_router
 from server.web.endpoints import install_web
+from workers.machinery import for_api, in_process_jobs
 
 
 def _unique_operation_id(route: APIRoute) -> str:
@@ -57,17 +54,10 @@ def create_app(
     workers on the stub broker for as long as the app lives; ``demo_owner`` then runs
     the demo loop for that user in the background once they are up (first start)."""
     settings.ensure_secret_key()
-    # Requests' statements are bounded; not when this process also runs jobs (standalone),
-    # whose imports and exports share the engine and may run long statements.
-    timeouts = DbTimeouts.from_settings(settings, statements=not run_jobs)
-    engine = make_engine(settings.resolved_database_url, timeouts=timeouts)
-    storage = Storage(settings.data_dir, fsync=settings.fsync)
-    storage.ensure_layout()
+    machinery = for_api(settings, runs_jobs=run_jobs)
+    maker = machinery.sessionmaker
     registry = CollectorRegistry()
-    kinds = load_kinds(settings)
-    waker = Waker()
-    maker = make_sessionmaker(engine, info={WAKER_KEY: waker})
-    event_hub = EventHub(settings.resolved_database_url, timeouts)
+    event_hub = EventHub(settings.resolved_database_url, machinery.timeouts)
     registry.register(JobsCollector(maker, settings))
     # Pillow's own bomb guard follows our pixel budget (it errors at twice this).
     PILImage.MAX_IMAGE_PIXELS = settings.max_image_pixels
@@ -85,16 +75,14 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         jobs = None
         if run_jobs:
-            from workers.inprocess import InProcessJobs
-
-            jobs = InProcessJobs(settings, maker, storage, kinds, waker)
+            jobs = in_process_jobs(machinery)
             await run_in_threadpool(jobs.start)
             if demo_owner is not None:
                 # Only a first standalone start runs the demo: the other starts do not
                 # load it (nor the font libraries its drawing brings).
                 from server.demo.loop import start_demo_thread
 
-                start_demo_thread(maker, settings, storage, kinds, demo_owner)
+                start_demo_thread(maker, settings, machinery.storage, machinery.kinds, demo_owner)
         event_hub.start()
         try:
             yield
@@ -102,7 +90,7 @@ def create_app(
             await event_hub.stop()
             if jobs is not None:
                 await run_in_threadpool(jobs.stop)
-            engine.dispose()
+            machinery.close()
             if redis_client is not None:
                 redis_client.close()
 
@@ -117,12 +105,12 @@ def create_app(
         redoc_url=None,
     )
     app.state.settings = settings
-    app.state.engine = engine
+    app.state.engine = machinery.engine
     app.state.sessionmaker = maker
-    app.state.kinds = kinds
+    app.state.kinds = machinery.kinds
     app.state.event_hub = event_hub
     app.state.redis = redis_client
-    app.state.storage = storage
+    app.state.storage = machinery.storage
     app.state.registry = registry
     app.state.rate_limiter = rate_limiter
     app.state.oidc = OidcClient(settings) if settings.oidc_enabled else None

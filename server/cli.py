@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
     from server.kit.probe import Check
-    from workers.runner import ActorBody
+    from workers.machinery import WorkerProcess
 
 log = logging.getLogger("oculab")
 
@@ -175,11 +175,7 @@ def _bootstrap_standalone(settings: Settings) -> tuple[int, str | None]:
 def cmd_demo(args: argparse.Namespace) -> None:
     """Runs the demo loop in this process, on the standalone data dir, and reports."""
     from server.demo.loop import DemoFailed, DemoPlan, run_demo
-    from server.jobs.events import WAKER_KEY, Waker
-    from server.jobs.kinds import load_kinds
-    from server.kit.db import make_engine, make_sessionmaker
-    from server.kit.storage import Storage
-    from workers.inprocess import InProcessJobs
+    from workers.machinery import standalone_jobs
 
     settings = _settings(Mode.standalone)
     lock = _lock_data_dir(settings)
@@ -188,30 +184,21 @@ def cmd_demo(args: argparse.Namespace) -> None:
     admin_id, password = _bootstrap_standalone(settings)
     if password is not None:
         print(f"local admin: admin / {password}   (printed once; keep it)")
-    engine = make_engine(settings.resolved_database_url)
-    waker = Waker()
-    maker = make_sessionmaker(engine, info={WAKER_KEY: waker})
-    storage = Storage(settings.data_dir, fsync=settings.fsync)
-    storage.ensure_layout()
-    kinds = load_kinds(settings)
-    machinery = InProcessJobs(settings, maker, storage, kinds, waker)
-    machinery.start()
     plan = DemoPlan(epochs=args.epochs)
     try:
-        report = run_demo(
-            maker,
-            settings,
-            storage,
-            kinds,
-            admin_id,
-            lambda line: print(f"  {line}", flush=True),
-            plan,
-        )
+        with standalone_jobs(settings) as machinery:
+            report = run_demo(
+                machinery.sessionmaker,
+                settings,
+                machinery.storage,
+                machinery.kinds,
+                admin_id,
+                lambda line: print(f"  {line}", flush=True),
+                plan,
+            )
     except DemoFailed as exc:
         raise SystemExit(f"oculab demo: {exc}") from None
     finally:
-        machinery.stop()
-        engine.dispose()
         lock.close()
     seconds = report.seconds
     print("")
@@ -284,14 +271,9 @@ def cmd_worker(args: argparse.Namespace) -> None:
         )
     _require_schema(settings)
 
-    from server.jobs.kinds import load_kinds
-    from server.kit.db import DbTimeouts, make_engine, make_sessionmaker
-    from server.kit.storage import Storage
-    from workers.broker import get_broker
-    from workers.gpus import GpuUnusable
-    from workers.runner import ActorBody, Worker
+    from workers.machinery import CannotStart, worker_process
 
-    body = ActorBody()
+    process: WorkerProcess | None = None
     metrics = None
     if args.metrics_port != 0:
         # Read when Dramatiq's Prometheus module is first imported: this worker's own
@@ -299,38 +281,21 @@ def cmd_worker(args: argparse.Namespace) -> None:
         os.environ.setdefault("dramatiq_prom_db", tempfile.mkdtemp(prefix="oculab-prom-"))
         # Bound before anything else: a taken port stops the worker before it takes any
         # job, and the port it logs is certainly its own.
-        metrics = _metrics_server(args.metrics_port, lambda: _worker_health(body))
+        metrics = _metrics_server(args.metrics_port, lambda: _worker_health(process))
 
-    kinds = load_kinds(settings)
-    broker = get_broker(settings, kinds, stub=False, prometheus=metrics is not None, body=body)
-    # A connection per thread (slots in each pool), plus the heartbeat's.
-    engine = make_engine(
-        settings.resolved_database_url,
-        pool_size=(args.slots or 4) * len(pools) + 2,
-        timeouts=DbTimeouts.from_settings(settings, statements=False),
-    )
-    storage = Storage(settings.data_dir, fsync=settings.fsync)
-    storage.ensure_layout()
-    # Consumers prefetch no more than their slots, so a consumer whose slots are all busy
-    # polls again (backing off up to poll_ms) before it fetches the message waiting for
-    # the slot that just freed: a short poll keeps that gap small for short CPU jobs.
     try:
-        worker = Worker(
+        process = worker_process(
             settings,
-            broker,
-            make_sessionmaker(engine),
-            storage,
             pools,
             slots=args.slots,
-            poll_ms=250,
             max_jobs=args.max_jobs,
-            probe_versions=True,
+            prometheus=metrics is not None,
         )
-    except GpuUnusable as exc:
+    except CannotStart as exc:
         raise SystemExit(f"oculab: {exc}") from exc
-    body.worker = worker
+    worker = process.worker
     stop = _stop_on_signals()
-    broker.emit_after("process_boot")
+    process.broker.emit_after("process_boot")
     if metrics is not None:
         threading.Thread(target=metrics.serve_forever, daemon=True, name="metrics").start()
     worker.start()
@@ -343,8 +308,7 @@ def cmd_worker(args: argparse.Namespace) -> None:
     worker.stop()
     if metrics is not None:
         metrics.shutdown()
-    broker.close()
-    engine.dispose()
+    process.close()
 
 
 # Where the scheduler serves /healthz unless --health-port says otherwise.
@@ -356,14 +320,14 @@ DEFAULT_METRICS_PORT = 9191
 _METRICS_PORT_TRIES = 64
 
 
-def _worker_health(body: ActorBody) -> tuple[bool, dict[str, Any]]:
+def _worker_health(process: WorkerProcess | None) -> tuple[bool, dict[str, Any]]:
     """The worker's ``/healthz``: healthy while its last heartbeat that reached the
     database is younger than OCULAB_WORKER_LIVENESS_SECONDS. A long job does not stop
     the heartbeat thread; a frozen process or one cut off from the database does, and
     is then restarted, freeing its GPU."""
-    worker = body.worker
-    if worker is None:
+    if process is None:
         return False, {"status": "starting", "heartbeat_age_s": None}
+    worker = process.worker
     age = worker.beat.age()
     return worker.beat.fresh(), {
         "status": "ok" if worker.beat.fresh() else "stale",
@@ -434,38 +398,16 @@ def cmd_scheduler(args: argparse.Namespace) -> None:
                 "pass another --health-port, or 0 for none"
             ) from None
 
-    from server.jobs.kinds import load_kinds
-    from server.jobs.scheduler import Admission, Scheduler
-    from server.kit.db import DbTimeouts, make_engine, make_sessionmaker
-    from workers.broker import get_broker, locate_messages, send
+    from workers.machinery import scheduler_process
 
-    kinds = load_kinds(settings)
-    broker = get_broker(settings, kinds, stub=False)
-    engine = make_engine(
-        settings.resolved_database_url,
-        pool_size=2,
-        timeouts=DbTimeouts.from_settings(settings, statements=True),
-    )
-
-    def send_admission(admission: Admission, limit_ms: int) -> str | None:
-        return send(
-            broker,
-            kind=admission.kind,
-            pool=admission.pool,
-            job_id=admission.job_id,
-            message_ref=admission.message_ref,
-            time_limit_ms=limit_ms,
-        )
-
-    scheduler = Scheduler(
-        settings,
-        make_sessionmaker(engine),
-        kinds,
-        send_admission,
-        locate_messages=lambda pool, refs: locate_messages(broker, pool, refs),
-    )
+    process = scheduler_process(settings)
+    scheduler = process.scheduler
     stop = _stop_on_signals()
-    listen_url = settings.resolved_database_url if engine.dialect.name == "postgresql" else None
+    listen_url = (
+        settings.resolved_database_url
+        if process.machinery.engine.dialect.name == "postgresql"
+        else None
+    )
     if probe is not None:
         threading.Thread(target=probe.serve_forever, daemon=True, name="healthz").start()
         log.info("serving /healthz on port %s", args.health_port)
@@ -473,8 +415,7 @@ def cmd_scheduler(args: argparse.Namespace) -> None:
     scheduler.run_forever(stop, listen_url)
     if probe is not None:
         probe.shutdown()
-    broker.close()
-    engine.dispose()
+    process.close()
 
 
 def cmd_migrate(args: argparse.Namespace) -> None:

@@ -24,14 +24,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from server import migrate
 from server.auth.models import User
 from server.jobs import service as jobs
-from server.jobs.kinds import load_kinds
 from server.jobs.models import Job, JobEvent, JobState
-from server.kit.db import make_engine, make_sessionmaker
 from server.settings import Mode, Settings
 from tests import pgcluster
 from tests.conftest import BACKEND
 from tests.jobkinds import completions
 from tests.processes import REPO, oculab_env
+from workers.machinery import for_api
 
 pytestmark = [
     pytest.mark.slow,
@@ -45,9 +44,11 @@ FINISHED = (JobState.succeeded, JobState.failed, JobState.canceled)
 class Cluster:
     """A scheduler and workers as subprocesses, against one database and Redis."""
 
-    def __init__(self, database_url: str, data_dir: Path, **settings: str) -> None:
+    def __init__(
+        self, database_url: str, data_dir: Path, redis_url: str = REDIS_URL, **settings: str
+    ) -> None:
         self.env = oculab_env(
-            data_dir, REDIS_URL, "fault-tests", **{"database_url": database_url, **settings}
+            data_dir, redis_url, "fault-tests", **{"database_url": database_url, **settings}
         )
         self.settings = Settings(
             mode=Mode.server,
@@ -58,9 +59,11 @@ class Cluster:
             },
         )
         self.data_dir = data_dir
-        self.engine = make_engine(database_url, pool_size=4)
-        self.maker: sessionmaker[Session] = make_sessionmaker(self.engine)
-        self.kinds = load_kinds(self.settings)
+        # The tests submit and read jobs as the API would.
+        self.machinery = for_api(self.settings, runs_jobs=False)
+        self.engine = self.machinery.engine
+        self.maker: sessionmaker[Session] = self.machinery.sessionmaker
+        self.kinds = self.machinery.kinds
         self.scheduler: subprocess.Popen[bytes] | None = None
         self.workers: list[subprocess.Popen[bytes]] = []
         self._logs: list[Any] = []
@@ -182,7 +185,7 @@ class Cluster:
                 proc.wait()
         for log in self._logs:
             log.close()
-        self.engine.dispose()
+        self.machinery.close()
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
 """Standalone mode's job machinery: the stub broker, one in-process worker per pool, and
-the scheduler on a thread. The same actors, runtime and scheduler as server mode."""
+the scheduler on a thread. The same actors, runtime and scheduler as server mode; built
+by ``workers.machinery``."""
 
 from __future__ import annotations
 
@@ -10,31 +11,25 @@ import dramatiq
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-from server.jobs import events
-from server.jobs.kinds import JobKind
 from server.jobs.models import Job, JobState, WorkerRow
-from server.jobs.scheduler import Admission, Scheduler, release_job
+from server.jobs.scheduler import Scheduler, release_job
 from server.kit.db import utcnow
-from server.kit.storage import Storage
 from server.settings import Settings
 from workers import inference
-from workers.broker import get_broker, send
+from workers.broker import get_broker
+from workers.machinery import Machinery, send_admission
 from workers.runner import ActorBody, Worker
 
 log = logging.getLogger(__name__)
 
 
 class InProcessJobs:
-    def __init__(
-        self,
-        settings: Settings,
-        maker: sessionmaker[Session],
-        storage: Storage,
-        kinds: dict[str, JobKind],
-        waker: events.Waker,
-    ) -> None:
+    def __init__(self, machinery: Machinery) -> None:
+        settings = machinery.settings
+        if machinery.waker is None:
+            raise ValueError("in-process jobs need a machinery whose sessions wake them")
         self.settings = settings
-        self.maker = maker
+        self.maker = machinery.sessionmaker
         self.workers: dict[str, Worker] = {}
         # One stub broker per pool, each consumed by that pool's worker threads.
         self.brokers: dict[str, dramatiq.Broker] = {}
@@ -44,14 +39,14 @@ class InProcessJobs:
             if slots == 0:
                 continue
             body = ActorBody()
-            broker = get_broker(settings, kinds, stub=True, body=body)
+            broker = get_broker(settings, machinery.kinds, stub=True, body=body)
             # GPU pools find the machine's GPUs (one job each); an in-memory queue is
             # cheap to poll, so stopping waits one short poll at most.
             worker = Worker(
                 settings,
                 broker,
-                maker,
-                storage,
+                self.maker,
+                machinery.storage,
                 [pool],
                 slots=slots,
                 gpu_indices=None if gpu else [],
@@ -61,18 +56,14 @@ class InProcessJobs:
             self.workers[pool] = worker
             self.brokers[pool] = broker
 
-        def send_admission(admission: Admission, limit_ms: int) -> str | None:
-            return send(
-                self.brokers[admission.pool],
-                kind=admission.kind,
-                pool=admission.pool,
-                job_id=admission.job_id,
-                message_ref=admission.message_ref,
-                time_limit_ms=limit_ms,
-            )
-
-        self.scheduler = Scheduler(settings, maker, kinds, send_admission, locate_messages=None)
-        waker.target = self.scheduler.wake
+        self.scheduler = Scheduler(
+            settings,
+            self.maker,
+            machinery.kinds,
+            send_admission(self.brokers.__getitem__),
+            locate_messages=None,
+        )
+        machinery.waker.target = self.scheduler.wake
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
