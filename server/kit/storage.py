@@ -53,11 +53,7 @@ class Storage:
             return False
         final.parent.mkdir(parents=True, exist_ok=True)
         if self.fsync:
-            fd = os.open(tmp, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            _fsync(tmp)
         os.replace(tmp, final)
         return True
 
