@@ -21,7 +21,7 @@ import multiprocessing
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -47,8 +47,37 @@ CHUNK = 8
 MAX_DECODERS = 8
 _PARENT_POLL_SECONDS = 1.0
 
-_lock = threading.Lock()
-_pool: ProcessPoolExecutor | None = None
+
+class _LazyPool:
+    """A spawn process pool started on first use and replaced once broken: ``get`` the
+    current one, ``discard`` one found broken (a later ``get`` starts a fresh one)."""
+
+    def __init__(self, workers: Callable[[], int], initializer: Callable[[int], None]) -> None:
+        self._workers = workers
+        self._initializer = initializer
+        self._lock = threading.Lock()
+        self._pool: ProcessPoolExecutor | None = None
+
+    def get(self) -> ProcessPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ProcessPoolExecutor(
+                    max_workers=self._workers(),
+                    mp_context=multiprocessing.get_context("spawn"),
+                    initializer=self._initializer,
+                    initargs=(os.getpid(),),
+                )
+            return self._pool
+
+    def current(self) -> ProcessPoolExecutor | None:
+        with self._lock:
+            return self._pool
+
+    def discard(self, pool: ProcessPoolExecutor, *, wait: bool = False) -> None:
+        with self._lock:
+            if self._pool is pool:
+                self._pool = None
+        pool.shutdown(wait=wait, cancel_futures=True)
 
 
 def _outlive_no_parent(parent: int) -> None:
@@ -68,41 +97,22 @@ def _decode_child(parent: int) -> None:
     _outlive_no_parent(parent)
 
 
-def shared_pool() -> ProcessPoolExecutor:
-    global _pool
-    with _lock:
-        if _pool is None:
-            _pool = ProcessPoolExecutor(
-                max_workers=min(usable(), MAX_DECODERS),
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=_decode_child,
-                initargs=(os.getpid(),),
-            )
-        return _pool
-
-
-def _discard(pool: ProcessPoolExecutor) -> None:
-    global _pool
-    with _lock:
-        if _pool is pool:
-            _pool = None
-    pool.shutdown(wait=False, cancel_futures=True)
+_decoders = _LazyPool(lambda: min(usable(), MAX_DECODERS), _decode_child)
+shared_pool = _decoders.get
+_discard = _decoders.discard
 
 
 def shutdown() -> None:
     """Stops the pools' children (tests, and a server that stops)."""
-    global _pool, _thumbnailer
-    with _lock:
-        pools, _pool, _thumbnailer = (_pool, _thumbnailer), None, None
-    for pool in pools:
+    for lazy in (_decoders, _thumbnails):
+        pool = lazy.current()
         if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+            lazy.discard(pool, wait=True)
 
 
 # --- thumbnails ------------------------------------------------------------------------
 
 THUMBNAIL_CHUNK = 16
-_thumbnailer: ProcessPoolExecutor | None = None
 
 
 def _thumbnail_child(parent: int) -> None:
@@ -115,17 +125,8 @@ def _thumbnail_child(parent: int) -> None:
             os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
 
 
-def _thumbnail_pool() -> ProcessPoolExecutor:
-    global _thumbnailer
-    with _lock:
-        if _thumbnailer is None:
-            _thumbnailer = ProcessPoolExecutor(
-                max_workers=1,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=_thumbnail_child,
-                initargs=(os.getpid(),),
-            )
-        return _thumbnailer
+_thumbnails = _LazyPool(lambda: 1, _thumbnail_child)
+_thumbnail_pool = _thumbnails.get
 
 
 def render_later(root: Path, blobs: Sequence[tuple[Path, Path]], size: int) -> list[Future[None]]:
@@ -138,7 +139,7 @@ def render_later(root: Path, blobs: Sequence[tuple[Path, Path]], size: int) -> l
         try:
             futures.append(pool.submit(render_thumbnails, str(root), chunk, size))
         except (BrokenProcessPool, RuntimeError):
-            _discard_thumbnailer(pool)
+            _thumbnails.discard(pool)
             futures.append(_thumbnail_pool().submit(render_thumbnails, str(root), chunk, size))
     return futures
 
@@ -146,19 +147,10 @@ def render_later(root: Path, blobs: Sequence[tuple[Path, Path]], size: int) -> l
 def drain_thumbnails() -> None:
     """Waits until the thumbnails queued so far are on disk (its one child works in
     order); for tests that look at the storage folders."""
-    with _lock:
-        pool = _thumbnailer
+    pool = _thumbnails.current()
     if pool is not None:
         with contextlib.suppress(BrokenProcessPool, RuntimeError):
             pool.submit(int).result()
-
-
-def _discard_thumbnailer(pool: ProcessPoolExecutor) -> None:
-    global _thumbnailer
-    with _lock:
-        if _thumbnailer is pool:
-            _thumbnailer = None
-    pool.shutdown(wait=False, cancel_futures=True)
 
 
 _CRASHED = RejectedImage("the image could not be decoded (its decoder crashed)")
