@@ -99,6 +99,15 @@ describe("QueuePage", () => {
     expect(screen.getByRole("table", { name: "Jobs per user" })).toHaveTextContent("alice1 gpu2 gpu");
   });
 
+  it("says a worker has no NVIDIA driver rather than a driver called none", async () => {
+    const view = queueView();
+    view.workers = view.workers.map((w) => ({ ...w, torch_version: "2.14.1+cpu", cuda_version: null, driver_version: null }));
+    mockApi({ "GET /api/admin/queue": () => json(view), "GET /api/admin/quotas": () => json([]) });
+    renderRoutes([{ path: "/admin/queue", element: <QueuePage /> }], "/admin/queue");
+    const worker = await screen.findByRole("listitem", { name: "Worker w1 on gpu-box" });
+    expect(worker).toHaveTextContent("Oculab 0.1.0 · torch 2.14.1+cpu · CUDA none · no NVIDIA driver");
+  });
+
   it("changes a waiting job's priority, cancels after confirming, drains a worker", async () => {
     const requests = mockApi({
       "GET /api/admin/queue": () => json(queueView()),

@@ -49,7 +49,8 @@ function pct(value: number | null): string {
 function versions(w: WorkerSummary): string {
   return (
     `Oculab ${w.version} · torch ${w.torch_version ?? "not found"} · ` +
-    `CUDA ${w.cuda_version ?? "none"} · driver ${w.driver_version ?? "none"}`
+    `CUDA ${w.cuda_version ?? "none"} · ` +
+    (w.driver_version ? `driver ${w.driver_version}` : "no NVIDIA driver")
   );
 }
 
