@@ -73,7 +73,7 @@ def test_train_promote_autolabel_and_predict_run_on_the_slots_gpu(
             json={"epochs": 3, "imgsz": 160, "batch": 8, "val_fraction": 0.25},
         )
         job = wait_job(owner, started.json()["id"], timeout=300)
-        assert job["state"] == "succeeded", job
+        assert job["state"] == "succeeded", job["error"]
         slot = job["gpu"]
         assert slot in gpus.detect()
         trained = job["result"]["device"]
@@ -97,7 +97,7 @@ def test_train_promote_autolabel_and_predict_run_on_the_slots_gpu(
                 "id"
             ],
         )
-        assert labeled["state"] == "succeeded", labeled
+        assert labeled["state"] == "succeeded", labeled["error"]
         assert labeled["gpu"] == slot
         assert labeled["result"]["device"] == f"cuda:{slot}"
         assert labeled["result"]["images"] >= 1

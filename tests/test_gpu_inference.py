@@ -145,7 +145,7 @@ def test_autolabel_and_predict_run_in_fp16_on_the_gpu_and_say_so(
     f = Factory(gpu_app)
     owner, project_id, model_id, _ = labelled_project(f, weights["yolo11n"], 40)
     job = autolabel(owner, project_id, model_id, batch=32, imgsz=1280)
-    assert job["state"] == "succeeded", job
+    assert job["state"] == "succeeded", job["error"]
     result = job["result"]
     assert result["images"] == 40
     assert result["boxes"] > 0
@@ -193,7 +193,7 @@ def test_autolabel_out_of_gpu_memory_halves_its_batch_and_finishes(
     # once the model is loaded.
     monkeypatch.setenv(GPU_HEADROOM_ENV, "1024")
     job = autolabel(owner, project_id, model_id, batch=64, imgsz=1280)
-    assert job["state"] == "succeeded", job
+    assert job["state"] == "succeeded", job["error"]
     assert job["result"]["images"] == 8
     assert job["result"]["batch"] < 64
     assert any("ran out of memory at batch 64" in line for line in log_lines(owner, job["id"]))
@@ -215,4 +215,4 @@ def test_autolabel_that_cannot_fit_one_image_fails_with_a_clear_message(
     )
     # The inference process is fine afterwards: the same job without the cap succeeds.
     again = autolabel(owner, project_id, model_id, batch=2, imgsz=2048)
-    assert again["state"] == "succeeded", again
+    assert again["state"] == "succeeded", again["error"]

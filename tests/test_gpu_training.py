@@ -69,7 +69,7 @@ def test_training_child_trains_on_its_slots_gpu_and_proves_it(gpu_app: FastAPI) 
     from workers import gpus
 
     owner, job = _train(gpu_app, {"epochs": 2, "imgsz": 160, "batch": 8, "val_fraction": 0.25})
-    assert job["state"] == "succeeded", job
+    assert job["state"] == "succeeded", job["error"]
     slot = job["gpu"]
     assert slot is not None
     device = job["result"]["device"]
@@ -135,7 +135,7 @@ def test_out_of_gpu_memory_in_the_first_epoch_halves_the_batch_and_records_it(
         gpu_app,
         {"epochs": 1, "imgsz": 640, "batch": 64, "val_fraction": 0.25, "warmup_epochs": 0.0},
     )
-    assert job["state"] == "succeeded", job
+    assert job["state"] == "succeeded", job["error"]
     used = job["result"]["device"]["batch_used"]
     assert 8 <= used < 64
     lines = _log_lines(owner, job["id"])

@@ -262,3 +262,38 @@ def test_pool_children_exit_when_the_server_is_killed(tmp_path: Path) -> None:
     while any(_alive(pid) for pid in children):
         assert time.monotonic() < deadline, "pool children outlived their parent"
         time.sleep(0.1)
+
+
+# A script without an ``if __name__ == "__main__"`` guard, as people write them: a spawn
+# child would run it again (appending a second line) before decoding anything.
+_UNGUARDED = """
+import sys
+from pathlib import Path
+from server.images import decoding
+from server.images.processing import Check
+marker = Path(sys.argv[1])
+with marker.open("a") as fh:
+    fh.write("ran\\n")
+checker = decoding.Checker()
+checker.add(Check(sys.argv[2], 10_000_000))
+print(checker.results()[0].rejected)
+decoding.shutdown()
+"""
+
+
+def test_decoders_do_not_run_the_parents_main_module(tmp_path: Path) -> None:
+    script = tmp_path / "unguarded.py"
+    script.write_text(_UNGUARDED)
+    image = tmp_path / "a.png"
+    image.write_bytes(png_bytes(1))
+    marker = tmp_path / "ran.txt"
+    done = subprocess.run(
+        [sys.executable, str(script), str(marker), str(image)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "None"  # decoded and accepted
+    assert marker.read_text() == "ran\n"

@@ -86,8 +86,12 @@ def test_train_promote_autolabel_predict_and_reupload(ml_app: FastAPI) -> None:
         sum(e["data"][k] for k in ("train/box_loss", "train/cls_loss", "train/dfl_loss"))
         for e in epochs
     ]
-    # Tiny data is noisy epoch to epoch; the last epochs must still beat the first.
-    assert sum(losses[-2:]) < sum(losses[:2]), losses
+    if job["result"]["device"]["device"] == "cpu":
+        # Tiny data is noisy epoch to epoch; the last epochs must still beat the first.
+        # Not under AMP on a GPU (gpu_check on an H200): batch 4 accumulates to
+        # ultralytics' nominal batch of 64, so 6 epochs of 18 images make about two
+        # optimizer steps, which the gradient scaler skips while it calibrates.
+        assert sum(losses[-2:]) < sum(losses[:2]), losses
     last = epochs[-1]["data"]
     assert "metrics/mAP50(B)" in last
 
@@ -108,7 +112,7 @@ def test_train_promote_autolabel_predict_and_reupload(ml_app: FastAPI) -> None:
     )
     assert labeled.status_code == 202, labeled.text
     autolabel = wait_job(owner, labeled.json()["id"])
-    assert autolabel["state"] == "succeeded", autolabel
+    assert autolabel["state"] == "succeeded", autolabel["error"]
     assert autolabel["result"]["images"] == len(fresh_ids)
     with f.sessionmaker() as db:
         for image_id in fresh_ids:
@@ -164,7 +168,7 @@ def test_train_promote_autolabel_predict_and_reupload(ml_app: FastAPI) -> None:
     )
     assert uploaded.status_code == 202, uploaded.text
     inspect = wait_job(owner, uploaded.json()["inspect_job_id"])
-    assert inspect["state"] == "succeeded", inspect
+    assert inspect["state"] == "succeeded", inspect["error"]
     again_model = owner.get(f"/api/models/{uploaded.json()['model']['id']}").json()
     assert again_model["state"] == "ready"
     assert again_model["class_names"] == ["square", "circle", "triangle"]

@@ -2,7 +2,8 @@
 may use while the API process keeps receiving, hashing and writing rows.
 
 Two pools per process, each started on first use with the ``spawn`` context (a fork of
-a threaded server is unsafe); their children run Pillow and ``server.images.processing``:
+a threaded server is unsafe); their children run Pillow and ``server.images.processing``
+and nothing else: not the parent's ``__main__`` (see ``_BareSpawnContext``):
 
 - the decode pool, sized to the usable CPUs (``workers.cpus.usable``, at most 8),
   validates the files of a request while the request waits. A child that dies (a decoder crash, the
@@ -17,15 +18,19 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import multiprocessing
 import os
+import sys
 import threading
 import time
+import types
 from collections.abc import Callable, Sequence
 from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from multiprocessing import popen_spawn_posix
+from multiprocessing.context import SpawnContext, SpawnProcess
 from pathlib import Path
+from typing import Any
 
 from server.images.processing import (
     Check,
@@ -48,6 +53,35 @@ MAX_DECODERS = 8
 _PARENT_POLL_SECONDS = 1.0
 
 
+_MAIN_SWAP = threading.Lock()
+
+
+class _BareSpawnProcess(SpawnProcess):
+    """A spawn child that does not import the parent's ``__main__``.
+
+    A spawn child normally re-imports the parent's main module first: the ``oculab``
+    command's (60 MB a child for nothing), or a script without an ``if __name__ ==
+    "__main__"`` guard, which would then run again in every child, up to starting its
+    own pools from inside a child's start-up (a RuntimeError, and every upload rejected
+    as a crashed decode). The children need only importable modules, so the main
+    module is hidden for the milliseconds the start takes; no code of ours looks it up
+    meanwhile."""
+
+    @staticmethod
+    def _Popen(process_obj: Any) -> Any:
+        with _MAIN_SWAP:
+            main = sys.modules["__main__"]
+            sys.modules["__main__"] = types.ModuleType("__main__")
+            try:
+                return popen_spawn_posix.Popen(process_obj)
+            finally:
+                sys.modules["__main__"] = main
+
+
+class _BareSpawnContext(SpawnContext):
+    Process = _BareSpawnProcess
+
+
 class _LazyPool:
     """A spawn process pool started on first use and replaced once broken: ``get`` the
     current one, ``discard`` one found broken (a later ``get`` starts a fresh one)."""
@@ -63,7 +97,7 @@ class _LazyPool:
             if self._pool is None:
                 self._pool = ProcessPoolExecutor(
                     max_workers=self._workers(),
-                    mp_context=multiprocessing.get_context("spawn"),
+                    mp_context=_BareSpawnContext(),
                     initializer=self._initializer,
                     initargs=(os.getpid(),),
                 )
