@@ -32,10 +32,10 @@ import sqlalchemy as sa
 from mlbench import jpeg, log, seconds, standalone
 from PIL import Image
 
-from server.annotations.models import Annotation
-from server.images.models import Image as ImageRow
-from server.images.models import ImageStatus
-from server.models.models import ModelState, RegisteredModel
+from server.models.annotation import Annotation
+from server.models.image import Image as ImageRow
+from server.models.image import ImageStatus
+from server.models.registered_model import ModelState, RegisteredModel
 
 
 def make_images(n: int, size: int, seed: int) -> list[bytes]:

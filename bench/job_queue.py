@@ -44,8 +44,8 @@ from bench.queue_baseline import RESULTS  # noqa: E402
 from server import migrate  # noqa: E402
 from server.jobs import service as jobs  # noqa: E402
 from server.jobs.kinds import load_kinds  # noqa: E402
-from server.jobs.models import Job, JobState, WorkerRow  # noqa: E402
 from server.kit.db import make_engine, make_sessionmaker  # noqa: E402
+from server.models.job import Job, JobState, WorkerRow  # noqa: E402
 from server.settings import Mode, Settings  # noqa: E402
 
 FINISHED = (JobState.succeeded, JobState.failed, JobState.canceled)

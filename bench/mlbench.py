@@ -22,13 +22,13 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from server import migrate  # noqa: E402
-from server.auth.models import User  # noqa: E402
 from server.images import service as images  # noqa: E402
 from server.images.upload import ReceivedFile  # noqa: E402
 from server.jobs import service as jobs  # noqa: E402
-from server.jobs.models import Job, JobState  # noqa: E402
 from server.kit.storage import HashingWriter, Storage  # noqa: E402
-from server.projects.models import Project  # noqa: E402
+from server.models.auth import User  # noqa: E402
+from server.models.job import Job, JobState  # noqa: E402
+from server.models.project import Project  # noqa: E402
 from server.settings import Settings  # noqa: E402
 from workers.machinery import standalone_jobs  # noqa: E402
 

@@ -23,9 +23,9 @@ import time
 
 from mlbench import REPO, log, seconds, standalone
 
-from server.annotations.models import Annotation, BoxStatus
 from server.demo import shapes
-from server.images.models import Image, ImageStatus
+from server.models.annotation import Annotation, BoxStatus
+from server.models.image import Image, ImageStatus
 
 _RAW = """
 import sys

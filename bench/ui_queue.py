@@ -41,11 +41,11 @@ from typing import Any
 import sqlalchemy as sa
 from webbench import SHOTS, BenchError, cookies, run_browser, signed_in, standalone
 
-from server.auth.models import User
 from server.jobs import queue
-from server.jobs.models import Job, JobState, WorkerRow
 from server.kit.db import make_engine, make_sessionmaker, utcnow
-from server.projects.models import Project
+from server.models.auth import User
+from server.models.job import Job, JobState, WorkerRow
+from server.models.project import Project
 from server.settings import Settings
 
 KINDS = ("training.train", "autolabel.run", "models.predict")

@@ -32,9 +32,9 @@ from typing import Any
 import sqlalchemy as sa
 from webbench import SHOTS, BenchError, cookies, run_browser, signed_in, standalone
 
-from server.jobs.models import JobState
 from server.kit.db import make_engine, make_sessionmaker
-from server.tables import Job, JobEvent  # every model, so foreign keys resolve
+from server.models import Job, JobEvent  # every model, so foreign keys resolve
+from server.models.job import JobState
 
 
 def epoch_metrics(epoch: int, epochs: int, rng: random.Random) -> dict[str, float]:

@@ -223,8 +223,8 @@ def browser(options: dict[str, Any]) -> dict[str, Any]:
 
 def seed_gallery(data_dir: Path, project_id: int, rows: int, blobs: int = 8) -> None:
     """`rows` images in one INSERT batch; thumbnails hard-linked to `blobs` shared JPEGs."""
-    from server.images.models import Image
     from server.kit.storage import Storage
+    from server.models.image import Image
 
     storage = Storage(data_dir, fsync=False)
     shared = []

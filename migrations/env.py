@@ -8,7 +8,7 @@ from sqlalchemy.engine import Connection
 
 from server.kit.db import make_engine
 from server.migrate import COMPAT_TABLE, record_compatibility
-from server.tables import Base
+from server.models import Base
 
 config = context.config
 target_metadata = Base.metadata

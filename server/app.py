@@ -33,8 +33,8 @@ from server.kit.errors import NotFound, install_error_handlers
 from server.kit.headers import SecurityHeadersMiddleware
 from server.kit.metrics import HttpMetrics, MetricsMiddleware
 from server.kit.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
-from server.models.endpoints import router as models_router
 from server.projects.endpoints import router as projects_router
+from server.registry.endpoints import router as models_router
 from server.settings import Mode, Settings
 from server.tokens.endpoints import router as tokens_router
 from server.training.endpoints import router as training_router

@@ -16,6 +16,7 @@ from urllib.parse import parse_qs, quote, urlencode, urlsplit, urlunsplit
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from server.kit.db import DbTimeouts
 from server.kit.roles import Role
 
 
@@ -233,6 +234,16 @@ class Settings(BaseSettings):
         if self.oidc_enabled and not self.oidc_client_id:
             raise ValueError("OCULAB_OIDC_CLIENT_ID is required when OIDC is configured")
         return self
+
+    def db_timeouts(self, *, statements: bool) -> DbTimeouts:
+        """``statements``: whether this process's statements are bounded (API requests
+        and the scheduler are; jobs run long statements under their own time limit)."""
+        return DbTimeouts(
+            connect_seconds=self.database_connect_timeout_seconds,
+            tcp_seconds=self.database_tcp_timeout_seconds,
+            statement_seconds=self.database_statement_timeout_seconds if statements else 0,
+            pool_seconds=self.database_pool_timeout_seconds,
+        )
 
     @property
     def cpu_pool(self) -> str:

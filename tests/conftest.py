@@ -23,8 +23,8 @@ from sqlalchemy.orm import Session
 from server import migrate
 from server.app import create_app
 from server.kit.db import make_engine, make_sessionmaker
+from server.models import Base
 from server.settings import Mode, Settings
-from server.tables import Base
 from tests.factories import ApiClient, Factory
 
 BACKEND = os.environ.get("OCULAB_TEST_DATABASE", "sqlite")

@@ -22,17 +22,17 @@ from sqlalchemy.orm import Session
 from server.annotations import service as annotation_service
 from server.annotations.schemas import AnnotationsPut, Box
 from server.auth.dependencies import Principal
-from server.auth.models import LOCAL_ISSUER, User
 from server.auth.passwords import hash_password
 from server.demo import shapes
 from server.images import service as images
-from server.images.models import Image as ImageRow
 from server.images.upload import ReceivedFile
 from server.kit.db import make_sessionmaker
 from server.kit.storage import HashingWriter, Storage
-from server.models.models import ModelState, RegisteredModel
+from server.models.auth import LOCAL_ISSUER, User
+from server.models.image import Image as ImageRow
+from server.models.project import Project
+from server.models.registered_model import ModelState, RegisteredModel
 from server.projects import service as projects
-from server.projects.models import Project
 from server.projects.schemas import ProjectCreate
 from server.settings import Settings
 from server.tokens import service as tokens

@@ -16,12 +16,12 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
-from server.audit.models import AuditEvent
-from server.auth.models import User
 from server.jobs import queue, scheduler
-from server.jobs.models import Job, JobState, WorkerRow
 from server.kit.db import make_sessionmaker, utcnow
-from server.projects.models import Project
+from server.models.audit import AuditEvent
+from server.models.auth import User
+from server.models.job import Job, JobState, WorkerRow
+from server.models.project import Project
 from tests.factories import ApiClient, Factory, statements
 
 

@@ -12,9 +12,9 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from server.annotations.confidence import lowest_predicted_confidence, refresh_min_confidence
-from server.annotations.models import Annotation, BoxStatus
 from server.annotations.schemas import Box
-from server.images.models import Image
+from server.models.annotation import Annotation, BoxStatus
+from server.models.image import Image
 from tests.factories import ApiClient, Factory
 
 BOX = {"class_id": 0, "x": 0.1, "y": 0.2, "w": 0.3, "h": 0.4}

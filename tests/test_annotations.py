@@ -5,7 +5,7 @@ import threading
 import pytest
 from fastapi.testclient import TestClient
 
-from server.annotations.models import Annotation
+from server.models.annotation import Annotation
 from tests.factories import ApiClient, Factory
 
 BOX = {"class_id": 0, "x": 0.1, "y": 0.2, "w": 0.3, "h": 0.4}

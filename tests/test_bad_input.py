@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from fastapi import FastAPI
 
-from server.projects.models import Project
+from server.models.project import Project
 from tests.factories import ApiClient, Factory
 
 

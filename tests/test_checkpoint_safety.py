@@ -32,9 +32,9 @@ import sqlalchemy as sa
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from server.auth.models import User
-from server.jobs.models import Job
-from server.models.models import ModelState, RegisteredModel
+from server.models.auth import User
+from server.models.job import Job
+from server.models.registered_model import ModelState, RegisteredModel
 from tests.factories import Factory, labeled_shapes_project, png_bytes, wait_job
 
 if importlib.util.find_spec("ultralytics") is None:

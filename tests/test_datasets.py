@@ -18,10 +18,10 @@ import yaml
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from server.annotations.models import Annotation
 from server.datasets.csvformat import COLUMNS, box_row, text_cell
-from server.images.models import Image
-from server.jobs.models import Job
+from server.models.annotation import Annotation
+from server.models.image import Image
+from server.models.job import Job
 from tests.factories import ApiClient, Factory, png_bytes, wait_job
 
 TOLERANCE = 1e-9

@@ -22,9 +22,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
 from server import migrate
-from server.auth.models import User
 from server.jobs import service as jobs
-from server.jobs.models import Job, JobEvent, JobState
+from server.models.auth import User
+from server.models.job import Job, JobEvent, JobState
 from server.settings import Mode, Settings
 from tests import pgcluster
 from tests.conftest import BACKEND
@@ -99,7 +99,7 @@ class Cluster:
         return len(dead)
 
     def wait_for_workers(self, n: int, timeout: float = 30) -> None:
-        from server.jobs.models import WorkerRow
+        from server.models.job import WorkerRow
 
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -231,7 +231,7 @@ def test_sigkilled_worker_job_finishes_elsewhere_once(
     assert done.attempts == 2
     assert done.worker_id != victim
     assert completions(c.data_dir).count(job_id) == 1
-    from server.jobs.models import WorkerRow
+    from server.models.job import WorkerRow
 
     with c.maker() as db:
         dead = db.get(WorkerRow, victim)

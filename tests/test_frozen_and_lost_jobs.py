@@ -27,12 +27,12 @@ import redis
 import sqlalchemy as sa
 
 from server import migrate
-from server.auth.models import User
 from server.jobs import service as jobs
-from server.jobs.models import Job, JobEvent, JobState, WorkerRow
 from server.kit.db import utcnow
 from server.kit.storage import Storage
-from server.models.models import RegisteredModel
+from server.models.auth import User
+from server.models.job import Job, JobEvent, JobState, WorkerRow
+from server.models.registered_model import RegisteredModel
 from server.tokens import service as tokens
 from tests import pgcluster
 from tests.conftest import BACKEND

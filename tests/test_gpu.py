@@ -14,7 +14,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from server.auth.models import User
+from server.models.auth import User
 from tests.factories import Factory, labeled_shapes_project, png_bytes, wait_job
 
 pytestmark = pytest.mark.gpu

@@ -17,7 +17,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from server.auth.models import User
+from server.models.auth import User
 from server.training import tasks
 from tests.factories import Factory, labeled_shapes_project, wait_job
 from workers import cpus

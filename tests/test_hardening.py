@@ -18,12 +18,12 @@ from argon2 import PasswordHasher
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from server.audit.models import AuditEvent
 from server.datasets import yolo
-from server.images.models import Image
-from server.jobs.models import Job
 from server.jobs.runtime import JobFailed
-from server.models.models import ModelState, RegisteredModel
+from server.models.audit import AuditEvent
+from server.models.image import Image
+from server.models.job import Job
+from server.models.registered_model import ModelState, RegisteredModel
 from server.settings import Settings
 from tests.factories import ApiClient, Factory, image_bytes, png_bytes, wait_job
 

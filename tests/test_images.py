@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from PIL import Image as PILImage
 
 from server.images import decoding
-from server.images.models import Image
+from server.models.image import Image
 from tests.factories import (
     ApiClient,
     Factory,

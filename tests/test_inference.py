@@ -23,11 +23,11 @@ import sqlalchemy as sa
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from server.annotations.models import Annotation
-from server.auth.models import User
 from server.autolabel import decoding
-from server.images.models import Image, ImageStatus
 from server.jobs import service as jobs
+from server.models.annotation import Annotation
+from server.models.auth import User
+from server.models.image import Image, ImageStatus
 from tests.factories import ApiClient, Factory, png_bytes, wait_job
 from workers import inference
 

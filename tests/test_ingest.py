@@ -17,8 +17,8 @@ import pytest
 from PIL import Image as PILImage
 
 from server.images import decoding, processing
-from server.images.models import Image
 from server.kit.storage import Storage
+from server.models.image import Image
 from tests.factories import ApiClient, Factory, noisy_jpeg, png_bomb, png_bytes
 
 

@@ -15,11 +15,11 @@ import sqlalchemy as sa
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from server.auth.models import User
 from server.jobs import scheduler as sched
 from server.jobs import service as jobs
-from server.jobs.models import Job, JobEvent, JobState, Quota, WorkerRow
 from server.kit.db import utcnow
+from server.models.auth import User
+from server.models.job import Job, JobEvent, JobState, Quota, WorkerRow
 from tests.factories import ApiClient, Factory
 from tests.jobkinds import completions
 

@@ -8,9 +8,9 @@ import time_machine
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from server.audit.models import AuditEvent
-from server.auth.models import LoginSession
-from server.projects.models import Project
+from server.models.audit import AuditEvent
+from server.models.auth import LoginSession
+from server.models.project import Project
 from tests.factories import ApiClient, Factory
 
 PASSWORD = "correct horse battery"

@@ -5,7 +5,7 @@ from alembic import command
 
 from server import migrate
 from server.kit.db import make_engine
-from server.tables import Base
+from server.models import Base
 
 
 def test_models_match_the_migrated_schema(database_url: str) -> None:

@@ -18,12 +18,12 @@ import sqlalchemy as sa
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from server.annotations.models import Annotation
-from server.auth.models import User
-from server.images.models import Image, ImageStatus
-from server.jobs.models import Job, JobEvent
-from server.models.models import RegisteredModel
-from server.models.service import class_mapping
+from server.models.annotation import Annotation
+from server.models.auth import User
+from server.models.image import Image, ImageStatus
+from server.models.job import Job, JobEvent
+from server.models.registered_model import RegisteredModel
+from server.registry.service import class_mapping
 from tests.factories import Factory, labeled_shapes_project, png_bytes, statements, wait_job
 
 if importlib.util.find_spec("ultralytics") is None:  # not importing it: workers configure it
@@ -266,7 +266,7 @@ def test_a_broken_archive_named_pt_is_refused_not_a_crash(tmp_path: Path) -> Non
     from ultralytics import YOLO
 
     from server.kit.errors import Unprocessable
-    from server.models.scan import check_weights
+    from server.registry.scan import check_weights
 
     whole = tmp_path / "whole.pt"
     YOLO("yolo11n.yaml").save(str(whole))

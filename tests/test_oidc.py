@@ -18,9 +18,9 @@ import time_machine
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from server.audit.models import AuditEvent
-from server.auth.models import LoginSession, User
-from server.projects.models import Membership
+from server.models.audit import AuditEvent
+from server.models.auth import LoginSession, User
+from server.models.project import Membership
 from tests.factories import Factory
 
 CLIENT_ID = "oculab"

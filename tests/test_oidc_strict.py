@@ -33,8 +33,8 @@ import time_machine
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from server.auth.models import LoginSession, User
-from server.projects.models import Membership
+from server.models.auth import LoginSession, User
+from server.models.project import Membership
 from tests.factories import Factory
 
 OIDC_DIR = Path(__file__).parent / "oidc"

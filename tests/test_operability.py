@@ -31,14 +31,14 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from server import migrate
-from server.auth.models import User
 from server.auth.oidc import OidcClient
 from server.jobs import service as jobs
 from server.jobs.kinds import load_kinds
-from server.jobs.models import Job, JobEvent, JobState, WorkerRow
 from server.kit.db import make_engine, make_sessionmaker, utcnow
 from server.kit.errors import BadGateway
 from server.kit.probe import Freshness
+from server.models.auth import User
+from server.models.job import Job, JobEvent, JobState, WorkerRow
 from server.settings import Settings
 from tests import pgcluster
 from tests.conftest import BACKEND

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from server.audit.models import AuditEvent
-from server.projects.models import Membership, Project
+from server.models.audit import AuditEvent
+from server.models.project import Membership, Project
 from tests.factories import ApiClient, Factory
 
 

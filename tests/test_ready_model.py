@@ -7,10 +7,10 @@ from __future__ import annotations
 import pytest
 from sqlalchemy.orm import Session
 
-from server.jobs.models import Job
 from server.jobs.runtime import JobFailed
-from server.models.models import ModelState
-from server.models.service import ready_model_for_job
+from server.models.job import Job
+from server.models.registered_model import ModelState
+from server.registry.service import ready_model_for_job
 from tests.factories import ApiClient, Factory
 
 

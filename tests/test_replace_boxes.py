@@ -7,9 +7,9 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from server.annotations.boxes import NewBox, replace_boxes
-from server.annotations.models import Annotation, BoxStatus
-from server.images.models import Image, ImageStatus
 from server.kit.db import utcnow
+from server.models.annotation import Annotation, BoxStatus
+from server.models.image import Image, ImageStatus
 from tests.factories import ApiClient
 
 BOX = {"class_id": 0, "x": 0.1, "y": 0.2, "w": 0.3, "h": 0.4}

@@ -8,8 +8,8 @@ import base64
 import pytest
 import sqlalchemy as sa
 
-from server.images.models import Image, ImageStatus
 from server.images.service import confidence_pages
+from server.models.image import Image, ImageStatus
 from tests.factories import ApiClient, png_bytes
 
 

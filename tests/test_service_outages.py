@@ -28,9 +28,9 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from server import migrate
-from server.images.models import Image
 from server.jobs import service as jobs_service
-from server.jobs.models import JobState, WorkerRow
+from server.models.image import Image
+from server.models.job import JobState, WorkerRow
 from server.settings import Mode
 from tests import pgcluster
 from tests.conftest import BACKEND

@@ -9,7 +9,7 @@ import time_machine
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from server.auth.models import ApiToken
+from server.models.auth import ApiToken
 from tests.factories import ApiClient, Factory
 
 PASSWORD = "correct horse battery"

@@ -454,7 +454,7 @@ def oom_above_two(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def shapes_project_via(f: Factory, n_images: int = 12) -> tuple[Factory, Any, int]:
-    from server.auth.models import User
+    from server.models.auth import User
     from tests.factories import labeled_shapes_project
 
     owner_row = f.user("owner")

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 
-from server.auth.models import User
-from server.jobs.models import Job
+from server.models.auth import User
+from server.models.job import Job
 from server.training import snapshot
 from tests.factories import ApiClient, Factory, labeled_shapes_project, png_bytes
 

@@ -11,9 +11,9 @@ import dramatiq
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-from server.jobs.models import Job, JobState, WorkerRow
 from server.jobs.scheduler import Scheduler, release_job
 from server.kit.db import utcnow
+from server.models.job import Job, JobState, WorkerRow
 from server.settings import Settings
 from workers import inference
 from workers.broker import get_broker

@@ -68,7 +68,7 @@ def _assemble(
     """``statements``: whether statements are bounded; ``wakes``: whether a scheduler in
     this process is woken on commit; ``files``: whether this process writes files (the
     storage layout is made only then)."""
-    timeouts = DbTimeouts.from_settings(settings, statements=statements)
+    timeouts = settings.db_timeouts(statements=statements)
     engine = make_engine(settings.resolved_database_url, pool_size=pool_size, timeouts=timeouts)
     storage = Storage(settings.data_dir, fsync=settings.fsync)
     if files:

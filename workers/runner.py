@@ -24,7 +24,6 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from server import __version__
 from server.jobs.kinds import JobKind
-from server.jobs.models import Job, JobState, WorkerRow
 from server.jobs.runtime import (
     Attempt,
     LiveAttempts,
@@ -35,6 +34,7 @@ from server.jobs.runtime import (
 from server.kit.db import utcnow
 from server.kit.probe import Freshness
 from server.kit.storage import Storage
+from server.models.job import Job, JobState, WorkerRow
 from server.settings import Settings
 from workers import gpus as gpu_info
 from workers.broker import bind_consumer, current_pool

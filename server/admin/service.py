@@ -8,11 +8,11 @@ from sqlalchemy.orm import Session
 from server.admin.schemas import AuditRead, UserAdminRead, UserUpdate
 from server.audit import service as audit
 from server.audit.filters import AuditFilter
-from server.audit.models import AuditEvent
 from server.auth import service as auth
-from server.auth.models import User
 from server.kit.errors import Conflict, NotFound
 from server.kit.pagination import decode_cursor, page
+from server.models.audit import AuditEvent
+from server.models.auth import User
 
 
 def list_users(

@@ -18,8 +18,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from server.annotations.confidence import lowest_predicted_confidence
-from server.annotations.models import Annotation, BoxStatus
-from server.images.models import Image, ImageStatus
+from server.models.annotation import Annotation, BoxStatus
+from server.models.image import Image, ImageStatus
 
 _ANNOTATIONS = cast(sa.Table, Annotation.__table__)
 _IMAGES = cast(sa.Table, Image.__table__)

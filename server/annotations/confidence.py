@@ -8,8 +8,8 @@ from typing import Protocol
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from server.annotations.models import Annotation, BoxStatus
-from server.images.models import Image
+from server.models.annotation import Annotation, BoxStatus
+from server.models.image import Image
 
 # The lowest confidence among an image's predicted boxes (a box without a confidence
 # counts as 0); NULL when the image has no predicted box.

@@ -7,10 +7,10 @@ from typing import Annotated, Literal
 
 from pydantic import Field, StrictFloat, StrictInt, field_validator, model_validator
 
-from server.annotations.models import BoxStatus
 from server.images.schemas import ImageNeighbors, ImageRead
 from server.kit.db import MAX_ID
 from server.kit.schemas import ReadSchema, Schema
+from server.models.annotation import BoxStatus
 from server.projects.schemas import ProjectDetail
 
 Unit = Annotated[StrictFloat, Field(ge=0.0, le=1.0)]

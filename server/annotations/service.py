@@ -8,14 +8,14 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from server.annotations.boxes import replace_boxes
 from server.annotations.confidence import lowest_predicted_confidence
-from server.annotations.models import Annotation, BoxStatus
 from server.annotations.schemas import AnnotationsPut, AnnotationsRead
-from server.auth.models import User
-from server.images.models import Image, ImageStatus
 from server.kit.db import MAX_ID, utcnow
 from server.kit.errors import Conflict, Unprocessable
-from server.models.models import RegisteredModel
-from server.projects.models import Project
+from server.models.annotation import Annotation, BoxStatus
+from server.models.auth import User
+from server.models.image import Image, ImageStatus
+from server.models.project import Project
+from server.models.registered_model import RegisteredModel
 from server.settings import Settings
 
 _ANNOTATIONS = cast(sa.Table, Annotation.__table__)

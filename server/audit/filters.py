@@ -9,8 +9,8 @@ from typing import Annotated
 import sqlalchemy as sa
 from pydantic import AfterValidator, AwareDatetime
 
-from server.audit.models import AuditEvent
 from server.kit.errors import Unprocessable
+from server.models.audit import AuditEvent
 
 
 def _as_utc(value: dt.datetime) -> dt.datetime:

@@ -4,8 +4,8 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from server.audit.models import AuditEvent
-from server.auth.models import User
+from server.models.audit import AuditEvent
+from server.models.auth import User
 
 
 def record(

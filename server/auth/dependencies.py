@@ -13,10 +13,10 @@ from typing import Annotated, Literal
 from fastapi import Depends, Request
 
 from server.auth import service
-from server.auth.models import LoginSession, User
 from server.kit.db import DB
 from server.kit.errors import Forbidden, Unauthorized
 from server.kit.secrets import API_TOKEN_PREFIX, same
+from server.models.auth import LoginSession, User
 from server.settings import Settings
 
 SESSION_COOKIE = "oculab_session"

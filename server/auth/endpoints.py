@@ -19,12 +19,12 @@ from server.auth.dependencies import (
     SettingsDep,
     resolve_principal,
 )
-from server.auth.models import User
 from server.auth.oidc import OidcClient, safe_next
 from server.auth.schemas import AuthConfig, LocalLogin, LogoutRedirect, Me
 from server.kit.db import DB
 from server.kit.errors import NotFound, OculabError
 from server.kit.ratelimit import enforce
+from server.models.auth import User
 from server.settings import Settings
 
 router = APIRouter(tags=["auth"])

@@ -11,13 +11,13 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from server.audit import service as audit
-from server.auth.models import LOCAL_ISSUER, ApiToken, LoginSession, User
 from server.auth.passwords import MIN_PASSWORD_LENGTH, hash_password, verify_password
 from server.kit.db import utcnow
 from server.kit.errors import Conflict, Forbidden, Unauthorized, Unprocessable
 from server.kit.roles import Role
 from server.kit.secrets import new_token, token_hash
-from server.projects.models import Membership, Project
+from server.models.auth import LOCAL_ISSUER, ApiToken, LoginSession, User
+from server.models.project import Membership, Project
 from server.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
-from server.auth.models import User
 from server.autolabel.schemas import AutolabelRequest
 from server.jobs import service as jobs
 from server.jobs.kinds import JobKind
-from server.jobs.models import Job
 from server.kit.errors import Unprocessable
-from server.models.service import ready_model
-from server.projects.models import Project
+from server.models.auth import User
+from server.models.job import Job
+from server.models.project import Project
+from server.registry.service import ready_model
 from server.settings import Settings
 
 # The image statuses each choice of the request labels; reviewed images never.

@@ -14,15 +14,15 @@ from typing import Any
 import sqlalchemy as sa
 
 from server.annotations.boxes import NewBox, replace_boxes
-from server.annotations.models import BoxStatus
 from server.autolabel import decoding
 from server.autolabel.decoding import Row
-from server.images.models import Image, ImageStatus
 from server.jobs.kinds import JobKind
 from server.jobs.runtime import JobContext, JobFailed, Release
 from server.kit.db import utcnow
-from server.models.service import class_mapping, ready_model_for_job, weights_file
-from server.projects.models import Project
+from server.models.annotation import BoxStatus
+from server.models.image import Image, ImageStatus
+from server.models.project import Project
+from server.registry.service import class_mapping, ready_model_for_job, weights_file
 from workers import cpus, inference
 
 

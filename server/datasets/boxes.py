@@ -12,8 +12,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from server.annotations.models import BoxStatus
 from server.annotations.schemas import Box
+from server.models.annotation import BoxStatus
 
 # Normalised coordinates that miss [0, 1] by float noise are clamped, not refused.
 YOLO_TOLERANCE = 1e-6

@@ -19,8 +19,8 @@ from server.datasets.boxes import BadBox, from_coco
 from server.datasets.layout import Plan, PlannedImage, is_image_name, split_of
 from server.datasets.schemas import Issue
 from server.datasets.zipread import MemberError, read_small
-from server.images.models import Split
 from server.jobs.runtime import JobFailed
+from server.models.image import Split
 from server.projects.schemas import MAX_CLASS_NAME_LENGTH, MAX_CLASSES
 
 _SPLIT_IN_NAME = re.compile(r"(?:^|[^a-z])(train|val|valid|validation|test)(?:[^a-z]|$)")

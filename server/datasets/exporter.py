@@ -21,7 +21,6 @@ from typing import NamedTuple
 
 import sqlalchemy as sa
 
-from server.annotations.models import Annotation, BoxStatus
 from server.datasets.csvformat import COLUMNS, box_row
 from server.datasets.formats import (
     CocoWriter,
@@ -34,10 +33,11 @@ from server.datasets.formats import (
 from server.datasets.schemas import ExportReport, ExportRequest
 from server.datasets.split import drawn_for_val
 from server.datasets.zipwrite import ZipSink
-from server.images.models import Image, ImageStatus, Split
-from server.jobs.models import Job
 from server.jobs.runtime import JobContext, JobFailed
-from server.projects.models import Project
+from server.models.annotation import Annotation, BoxStatus
+from server.models.image import Image, ImageStatus, Split
+from server.models.job import Job
+from server.models.project import Project
 
 BATCH_IMAGES = 500
 PROGRESS_SECONDS = 1.0

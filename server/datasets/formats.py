@@ -14,8 +14,8 @@ import yaml
 
 from server.datasets.boxes import to_yolo_line
 from server.datasets.zipwrite import Rewindable, ZipSink
-from server.images.models import ImageStatus
 from server.kit.storage import Storage
+from server.models.image import ImageStatus
 
 
 class ExportImage(NamedTuple):

@@ -18,21 +18,21 @@ from pydantic import TypeAdapter, ValidationError
 from sqlalchemy.orm import Session
 
 from server.annotations.boxes import replace_boxes
-from server.annotations.models import Annotation
 from server.annotations.schemas import Box
-from server.auth.models import User
 from server.datasets import coco, yolo
 from server.datasets.layout import Plan, PlannedImage, dataset_members, detect
 from server.datasets.schemas import ImportCounts, ImportReport, Issue
 from server.datasets.zipread import MemberError, extract
-from server.images.models import Image, ImageStatus, Split
 from server.images.schemas import UploadItem
 from server.images.service import store_files
 from server.images.upload import ReceivedFile
 from server.jobs.runtime import JobContext, JobFailed
 from server.kit.db import utcnow
 from server.kit.storage import HashingWriter
-from server.projects.models import Project
+from server.models.annotation import Annotation
+from server.models.auth import User
+from server.models.image import Image, ImageStatus, Split
+from server.models.project import Project
 from server.projects.schemas import Classes
 from server.settings import Settings
 

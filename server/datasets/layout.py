@@ -12,7 +12,7 @@ from typing import Literal
 from server.annotations.schemas import Box
 from server.datasets.schemas import Issue
 from server.datasets.zipread import is_junk
-from server.images.models import Split
+from server.models.image import Split
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
 # Folder names that mean a split; Roboflow and CVAT spell validation "valid".

@@ -19,10 +19,10 @@ from server.datasets.zipcheck import check_archive
 from server.images.upload import ReceivedForm
 from server.jobs import service as jobs
 from server.jobs.kinds import JobKind
-from server.jobs.models import Job, JobState
 from server.jobs.schemas import JobRead
 from server.kit.errors import PayloadTooLarge, Unprocessable
 from server.kit.storage import Storage
+from server.models.job import Job, JobState
 from server.projects.auth import ProjectAccess
 from server.settings import Settings
 

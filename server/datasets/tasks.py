@@ -17,9 +17,9 @@ from server.datasets.service import (
     sweep_stale_imports,
 )
 from server.jobs.kinds import JobKind
-from server.jobs.models import Job, JobState
 from server.jobs.runtime import JobContext, JobFailed, JobLost, Release
 from server.kit.db import database_unavailable
+from server.models.job import Job, JobState
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,6 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from server.auth.dependencies import Principal
-from server.auth.models import User
 from server.datasets import service as datasets
 from server.datasets.boxes import to_yolo_line
 from server.demo import shapes
@@ -24,16 +23,17 @@ from server.images import service as images
 from server.images.upload import ReceivedFile, ReceivedForm
 from server.jobs import service as jobs
 from server.jobs.kinds import JobKind
-from server.jobs.models import Job, JobState
 from server.kit.errors import OculabError
 from server.kit.roles import Role
 from server.kit.storage import HashingWriter, Storage
-from server.models import service as models
-from server.models.models import RegisteredModel
+from server.models.auth import User
+from server.models.job import Job, JobState
+from server.models.project import Project
+from server.models.registered_model import RegisteredModel
 from server.projects import service as projects
 from server.projects.auth import ProjectAccess
-from server.projects.models import Project
 from server.projects.schemas import ProjectCreate
+from server.registry import service as models
 from server.settings import Settings
 
 PROJECT_NAME = "Demo: shapes"

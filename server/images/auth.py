@@ -10,13 +10,13 @@ from fastapi import Depends
 from sqlalchemy.orm import Session
 
 from server.auth.dependencies import CurrentPrincipal, Principal
-from server.images.models import Image
 from server.kit.db import DB
 from server.kit.errors import NotFound
 from server.kit.roles import Role
 from server.kit.schemas import PathId
+from server.models.image import Image
+from server.models.project import Membership, Project
 from server.projects.auth import ProjectAccess, grant
-from server.projects.models import Membership, Project
 
 _NOT_FOUND = "image not found"
 

@@ -9,7 +9,6 @@ from starlette.concurrency import run_in_threadpool
 from server.auth.dependencies import Client, SettingsDep
 from server.images import service
 from server.images.auth import ImageOwner, ImageViewer
-from server.images.models import ImageStatus, Split
 from server.images.processing import CONTENT_TYPES, download_name
 from server.images.schemas import ImageNeighbors, ImageRead, UploadResult
 from server.images.upload import receive_multipart
@@ -18,6 +17,7 @@ from server.kit.errors import Unprocessable
 from server.kit.pagination import Cursor, Limit
 from server.kit.schemas import Page
 from server.kit.storage import Storage
+from server.models.image import ImageStatus, Split
 from server.projects.auth import ProjectOwner, ProjectViewer
 
 router = APIRouter(tags=["images"])

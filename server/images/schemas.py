@@ -5,8 +5,8 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from server.images.models import ImageStatus, Split
 from server.kit.schemas import ReadSchema
+from server.models.image import ImageStatus, Split
 
 
 class ImageRead(ReadSchema):

@@ -9,14 +9,11 @@ from pathlib import Path
 from typing import Literal
 
 import sqlalchemy as sa
-from sqlalchemy import event
 from sqlalchemy.orm import Session
 
-from server.annotations.models import Annotation
 from server.audit import service as audit
-from server.auth.models import User
+from server.blobs import service as blobs
 from server.images import decoding, processing
-from server.images.models import Image, ImageStatus, Split
 from server.images.schemas import ImageNeighbors, ImageRead, UploadItem, UploadResult
 from server.images.upload import ReceivedFile
 from server.kit.db import MAX_ID, dialect_insert, utcnow
@@ -30,7 +27,10 @@ from server.kit.errors import (
 )
 from server.kit.pagination import decode_cursor, page
 from server.kit.storage import Storage
-from server.projects.models import Project
+from server.models.annotation import Annotation
+from server.models.auth import User
+from server.models.image import Image, ImageStatus, Split
+from server.models.project import Project
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -424,34 +424,4 @@ def delete(db: Session, storage: Storage, image: Image, user: User, ip: str | No
         sha256=image.sha256,
     )
     db.flush()
-    schedule_blob_gc(db, storage, [image.sha256])
-
-
-def schedule_blob_gc(db: Session, storage: Storage, shas: list[str]) -> None:
-    """After this transaction commits, delete blobs no image references any more."""
-    if not shas:
-        return
-    engine = db.get_bind()
-
-    def collect(_session: Session) -> None:
-        try:
-            _gc(engine, storage, set(shas))
-        except Exception:
-            # Orphaned blobs are harmless; a failed GC must not fail the request.
-            log.warning("blob garbage collection failed", exc_info=True)
-
-    event.listen(db, "after_commit", collect, once=True)
-
-
-def _gc(engine: sa.Engine | sa.Connection, storage: Storage, shas: set[str]) -> None:
-    with Session(bind=engine) as db:
-        referenced: set[str] = set()
-        candidates = sorted(shas)
-        for start in range(0, len(candidates), 500):
-            chunk = candidates[start : start + 500]
-            referenced.update(db.scalars(sa.select(Image.sha256).where(Image.sha256.in_(chunk))))
-    # Runs after the deleting transaction committed, so a reference found here is real.
-    # (An upload of the same bytes into another project committing in between the
-    # check and the unlink is the one race left; it is far rarer than a re-upload.)
-    for sha in shas - referenced:
-        storage.delete_blob(sha)
+    blobs.schedule_gc(db, storage, [image.sha256])

@@ -9,11 +9,11 @@ from fastapi import Depends
 from sqlalchemy.orm import Session
 
 from server.auth.dependencies import CurrentPrincipal, Principal
-from server.jobs.models import Job
 from server.kit.db import DB
 from server.kit.errors import Forbidden, NotFound
 from server.kit.roles import Role
 from server.kit.schemas import PathId
+from server.models.job import Job
 from server.projects.auth import authorize_project
 
 _NOT_FOUND = "job not found"

@@ -8,7 +8,6 @@ from fastapi.responses import FileResponse, Response, StreamingResponse
 from server.auth.dependencies import Client, CurrentPrincipal, SettingsDep
 from server.jobs import service
 from server.jobs.auth import JobManager, JobViewer
-from server.jobs.models import JobState
 from server.jobs.schemas import JobEventRead, JobRead
 from server.jobs.stream import stream_job
 from server.kit.db import DB, MAX_ID
@@ -16,6 +15,7 @@ from server.kit.errors import BadRequest, NotFound, Unprocessable
 from server.kit.pagination import Cursor, Limit
 from server.kit.schemas import Page
 from server.kit.storage import Storage
+from server.models.job import JobState
 
 router = APIRouter(prefix="/api/jobs", tags=["jobs"])
 

@@ -15,8 +15,8 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
-from server.jobs.models import JobEvent
 from server.kit.db import is_postgresql
+from server.models.job import JobEvent
 
 EVENTS_CHANNEL = "oculab_job_events"
 SCHEDULER_CHANNEL = "oculab_scheduler"

@@ -22,7 +22,7 @@ Handler = Callable[["JobContext"], dict[str, Any] | None]
 _BUILTIN_MODULES = (
     "server.jobs.tasks",
     "server.datasets.tasks",
-    "server.models.tasks",
+    "server.registry.tasks",
     "server.training.tasks",
     "server.autolabel.tasks",
 )

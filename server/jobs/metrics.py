@@ -16,8 +16,8 @@ from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Met
 from prometheus_client.registry import Collector
 from sqlalchemy.orm import Session, sessionmaker
 
-from server.jobs.models import Job, JobState, WorkerRow
 from server.kit.db import is_postgresql, utcnow
+from server.models.job import Job, JobState, WorkerRow
 from server.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -21,14 +21,14 @@ from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session, sessionmaker
 
 from server.audit import service as audit
-from server.auth.models import User
 from server.jobs import events, scheduler
-from server.jobs.models import Job, JobState, Quota, WorkerRow
 from server.jobs.schemas import QuotaPut, QuotaRead
 from server.jobs.stream import format_sse
 from server.kit.db import utcnow
 from server.kit.errors import Conflict, NotFound, Unprocessable
-from server.projects.models import Project
+from server.models.auth import User
+from server.models.job import Job, JobState, Quota, WorkerRow
+from server.models.project import Project
 from server.settings import Settings
 
 

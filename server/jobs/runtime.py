@@ -30,10 +30,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from server.jobs import events
 from server.jobs.kinds import JobKind
-from server.jobs.models import Job, JobState
 from server.jobs.scheduler import release_job
 from server.kit.db import database_unavailable, is_postgresql, utcnow
 from server.kit.storage import Storage
+from server.models.job import Job, JobState
 from server.settings import Settings
 
 log = logging.getLogger(__name__)

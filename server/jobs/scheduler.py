@@ -34,9 +34,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from server.jobs import events
 from server.jobs.kinds import JobKind, time_limit_ms
-from server.jobs.models import INTERACTIVE_PRIORITY, Job, JobState, Quota, WorkerRow
 from server.kit.db import DbTimeouts, libpq_url, pg_connect_args, utcnow
 from server.kit.probe import Freshness
+from server.models.job import INTERACTIVE_PRIORITY, Job, JobState, Quota, WorkerRow
 from server.settings import Settings
 
 log = logging.getLogger(__name__)

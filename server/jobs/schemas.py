@@ -5,8 +5,8 @@ from typing import Annotated, Any
 
 from pydantic import Field, StrictBool, StrictFloat, StrictInt
 
-from server.jobs.models import JobState
 from server.kit.schemas import ReadSchema, Schema
+from server.models.job import JobState
 
 
 class JobRead(ReadSchema):

@@ -11,14 +11,14 @@ from sqlalchemy.orm import Session
 
 from server.audit import service as audit
 from server.auth.dependencies import Principal
-from server.auth.models import User
 from server.jobs import events, scheduler
 from server.jobs.kinds import JobKind, default_pool
-from server.jobs.models import Job, JobEvent, JobState, WorkerRow
 from server.jobs.schemas import JobEventRead, JobRead
 from server.kit.db import utcnow
 from server.kit.errors import Conflict, NotFound, Unprocessable
 from server.kit.pagination import decode_cursor, page
+from server.models.auth import User
+from server.models.job import Job, JobEvent, JobState, WorkerRow
 from server.projects.auth import member_project_ids
 from server.settings import Settings
 

@@ -15,8 +15,8 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from server.jobs.events import EVENTS_CHANNEL
-from server.jobs.models import JobState
 from server.kit.db import DbTimeouts, pg_connect_args
+from server.models.job import JobState
 
 log = logging.getLogger(__name__)
 

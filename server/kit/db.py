@@ -6,7 +6,7 @@ import datetime as dt
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import psycopg
 import sqlalchemy as sa
@@ -15,9 +15,6 @@ from sqlalchemy import event
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.orm import DeclarativeBase, Session, mapped_column, sessionmaker
-
-if TYPE_CHECKING:
-    from server.settings import Settings
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -77,7 +74,7 @@ def created_at_column() -> Any:
 
 @dataclass(frozen=True)
 class DbTimeouts:
-    """How long a PostgreSQL client waits before it gives up (see ``Settings``).
+    """How long a PostgreSQL client waits before it gives up (``Settings.db_timeouts``).
 
     ``tcp_seconds`` bounds how long an established connection may stay silent: TCP
     keepalives notice an idle connection whose peer vanished (a dropped network path,
@@ -91,17 +88,6 @@ class DbTimeouts:
     tcp_seconds: float = 30
     statement_seconds: float = 0
     pool_seconds: float = 10
-
-    @classmethod
-    def from_settings(cls, settings: Settings, *, statements: bool) -> DbTimeouts:
-        """``statements``: whether this process's statements are bounded (API requests
-        and the scheduler are; jobs run long statements under their own time limit)."""
-        return cls(
-            connect_seconds=settings.database_connect_timeout_seconds,
-            tcp_seconds=settings.database_tcp_timeout_seconds,
-            statement_seconds=settings.database_statement_timeout_seconds if statements else 0,
-            pool_seconds=settings.database_pool_timeout_seconds,
-        )
 
 
 def pg_connect_args(timeouts: DbTimeouts, options: str | None = None) -> dict[str, Any]:

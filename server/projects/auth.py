@@ -18,7 +18,7 @@ from server.kit.db import DB
 from server.kit.errors import Forbidden, NotFound
 from server.kit.roles import Role
 from server.kit.schemas import PathId
-from server.projects.models import Membership, Project
+from server.models.project import Membership, Project
 
 
 @dataclass(frozen=True)

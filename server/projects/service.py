@@ -3,18 +3,18 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from server.annotations.models import Annotation
 from server.audit import service as audit
 from server.auth.dependencies import Principal
-from server.auth.models import User
-from server.images import service as images
-from server.images.models import Image, ImageStatus, Split
+from server.blobs import service as blobs
 from server.kit.errors import Conflict, NotFound, Unprocessable
 from server.kit.pagination import decode_cursor, page
 from server.kit.roles import Role
 from server.kit.storage import Storage
+from server.models.annotation import Annotation
+from server.models.auth import User
+from server.models.image import Image, ImageStatus, Split
+from server.models.project import Membership, Project
 from server.projects.auth import ProjectAccess, member_project_ids
-from server.projects.models import Membership, Project
 from server.projects.schemas import (
     ImageCounts,
     MemberRead,
@@ -187,7 +187,7 @@ def delete(db: Session, storage: Storage, access: ProjectAccess, ip: str | None)
         images=len(shas),
     )
     db.flush()
-    images.schedule_blob_gc(db, storage, shas)
+    blobs.schedule_gc(db, storage, shas)
 
 
 # --- members -----------------------------------------------------------------------

@@ -6,10 +6,10 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from server.audit import service as audit
-from server.auth.models import ApiToken, User
 from server.kit.db import utcnow
 from server.kit.errors import Conflict, NotFound
 from server.kit.secrets import API_TOKEN_PREFIX, new_token, token_hash
+from server.models.auth import ApiToken, User
 
 MAX_ACTIVE_TOKENS = 50
 

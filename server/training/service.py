@@ -5,17 +5,17 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from server.annotations.models import Annotation
-from server.auth.models import User
-from server.images.models import Image
 from server.jobs import scheduler
 from server.jobs import service as jobs
 from server.jobs.kinds import JobKind
-from server.jobs.models import Job
 from server.kit.db import utcnow
 from server.kit.errors import Unprocessable
-from server.models.service import ready_model
-from server.projects.models import Project
+from server.models.annotation import Annotation
+from server.models.auth import User
+from server.models.image import Image
+from server.models.job import Job
+from server.models.project import Project
+from server.registry.service import ready_model
 from server.settings import Settings
 from server.training import snapshot
 from server.training.schemas import (

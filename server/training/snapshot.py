@@ -19,11 +19,11 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from server.annotations.models import Annotation, BoxStatus
 from server.datasets.boxes import to_yolo_line
 from server.datasets.split import drawn_for_val
-from server.images.models import Image, ImageStatus, Split
 from server.kit.storage import Storage
+from server.models.annotation import Annotation, BoxStatus
+from server.models.image import Image, ImageStatus, Split
 
 _EXTENSIONS = {"jpeg": ".jpg", "png": ".png", "webp": ".webp", "bmp": ".bmp", "tiff": ".tif"}
 

@@ -35,11 +35,11 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from server.jobs.kinds import JobKind
-from server.jobs.models import Job
 from server.jobs.runtime import JobContext, JobFailed, Release
-from server.models.models import ModelState, RegisteredModel
-from server.models.service import ready_model_for_job, weights_file
-from server.projects.models import Project
+from server.models.job import Job
+from server.models.project import Project
+from server.models.registered_model import ModelState, RegisteredModel
+from server.registry.service import ready_model_for_job, weights_file
 from server.training import snapshot
 from server.training.schemas import base_model_id
 from workers import cpus

@@ -6,9 +6,9 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Query
 
 from server.auth.dependencies import CurrentPrincipal
-from server.auth.models import User
 from server.kit.db import DB
 from server.kit.schemas import ReadSchema
+from server.models.auth import User
 
 router = APIRouter(prefix="/api/users", tags=["users"])
 

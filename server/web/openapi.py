@@ -19,6 +19,7 @@ from server.settings import Mode, Settings
 
 def openapi_document() -> dict[str, Any]:
     """The document of an app with default settings (the routes never depend on them)."""
+    # Upward on purpose (tests/test_layers.py): the writer builds the app it documents.
     from server.app import create_app
 
     with tempfile.TemporaryDirectory(prefix="oculab-openapi-") as tmp:

@@ -5,9 +5,9 @@
 here as well as ours. Every load:
 
 - reads the file once into memory, so what is checked is what is loaded;
-- refuses archives that are not one plain ``data.pkl`` (server/models/archive.py);
+- refuses archives that are not one plain ``data.pkl`` (server/kit/checkpoint/archive.py);
 - lists the pickle's globals and refuses any that torch's restricted unpickler does not
-  resolve by itself and that are not an exact pair in server/models/allowlist.py;
+  resolve by itself and that are not an exact pair in server/kit/checkpoint/allowlist.py;
 - registers exactly those classes, then unpickles with ``weights_only=True``, whatever
   the caller asked for.
 
@@ -32,8 +32,8 @@ import threading
 from pathlib import Path
 from typing import IO, Any
 
-from server.models.allowlist import DATA_GLOBALS, MODEL_GLOBALS
-from server.models.archive import NOT_A_CHECKPOINT, layout_problem
+from server.kit.checkpoint.allowlist import DATA_GLOBALS, MODEL_GLOBALS
+from server.kit.checkpoint.archive import NOT_A_CHECKPOINT, layout_problem
 
 # add_safe_globals is one process-wide set: loads take turns, each with exactly its own
 # registrations, and the set is emptied again afterwards.

@@ -1,4 +1,4 @@
-"""Regenerates server/models/allowlist.py from the installed ultralytics and torch.
+"""Regenerates server/kit/checkpoint/allowlist.py from the installed ultralytics and torch.
 
     python -m workers.ml.gen_allowlist           # rewrite the allowlist
     python -m workers.ml.gen_allowlist --check   # exit 1 if a pair is missing
@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-ALLOWLIST_FILE = Path(__file__).resolve().parents[2] / "server" / "models" / "allowlist.py"
+ALLOWLIST_FILE = Path(__file__).resolve().parents[2] / "server" / "kit" / "checkpoint" / "allowlist.py"
 DETECT_HEADS = frozenset({"Detect", "v10Detect"})
 
 
@@ -49,6 +49,8 @@ def detection_configs() -> list[Path]:
 
 def write_tiny_dataset(root: Path, n_train: int = 4, n_val: int = 2, size: int = 64) -> Path:
     """A few synthetic shapes in YOLO layout; returns its data.yaml."""
+    # Upward on purpose (tests/test_layers.py): this generator, a developer's tool,
+    # trains on the demo's pictures; shapes.py itself imports nothing of ours.
     from server.demo import shapes
 
     for split, seeds in (("train", range(n_train)), ("val", range(n_train, n_train + n_val))):
@@ -244,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(config_dir, ignore_errors=True)
     if args.check:
-        from server.models import allowlist
+        from server.kit.checkpoint import allowlist
 
         missing = sorted(
             (registered - allowlist.MODEL_GLOBALS)
@@ -258,7 +260,8 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"{len(missing)} pickle globals that genuine checkpoints of ultralytics "
                 f"{ultralytics.__version__} / torch {torch.__version__} reference are missing "
-                f"from server/models/allowlist.py (generated with {allowlist.GENERATED_WITH}):\n  "
+                "from server/kit/checkpoint/allowlist.py "
+                f"(generated with {allowlist.GENERATED_WITH}):\n  "
                 + "\n  ".join(missing)
                 + "\nRegenerate it with `python -m workers.ml.gen_allowlist` and review the diff.",
                 file=sys.stderr,

@@ -15,17 +15,17 @@ from server.images.upload import ReceivedFile
 from server.jobs import scheduler
 from server.jobs import service as jobs
 from server.jobs.kinds import JobKind
-from server.jobs.models import INTERACTIVE_PRIORITY, Job, JobState
 from server.jobs.runtime import JobFailed
 from server.kit.db import utcnow
 from server.kit.errors import Conflict, PayloadTooLarge, Unprocessable
 from server.kit.pagination import decode_cursor, page
 from server.kit.storage import Storage
-from server.models.models import ModelState, RegisteredModel
-from server.models.scan import check_weights
-from server.models.schemas import ModelRead
+from server.models.job import INTERACTIVE_PRIORITY, Job, JobState
+from server.models.project import Project
+from server.models.registered_model import ModelState, RegisteredModel
 from server.projects.auth import ProjectAccess, member_project_ids
-from server.projects.models import Project
+from server.registry.scan import check_weights
+from server.registry.schemas import ModelRead
 from server.settings import Settings
 
 

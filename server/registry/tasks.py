@@ -10,9 +10,9 @@ import sqlalchemy as sa
 
 from server.jobs.kinds import JobKind
 from server.jobs.runtime import JobContext, JobFailed
-from server.models.models import ModelState, RegisteredModel
-from server.models.service import class_mapping, ready_model_for_job, weights_file
-from server.projects.models import Project
+from server.models.project import Project
+from server.models.registered_model import ModelState, RegisteredModel
+from server.registry.service import class_mapping, ready_model_for_job, weights_file
 from workers import cpus, inference
 
 

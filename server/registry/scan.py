@@ -15,9 +15,9 @@ from pathlib import Path
 
 from picklescan.scanner import SafetyLevel, scan_file_path
 
+from server.kit.checkpoint.allowlist import CHECKPOINT_GLOBALS
+from server.kit.checkpoint.archive import NOT_A_CHECKPOINT, layout_problem
 from server.kit.errors import Unprocessable
-from server.models.allowlist import CHECKPOINT_GLOBALS
-from server.models.archive import NOT_A_CHECKPOINT, layout_problem
 
 
 def check_weights(path: Path) -> None:

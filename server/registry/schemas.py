@@ -6,7 +6,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from server.kit.schemas import ReadSchema
-from server.models.models import ModelState
+from server.models.registered_model import ModelState
 
 
 class ModelRead(ReadSchema):

@@ -12,7 +12,6 @@ from server.auth.dependencies import Client, CurrentPrincipal, SettingsDep
 from server.images import processing
 from server.images.upload import ReceivedFile, receive_multipart
 from server.jobs import service as jobs
-from server.jobs.models import INTERACTIVE_PRIORITY, Job, JobState
 from server.kit.db import DB, MAX_ID, release
 from server.kit.errors import (
     Conflict,
@@ -26,10 +25,11 @@ from server.kit.ratelimit import enforce
 from server.kit.roles import Role
 from server.kit.schemas import Page
 from server.kit.storage import Storage
-from server.models import service
-from server.models.auth import ModelOwner, ModelViewer
-from server.models.schemas import ModelRead, ModelUploaded, PredictResult
+from server.models.job import INTERACTIVE_PRIORITY, Job, JobState
 from server.projects.auth import authorize_project
+from server.registry import service
+from server.registry.auth import ModelOwner, ModelViewer
+from server.registry.schemas import ModelRead, ModelUploaded, PredictResult
 
 router = APIRouter(prefix="/api/models", tags=["models"])
 

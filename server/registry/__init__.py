@@ -1,0 +1,1 @@
+"""The model registry: uploaded and trained YOLO weights, their lineage and metrics."""

@@ -1,0 +1,119 @@
+"""The import graph: arrows point down. Read from the source (no import runs), one node
+per package of ``server/`` (its top-level modules each a node) and two for ``workers/``:
+the job machinery that runs the domains' tasks, and the runtime those tasks use."""
+
+from __future__ import annotations
+
+import ast
+from collections import defaultdict
+
+from tests.processes import REPO
+
+_MACHINERY = {"runner", "broker", "inprocess", "machinery", "__main__"}
+
+# The only arrows allowed to point up, each with the reason written beside it in the code.
+UPWARD = {
+    ("workers:runtime", "demo"): "workers/ml/gen_allowlist.py trains on the demo's shapes",
+    ("web", "app"): "server/web/openapi.py builds the app it documents",
+}
+
+
+def _node(module: str) -> str | None:
+    parts = module.split(".")
+    if parts[0] == "workers":
+        return (
+            "workers:machinery" if len(parts) > 1 and parts[1] in _MACHINERY else "workers:runtime"
+        )
+    if parts[0] != "server" or len(parts) == 1:
+        return None
+    return parts[1]
+
+
+def _graph() -> dict[str, dict[str, set[str]]]:
+    """node -> imported node -> the files that import it."""
+    edges: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+    for top in ("server", "workers"):
+        for path in (REPO / top).rglob("*.py"):
+            rel = path.relative_to(REPO)
+            source = _node(".".join(rel.with_suffix("").parts))
+            assert source is not None
+            for stmt in ast.walk(ast.parse(path.read_text())):
+                if isinstance(stmt, ast.ImportFrom) and stmt.module and stmt.level == 0:
+                    names = [stmt.module, *(f"{stmt.module}.{a.name}" for a in stmt.names)]
+                elif isinstance(stmt, ast.Import):
+                    names = [a.name for a in stmt.names]
+                else:
+                    continue
+                for name in names:
+                    target = _node(name)
+                    # "from server import x" names x's package; "server" alone names none.
+                    if target and target != source and name.split(".")[0] in ("server", "workers"):
+                        edges[source][target].add(str(rel))
+    return edges
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one node (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in graph.get(node, ()):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_no_import_cycles_beyond_the_two_named_upward_imports() -> None:
+    edges = _graph()
+    for (source, target), why in UPWARD.items():
+        assert target in edges[source], f"stale exception ({why}): remove it from UPWARD"
+    graph = {
+        source: {t for t in targets if (source, t) not in UPWARD}
+        for source, targets in edges.items()
+    }
+    cycles = _cycles(graph)
+    detail = {
+        " <-> ".join(c): {
+            f"{s} -> {t}": sorted(edges[s][t]) for s in c for t in c if t in graph.get(s, ())
+        }
+        for c in cycles
+    }
+    assert not cycles, detail
+
+
+def test_the_orm_tables_are_a_leaf_that_imports_only_the_kit() -> None:
+    assert set(_graph()["models"]) <= {"kit"}
+
+
+def test_the_api_reaches_the_job_machinery_only_through_its_builder() -> None:
+    users = {
+        path
+        for source, targets in _graph().items()
+        if source not in ("workers:machinery", "workers:runtime")
+        for path in targets.get("workers:machinery", ())
+    }
+    assert users <= {"server/app.py", "server/cli.py"}, users
