@@ -41,7 +41,7 @@ from typing import Any
 import sqlalchemy as sa
 from webbench import SHOTS, BenchError, cookies, run_browser, signed_in, standalone
 
-from server.jobs import queue
+from server.admin import queue
 from server.kit.db import make_engine, make_sessionmaker, utcnow
 from server.models.auth import User
 from server.models.job import Job, JobState, WorkerRow

@@ -16,7 +16,8 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
-from server.jobs import queue, scheduler
+from server.admin import queue
+from server.jobs import scheduler
 from server.kit.db import make_sessionmaker, utcnow
 from server.models.audit import AuditEvent
 from server.models.auth import User

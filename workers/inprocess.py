@@ -18,7 +18,7 @@ from server.settings import Settings
 from workers import inference
 from workers.broker import get_broker
 from workers.machinery import Machinery, send_admission
-from workers.runner import ActorBody, Worker
+from workers.runner import LateBoundWorker, Worker
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ class InProcessJobs:
             slots = settings.standalone_gpu_slots if gpu else settings.standalone_cpu_slots
             if slots == 0:
                 continue
-            body = ActorBody()
+            body = LateBoundWorker()
             broker = get_broker(settings, machinery.kinds, stub=True, body=body)
             # GPU pools find the machine's GPUs (one job each); an in-memory queue is
             # cheap to poll, so stopping waits one short poll at most.

@@ -148,7 +148,7 @@ def worker_process(
     """Raises ``CannotStart`` when a GPU pool cannot use its GPUs."""
     from workers.broker import get_broker
     from workers.gpus import GpuUnusable
-    from workers.runner import ActorBody, Worker
+    from workers.runner import LateBoundWorker, Worker
 
     # A connection per thread (slots in each pool), plus the heartbeat's.
     machinery = _assemble(
@@ -158,7 +158,7 @@ def worker_process(
         wakes=False,
         files=True,
     )
-    body = ActorBody()
+    body = LateBoundWorker()
     broker = get_broker(settings, machinery.kinds, stub=False, prometheus=prometheus, body=body)
     # Consumers prefetch no more than their slots, so a consumer whose slots are all busy
     # polls again (backing off up to poll_ms) before it fetches the message waiting for

@@ -420,7 +420,7 @@ class Worker:
         log.info("worker %s takes work again", self.id)
 
 
-class ActorBody:
+class LateBoundWorker:
     """The actors' body: runs each delivered message on the worker set here. The broker
     is built first, the worker (which needs the broker) after."""
 

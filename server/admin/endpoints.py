@@ -5,12 +5,11 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request, status
 from fastapi.responses import StreamingResponse
 
-from server.admin import service
+from server.admin import queue, service
 from server.admin.schemas import AuditRead, UserAdminRead, UserCreate, UserUpdate
 from server.audit.filters import AuditFilter, Instant
 from server.auth import service as auth
 from server.auth.dependencies import AdminPrincipal, Client, SettingsDep
-from server.jobs import queue
 from server.jobs import service as jobs
 from server.jobs.schemas import (
     DiagnosticJobs,

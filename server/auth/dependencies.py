@@ -29,7 +29,7 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 class Principal:
     user: User
     via: Literal["session", "token", "jwt"]
-    session: LoginSession | None = None
+    login_session: LoginSession | None = None
 
 
 def get_settings(request: Request) -> Settings:
@@ -75,7 +75,7 @@ def resolve_principal(request: Request, db: DB, settings: Settings, csrf_sent: s
         csrf_sent and same(csrf_sent, session.csrf_token)
     ):
         raise Forbidden("missing or invalid CSRF token (send the X-CSRF-Token header)")
-    return Principal(user=user, via="session", session=session)
+    return Principal(user=user, via="session", login_session=session)
 
 
 def get_principal(request: Request, db: DB, settings: SettingsDep) -> Principal:

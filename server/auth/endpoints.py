@@ -199,7 +199,7 @@ def logout(
     what someone clicking "sign out" on a shared lab machine expects.
     """
     provider_logout: str | None = None
-    session = principal.session
+    session = principal.login_session
     if session is not None:
         id_token = session.id_token
         service.end_session(db, session, principal.user, client)
@@ -255,7 +255,7 @@ def local_login(
 
 @router.get("/api/me", operation_id="me")
 def me(principal: CurrentPrincipal) -> Me:
-    csrf = principal.session.csrf_token if principal.session else None
+    csrf = principal.login_session.csrf_token if principal.login_session else None
     return _me(principal.user, principal.via, csrf)
 
 

@@ -8,7 +8,7 @@ from server.datasets import service
 from server.datasets.schemas import ExportRequest
 from server.images.upload import receive_multipart
 from server.jobs.schemas import JobRead
-from server.kit.db import DB, release
+from server.kit.db import DB, commit_before_waiting
 from server.kit.storage import Storage
 from server.projects.auth import ProjectAnnotator, ProjectOwner
 
@@ -41,7 +41,7 @@ async def import_dataset(
     limits); images and labels are imported by the returned job. Owners only, like
     image uploads."""
     storage: Storage = request.app.state.storage
-    await release(db)
+    await commit_before_waiting(db)
     form = await receive_multipart(
         request.headers.get("content-type"),
         request.stream(),

@@ -62,10 +62,6 @@ class FormatWriter(Protocol):
     def close(self) -> None: ...
 
 
-def _image_path(image: ExportImage) -> str:
-    return f"images/{image.split}/{image.name}"
-
-
 class YoloWriter:
     """``data.yaml``, ``images/<split>/<name>``, ``labels/<split>/<stem>.txt`` (class cx
     cy w h, normalised centre format). Unlabelled images get no label file, so a

@@ -40,10 +40,6 @@ class PlannedImage:
     # COCO: the width and height the JSON gives, checked against the decoded image.
     expected_size: tuple[int, int] | None = None
 
-    @property
-    def labelled(self) -> bool:
-        return self.label_file is not None or self.boxes is not None
-
 
 @dataclass
 class Plan:

@@ -12,7 +12,7 @@ from server.images.auth import ImageOwner, ImageViewer
 from server.images.processing import CONTENT_TYPES, download_name
 from server.images.schemas import ImageNeighbors, ImageRead, UploadResult
 from server.images.upload import receive_multipart
-from server.kit.db import DB, release
+from server.kit.db import DB, commit_before_waiting
 from server.kit.errors import Unprocessable
 from server.kit.pagination import Cursor, Limit
 from server.kit.schemas import Page
@@ -69,7 +69,7 @@ async def upload_images(
 ) -> UploadResult:
     """Upload one or more images (multipart, any field name). Per-file outcome."""
     storage = _storage(request)
-    await release(db)
+    await commit_before_waiting(db)
     # Decoding starts as each file arrives, in the decode pool, while the rest streams in.
     intake = service.Intake(storage, settings)
     try:

@@ -216,7 +216,7 @@ def dialect_insert(session: Session, table: Any) -> Any:
     return sqlite_insert(table)
 
 
-async def release(session: Session) -> None:
+async def commit_before_waiting(session: Session) -> None:
     """Ends the request's transaction before a long await (a streamed upload, waiting on
     a job): an open SQLite transaction holds the database's one write lock."""
     from starlette.concurrency import run_in_threadpool

@@ -12,7 +12,7 @@ from server.auth.dependencies import Client, CurrentPrincipal, SettingsDep
 from server.images import processing
 from server.images.upload import ReceivedFile, receive_multipart
 from server.jobs import service as jobs
-from server.kit.db import DB, MAX_ID, release
+from server.kit.db import DB, MAX_ID, commit_before_waiting
 from server.kit.errors import (
     Conflict,
     PayloadTooLarge,
@@ -89,7 +89,7 @@ async def upload_model(
     """
     access = await run_in_threadpool(authorize_project, db, principal, project_id, Role.owner)
     storage: Storage = request.app.state.storage
-    await release(db)
+    await commit_before_waiting(db)
     form = await receive_multipart(
         request.headers.get("content-type"),
         request.stream(),
@@ -181,7 +181,7 @@ async def predict(
         # conflicts with the request.
         raise Conflict(exc.detail) from None
     storage: Storage = request.app.state.storage
-    await release(db)
+    await commit_before_waiting(db)
     form = await receive_multipart(
         request.headers.get("content-type"),
         request.stream(),

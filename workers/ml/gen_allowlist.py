@@ -28,7 +28,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-ALLOWLIST_FILE = Path(__file__).resolve().parents[2] / "server" / "kit" / "checkpoint" / "allowlist.py"
+ALLOWLIST_FILE = (
+    Path(__file__).resolve().parents[2] / "server" / "kit" / "checkpoint" / "allowlist.py"
+)
 DETECT_HEADS = frozenset({"Detect", "v10Detect"})
 
 
