@@ -105,6 +105,31 @@ def test_no_import_cycles_beyond_the_two_named_upward_imports() -> None:
     assert not cycles, detail
 
 
+def _module_graph() -> dict[str, set[str]]:
+    """module -> the modules of ours it imports (TYPE_CHECKING imports too)."""
+    files = {}
+    for top in ("server", "workers"):
+        for path in (REPO / top).rglob("*.py"):
+            name = ".".join(path.relative_to(REPO).with_suffix("").parts)
+            files[name.removesuffix(".__init__")] = path
+    graph: dict[str, set[str]] = defaultdict(set)
+    for name, path in files.items():
+        for stmt in ast.walk(ast.parse(path.read_text())):
+            if isinstance(stmt, ast.ImportFrom) and stmt.module and stmt.level == 0:
+                names = [stmt.module, *(f"{stmt.module}.{a.name}" for a in stmt.names)]
+            elif isinstance(stmt, ast.Import):
+                names = [a.name for a in stmt.names]
+            else:
+                continue
+            # A package's __init__ is not an arrow to every module under it.
+            graph[name].update(n for n in names if n in files and n != name)
+    return graph
+
+
+def test_no_module_imports_itself_back() -> None:
+    assert not _cycles(_module_graph())
+
+
 def test_the_orm_tables_are_a_leaf_that_imports_only_the_kit() -> None:
     assert set(_graph()["models"]) <= {"kit"}
 

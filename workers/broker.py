@@ -21,6 +21,7 @@ from dramatiq.middleware import (
 )
 
 from server.jobs.kinds import JobKind, default_pool
+from server.jobs.scheduler import Admission, Sender
 from server.settings import Settings
 
 # What an actor does with (job_id, message_ref): set by the worker that consumes.
@@ -174,3 +175,19 @@ def locate_messages(
                 if message_id in found:
                     found[message_id] = consumer
     return found
+
+
+def send_admission(broker_for: Callable[[str], dramatiq.Broker]) -> Sender:
+    """The scheduler's sender: an admitted job's message goes to its pool's broker."""
+
+    def send_one(admission: Admission, limit_ms: int) -> str | None:
+        return send(
+            broker_for(admission.pool),
+            kind=admission.kind,
+            pool=admission.pool,
+            job_id=admission.job_id,
+            message_ref=admission.message_ref,
+            time_limit_ms=limit_ms,
+        )
+
+    return send_one

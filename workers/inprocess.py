@@ -11,25 +11,31 @@ import dramatiq
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
+from server.jobs.events import Waker
+from server.jobs.kinds import JobKind
 from server.jobs.scheduler import Scheduler, release_job
 from server.kit.db import utcnow
+from server.kit.storage import Storage
 from server.models.job import Job, JobState, WorkerRow
 from server.settings import Settings
 from workers import inference
-from workers.broker import get_broker
-from workers.machinery import Machinery, send_admission
+from workers.broker import get_broker, send_admission
 from workers.runner import LateBoundWorker, Worker
 
 log = logging.getLogger(__name__)
 
 
 class InProcessJobs:
-    def __init__(self, machinery: Machinery) -> None:
-        settings = machinery.settings
-        if machinery.waker is None:
-            raise ValueError("in-process jobs need a machinery whose sessions wake them")
+    def __init__(
+        self,
+        settings: Settings,
+        maker: sessionmaker[Session],
+        storage: Storage,
+        kinds: dict[str, JobKind],
+        waker: Waker,
+    ) -> None:
         self.settings = settings
-        self.maker = machinery.sessionmaker
+        self.maker = maker
         self.workers: dict[str, Worker] = {}
         # One stub broker per pool, each consumed by that pool's worker threads.
         self.brokers: dict[str, dramatiq.Broker] = {}
@@ -39,14 +45,14 @@ class InProcessJobs:
             if slots == 0:
                 continue
             body = LateBoundWorker()
-            broker = get_broker(settings, machinery.kinds, stub=True, body=body)
+            broker = get_broker(settings, kinds, stub=True, body=body)
             # GPU pools find the machine's GPUs (one job each); an in-memory queue is
             # cheap to poll, so stopping waits one short poll at most.
             worker = Worker(
                 settings,
                 broker,
                 self.maker,
-                machinery.storage,
+                storage,
                 [pool],
                 slots=slots,
                 gpu_indices=None if gpu else [],
@@ -59,11 +65,11 @@ class InProcessJobs:
         self.scheduler = Scheduler(
             settings,
             self.maker,
-            machinery.kinds,
+            kinds,
             send_admission(self.brokers.__getitem__),
             locate_messages=None,
         )
-        machinery.waker.target = self.scheduler.wake
+        waker.target = self.scheduler.wake
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 

@@ -19,7 +19,7 @@ loads neither.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -36,7 +36,7 @@ from server.settings import Settings
 if TYPE_CHECKING:
     import dramatiq
 
-    from server.jobs.scheduler import Admission, Scheduler, Sender
+    from server.jobs.scheduler import Scheduler
     from workers.inprocess import InProcessJobs
     from workers.runner import Worker
 
@@ -85,28 +85,19 @@ def for_api(settings: Settings, *, runs_jobs: bool) -> Machinery:
     return _assemble(settings, pool_size=10, statements=not runs_jobs, wakes=True, files=True)
 
 
-def send_admission(broker_for: Callable[[str], dramatiq.Broker]) -> Sender:
-    """The scheduler's sender: an admitted job's message goes to its pool's broker."""
-    from workers.broker import send
-
-    def send_one(admission: Admission, limit_ms: int) -> str | None:
-        return send(
-            broker_for(admission.pool),
-            kind=admission.kind,
-            pool=admission.pool,
-            job_id=admission.job_id,
-            message_ref=admission.message_ref,
-            time_limit_ms=limit_ms,
-        )
-
-    return send_one
-
-
 def in_process_jobs(machinery: Machinery) -> InProcessJobs:
     """Standalone's workers and scheduler on this process's machinery (not yet started)."""
     from workers.inprocess import InProcessJobs
 
-    return InProcessJobs(machinery)
+    if machinery.waker is None:
+        raise ValueError("in-process jobs need a machinery whose sessions wake them")
+    return InProcessJobs(
+        machinery.settings,
+        machinery.sessionmaker,
+        machinery.storage,
+        machinery.kinds,
+        machinery.waker,
+    )
 
 
 @contextmanager
@@ -196,7 +187,7 @@ class SchedulerProcess:
 
 def scheduler_process(settings: Settings) -> SchedulerProcess:
     from server.jobs.scheduler import Scheduler
-    from workers.broker import get_broker, locate_messages
+    from workers.broker import get_broker, locate_messages, send_admission
 
     machinery = _assemble(settings, pool_size=2, statements=True, wakes=False, files=False)
     broker = get_broker(settings, machinery.kinds, stub=False)

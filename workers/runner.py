@@ -23,14 +23,9 @@ from dramatiq.middleware.time_limit import TimeLimitExceeded
 from sqlalchemy.orm import Session, sessionmaker
 
 from server import __version__
+from server.jobs.context import Attempt, LiveAttempts, WorkerIdentity, bound_idle_transaction
 from server.jobs.kinds import JobKind
-from server.jobs.runtime import (
-    Attempt,
-    LiveAttempts,
-    WorkerIdentity,
-    bound_idle_transaction,
-    execute,
-)
+from server.jobs.runtime import execute
 from server.kit.db import utcnow
 from server.kit.probe import Freshness
 from server.kit.storage import Storage

@@ -16,8 +16,8 @@ import sqlalchemy as sa
 from server.annotations.boxes import NewBox, replace_boxes
 from server.autolabel import decoding
 from server.autolabel.decoding import Row
+from server.jobs.context import JobContext, JobFailed, Release
 from server.jobs.kinds import JobKind
-from server.jobs.runtime import JobContext, JobFailed, Release
 from server.kit.db import utcnow
 from server.models.annotation import BoxStatus
 from server.models.image import Image, ImageStatus

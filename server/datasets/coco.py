@@ -19,7 +19,7 @@ from server.datasets.boxes import BadBox, from_coco
 from server.datasets.layout import Plan, PlannedImage, is_image_name, split_of
 from server.datasets.schemas import Issue
 from server.datasets.zipread import MemberError, read_small
-from server.jobs.runtime import JobFailed
+from server.jobs.context import JobFailed
 from server.models.image import Split
 from server.projects.schemas import MAX_CLASS_NAME_LENGTH, MAX_CLASSES
 

@@ -33,7 +33,7 @@ from server.datasets.formats import (
 from server.datasets.schemas import ExportReport, ExportRequest
 from server.datasets.split import drawn_for_val
 from server.datasets.zipwrite import ZipSink
-from server.jobs.runtime import JobContext, JobFailed
+from server.jobs.context import JobContext, JobFailed
 from server.models.annotation import Annotation, BoxStatus
 from server.models.image import Image, ImageStatus, Split
 from server.models.job import Job

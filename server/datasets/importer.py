@@ -26,7 +26,7 @@ from server.datasets.zipread import MemberError, extract
 from server.images.schemas import UploadItem
 from server.images.service import store_files
 from server.images.upload import ReceivedFile
-from server.jobs.runtime import JobContext, JobFailed
+from server.jobs.context import JobContext, JobFailed
 from server.kit.db import utcnow
 from server.kit.storage import HashingWriter
 from server.models.annotation import Annotation

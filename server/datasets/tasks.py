@@ -16,8 +16,8 @@ from server.datasets.service import (
     import_zip_path,
     sweep_stale_imports,
 )
+from server.jobs.context import JobContext, JobFailed, JobLost, Release
 from server.jobs.kinds import JobKind
-from server.jobs.runtime import JobContext, JobFailed, JobLost, Release
 from server.kit.db import database_unavailable
 from server.models.job import Job, JobState
 

@@ -9,14 +9,12 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
+from server.jobs.context import JobContext
 from server.settings import Settings
 
-if TYPE_CHECKING:
-    from server.jobs.runtime import JobContext
-
-Handler = Callable[["JobContext"], dict[str, Any] | None]
+Handler = Callable[[JobContext], dict[str, Any] | None]
 
 # Domains whose tasks.py define the built-in kinds.
 _BUILTIN_MODULES = (

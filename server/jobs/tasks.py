@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from server.jobs.context import JobContext
 from server.jobs.kinds import JobKind
-from server.jobs.runtime import JobContext
 
 
 def noop(ctx: JobContext) -> dict[str, Any]:

@@ -14,8 +14,8 @@ from server.auth.dependencies import Principal
 from server.images.upload import ReceivedFile
 from server.jobs import scheduler
 from server.jobs import service as jobs
+from server.jobs.context import JobFailed
 from server.jobs.kinds import JobKind
-from server.jobs.runtime import JobFailed
 from server.kit.db import utcnow
 from server.kit.errors import Conflict, PayloadTooLarge, Unprocessable
 from server.kit.pagination import decode_cursor, page

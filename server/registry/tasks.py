@@ -8,8 +8,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from server.jobs.context import JobContext, JobFailed
 from server.jobs.kinds import JobKind
-from server.jobs.runtime import JobContext, JobFailed
 from server.models.project import Project
 from server.models.registered_model import ModelState, RegisteredModel
 from server.registry.service import class_mapping, ready_model_for_job, weights_file

@@ -34,8 +34,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
+from server.jobs.context import JobContext, JobFailed, Release
 from server.jobs.kinds import JobKind
-from server.jobs.runtime import JobContext, JobFailed, Release
 from server.models.job import Job
 from server.models.project import Project
 from server.models.registered_model import ModelState, RegisteredModel

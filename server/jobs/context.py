@@ -1,0 +1,307 @@
+"""What a job kind's function runs inside: the ``JobContext`` it is handed, the
+exceptions it may raise to end its attempt, and the fenced, retried writes they share.
+
+Every write an attempt makes is fenced by the attempt (``JobContext.write``,
+``JobContext.session``): it commits only while the row still says ``running`` on this
+worker with this attempt number. The runtime (runtime.py) claims the row, calls the
+kind's function with a context and records the outcome.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session, sessionmaker
+
+from server.jobs import events
+from server.kit.db import database_unavailable, is_postgresql, utcnow
+from server.kit.storage import Storage
+from server.models.job import Job, JobState
+from server.settings import Settings
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Waits between tries of a write while the database is unavailable.
+_RETRY_FIRST_SECONDS = 0.2
+_RETRY_MAX_SECONDS = 2.0
+
+
+class JobCanceled(Exception):
+    """Raised inside a job when someone asked to cancel it."""
+
+
+class JobFailed(Exception):
+    """A clean, expected failure: the message is shown to the user as the job's error."""
+
+
+class JobLost(Exception):
+    """This attempt no longer owns its job (the reconciler gave it to another attempt,
+    or it ended while this worker could not be reached): stop at once, write nothing."""
+
+
+class Release(Exception):
+    """The attempt cannot go on for a reason that may pass (the database was unreachable
+    when the kind needed it, the training process lost its supervisor): the job goes
+    back to the queue and this attempt counts."""
+
+
+@dataclass
+class WorkerIdentity:
+    id: str
+    gpu_index: int | None = None
+
+
+@dataclass
+class Attempt:
+    """One attempt a worker is executing, as its heartbeat sees it: the heartbeat vouches
+    for exactly these, and tells the attempt when it was lost or asked to cancel."""
+
+    job_id: int
+    number: int
+    lost: threading.Event = field(default_factory=threading.Event)
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+
+class LiveAttempts:
+    """The attempts one worker process is executing right now (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._items: dict[int, Attempt] = {}
+
+    def add(self, attempt: Attempt) -> None:
+        with self._lock:
+            self._items[attempt.job_id] = attempt
+
+    def remove(self, attempt: Attempt) -> None:
+        with self._lock:
+            if self._items.get(attempt.job_id) is attempt:
+                del self._items[attempt.job_id]
+
+    def snapshot(self) -> list[Attempt]:
+        with self._lock:
+            return list(self._items.values())
+
+
+def _retrying(what: str, fn: Callable[[], T], gave_up: Callable[[], bool] | None = None) -> T:
+    """Calls ``fn`` until it returns, waiting out an unavailable database. Other errors,
+    and ``gave_up()`` turning true, end the waiting. ``fn`` must be safe to run again:
+    a commit interrupted by the outage may or may not have happened."""
+    delay = _RETRY_FIRST_SECONDS
+    failing_since: float | None = None
+    while True:
+        try:
+            result = fn()
+        except Exception as exc:
+            if not database_unavailable(exc):
+                raise
+            if gave_up is not None and gave_up():
+                raise
+            if failing_since is None:
+                failing_since = time.monotonic()
+                log.warning("%s: the database is unavailable (%s); retrying", what, exc.__class__)
+            time.sleep(delay)
+            delay = min(delay * 2, _RETRY_MAX_SECONDS)
+            continue
+        if failing_since is not None:
+            log.info(
+                "%s: the database answered again after %.1f s",
+                what,
+                time.monotonic() - failing_since,
+            )
+        return result
+
+
+@dataclass
+class JobContext:
+    """What a job kind's function gets: its parameters and ways to report back."""
+
+    job_id: int
+    kind: str
+    params: dict[str, Any]
+    project_id: int | None
+    created_by: int | None
+    attempt: int
+    gpu_index: int | None
+    worker_id: str
+    settings: Settings
+    storage: Storage
+    sessionmaker: sessionmaker[Session]
+    # What an earlier attempt saved with save_checkpoint (empty on the first attempt).
+    checkpoint: dict[str, Any] = field(default_factory=dict)
+    # Set by the worker's heartbeat when the job was lost or asked to cancel.
+    signals: Attempt | None = None
+
+    def __post_init__(self) -> None:
+        if self.signals is None:
+            self.signals = Attempt(self.job_id, self.attempt)
+
+    @property
+    def _signals(self) -> Attempt:
+        assert self.signals is not None
+        return self.signals
+
+    def _owned(self) -> sa.ColumnElement[bool]:
+        return sa.and_(
+            Job.id == self.job_id,
+            Job.state == JobState.running,
+            Job.worker_id == self.worker_id,
+            Job.attempts == self.attempt,
+        )
+
+    def _raise_if_lost(self) -> None:
+        if self._signals.lost.is_set():
+            raise JobLost("this worker no longer owns the job")
+
+    def _fence(self, db: Session) -> None:
+        """The last statement of each of this attempt's transactions: refreshes the job's
+        heartbeat and locks its row until the commit if this attempt still owns the job;
+        raises JobLost otherwise, which rolls back everything the transaction wrote.
+
+        Last, so the row stays locked for one round trip only: a worker frozen with the
+        lock would keep the reconciler from giving its job to another attempt. A cancel
+        request it finds is passed on to ``progress``/``check_canceled``."""
+        row = db.execute(
+            sa.update(Job)
+            .where(self._owned())
+            .values(heartbeat_at=utcnow())
+            .returning(Job.cancel_requested)
+            .execution_options(synchronize_session=False)
+        ).first()
+        if row is None:
+            self._signals.lost.set()
+            raise JobLost("this worker no longer owns the job")
+        if row[0]:
+            self._signals.cancel.set()
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[Session]:
+        """A unit of work for the job's own writes, committed when the block ends, and
+        only if this attempt still owns the job (JobLost otherwise). Not retried: a
+        database error ends the attempt, which then goes back to the queue."""
+        self._raise_if_lost()
+        with self.sessionmaker() as db, db.begin():
+            yield db
+            self._fence(db)
+
+    def write(self, fn: Callable[[Session], T]) -> T:
+        """Runs ``fn`` in a transaction that commits only while this attempt owns the
+        job (see ``session``), trying again while the database is unavailable. ``fn``
+        must be safe to run twice: a commit cut off by an outage may have happened."""
+
+        def once() -> T:
+            self._raise_if_lost()
+            with self.sessionmaker() as db, db.begin():
+                bound_idle_transaction(db, self.settings)
+                result = fn(db)
+                self._fence(db)
+                return result
+
+        return _retrying(f"job {self.job_id}", once, self._signals.lost.is_set)
+
+    def _raise_if_canceled(self) -> None:
+        self._raise_if_lost()
+        if self._signals.cancel.is_set():
+            raise JobCanceled("canceled on request")
+
+    def progress(
+        self, fraction: float, message: str | None = None, db: Session | None = None
+    ) -> None:
+        """Reports progress (0..1) and is the point where cancellation takes effect. Waits
+        out a database outage. Pass ``db`` (inside ``write``) to join that transaction;
+        a cancel found there takes effect at the next progress or check_canceled."""
+        self._raise_if_canceled()
+        fraction = min(max(fraction, 0.0), 1.0)
+
+        def report(db: Session) -> None:
+            values: dict[str, Any] = {"progress": fraction}
+            if message is not None:
+                values["message"] = message[:500]
+            events.add(
+                db,
+                self.job_id,
+                "progress",
+                {"progress": fraction, **({"message": message} if message else {})},
+            )
+            db.execute(
+                sa.update(Job)
+                .where(self._owned())
+                .values(**values)
+                .execution_options(synchronize_session=False)
+            )
+
+        if db is not None:
+            report(db)
+            return
+        self.write(report)
+        self._raise_if_canceled()
+
+    def save_checkpoint(self, data: dict[str, Any], db: Session | None = None) -> None:
+        """Records progress that a redelivered attempt of this job can resume from; pass
+        the job's own session to commit it atomically with the work it describes."""
+
+        def save(db: Session) -> None:
+            db.execute(
+                sa.update(Job)
+                .where(self._owned())
+                .values(checkpoint=dict(data))
+                .execution_options(synchronize_session=False)
+            )
+
+        if db is not None:
+            save(db)
+        else:
+            self.write(save)
+        self.checkpoint = dict(data)
+
+    def check_canceled(self) -> None:
+        """Raises JobCanceled (or JobLost) if the job should stop. An unavailable database
+        is not a reason to stop: the heartbeat tells the attempt once it answers again."""
+        self._raise_if_canceled()
+        try:
+            with self.sessionmaker() as db, db.begin():
+                bound_idle_transaction(db, self.settings)
+                self._fence(db)
+        except Exception as exc:
+            if database_unavailable(exc):
+                return
+            raise
+        self._raise_if_canceled()
+
+    def log(self, line: str, db: Session | None = None) -> None:
+        def add(db: Session) -> None:
+            events.add(db, self.job_id, "log", {"line": line[:4000]})
+
+        if db is not None:
+            add(db)
+        else:
+            self.write(add)
+
+    def metrics(self, data: dict[str, Any], db: Session | None = None) -> None:
+        def add(db: Session) -> None:
+            events.add(db, self.job_id, "metrics", data)
+
+        if db is not None:
+            add(db)
+        else:
+            self.write(add)
+
+
+def bound_idle_transaction(db: Session, settings: Settings) -> None:
+    """Lets PostgreSQL end this transaction (and its locks) if the process stops in the
+    middle of it: a frozen worker (SIGSTOP, starved) keeps its connection open, and its
+    row locks would hold back the reconciler and the scheduler for as long as it is
+    frozen. For our own short transactions only; a kind's ``session`` may legitimately
+    sit in a transaction while it computes."""
+    if is_postgresql(db):
+        ms = max(1000, int(settings.heartbeat_timeout_seconds * 1000 / 2))
+        db.execute(sa.text(f"SET LOCAL idle_in_transaction_session_timeout = {ms}"))
