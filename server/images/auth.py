@@ -9,14 +9,12 @@ import sqlalchemy as sa
 from fastapi import Depends
 from sqlalchemy.orm import Session
 
-from server.auth.dependencies import CurrentPrincipal, Principal
-from server.kit.db import DB
+from server.auth.dependencies import Principal
 from server.kit.errors import NotFound
 from server.kit.roles import Role
-from server.kit.schemas import PathId
 from server.models.image import Image
 from server.models.project import Membership, Project
-from server.projects.auth import ProjectAccess, grant
+from server.projects.auth import ProjectAccess, gate, grant
 
 _NOT_FOUND = "image not found"
 
@@ -56,13 +54,10 @@ def authorize_image(db: Session, principal: Principal, image_id: int, needed: Ro
     )
 
 
-def _gate(needed: Role) -> Any:
-    def dependency(image_id: PathId, principal: CurrentPrincipal, db: DB) -> ImageAccess:
-        return authorize_image(db, principal, image_id, needed)
-
-    return dependency
+def _image(needed: Role) -> Any:
+    return gate("image_id", lambda db, who, id_: authorize_image(db, who, id_, needed))
 
 
-ImageViewer = Annotated[ImageAccess, Depends(_gate(Role.viewer))]
-ImageAnnotator = Annotated[ImageAccess, Depends(_gate(Role.annotator))]
-ImageOwner = Annotated[ImageAccess, Depends(_gate(Role.owner))]
+ImageViewer = Annotated[ImageAccess, Depends(_image(Role.viewer))]
+ImageAnnotator = Annotated[ImageAccess, Depends(_image(Role.annotator))]
+ImageOwner = Annotated[ImageAccess, Depends(_image(Role.owner))]

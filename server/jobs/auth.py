@@ -8,13 +8,11 @@ from typing import Annotated, Any
 from fastapi import Depends
 from sqlalchemy.orm import Session
 
-from server.auth.dependencies import CurrentPrincipal, Principal
-from server.kit.db import DB
+from server.auth.dependencies import Principal
 from server.kit.errors import Forbidden, NotFound
 from server.kit.roles import Role
-from server.kit.schemas import PathId
 from server.models.job import Job
-from server.projects.auth import authorize_project
+from server.projects.auth import authorize_project, gate
 
 _NOT_FOUND = "job not found"
 
@@ -36,12 +34,9 @@ def authorize_job(db: Session, principal: Principal, job_id: int, *, manage: boo
     return job
 
 
-def _gate(manage: bool) -> Any:
-    def dependency(job_id: PathId, principal: CurrentPrincipal, db: DB) -> Job:
-        return authorize_job(db, principal, job_id, manage=manage)
-
-    return dependency
+def _job(manage: bool) -> Any:
+    return gate("job_id", lambda db, who, id_: authorize_job(db, who, id_, manage=manage))
 
 
-JobViewer = Annotated[Job, Depends(_gate(manage=False))]
-JobManager = Annotated[Job, Depends(_gate(manage=True))]
+JobViewer = Annotated[Job, Depends(_job(manage=False))]
+JobManager = Annotated[Job, Depends(_job(manage=True))]

@@ -6,19 +6,21 @@ reveal nothing. A member whose role is too weak gets 403.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import sqlalchemy as sa
-from fastapi import Depends
+from fastapi import Depends, Path
 from sqlalchemy.orm import Session
 
 from server.auth.dependencies import CurrentPrincipal, Principal
-from server.kit.db import DB
+from server.kit.db import DB, MAX_ID
 from server.kit.errors import Forbidden, NotFound
 from server.kit.roles import Role
-from server.kit.schemas import PathId
 from server.models.project import Membership, Project
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -77,13 +79,26 @@ def member_project_ids(principal: Principal) -> Any:
     return sa.select(Membership.project_id).where(Membership.user_id == principal.user.id)
 
 
-def _gate(needed: Role) -> Any:
-    def dependency(project_id: PathId, principal: CurrentPrincipal, db: DB) -> ProjectAccess:
-        return authorize_project(db, principal, project_id, needed)
+def gate(path_param: str, authorize: Callable[[Session, Principal, int], T]) -> Any:
+    """A route dependency for the object the path names by ``path_param`` (an id):
+    ``authorize`` loads it and checks the caller, or raises. Every object gate (projects,
+    images, models, jobs) is one of these."""
 
+    def dependency(object_id: int, principal: CurrentPrincipal, db: DB) -> T:
+        return authorize(db, principal, object_id)
+
+    # Set here, not in the signature: under postponed annotations FastAPI would
+    # evaluate the signature's text where ``path_param`` does not exist.
+    dependency.__annotations__["object_id"] = Annotated[
+        int, Path(alias=path_param, ge=1, le=MAX_ID)
+    ]
     return dependency
 
 
-ProjectViewer = Annotated[ProjectAccess, Depends(_gate(Role.viewer))]
-ProjectAnnotator = Annotated[ProjectAccess, Depends(_gate(Role.annotator))]
-ProjectOwner = Annotated[ProjectAccess, Depends(_gate(Role.owner))]
+def _project(needed: Role) -> Any:
+    return gate("project_id", lambda db, who, id_: authorize_project(db, who, id_, needed))
+
+
+ProjectViewer = Annotated[ProjectAccess, Depends(_project(Role.viewer))]
+ProjectAnnotator = Annotated[ProjectAccess, Depends(_project(Role.annotator))]
+ProjectOwner = Annotated[ProjectAccess, Depends(_project(Role.owner))]

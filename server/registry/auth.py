@@ -6,14 +6,13 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends
+from sqlalchemy.orm import Session
 
-from server.auth.dependencies import CurrentPrincipal
-from server.kit.db import DB
+from server.auth.dependencies import Principal
 from server.kit.errors import NotFound
 from server.kit.roles import Role
-from server.kit.schemas import PathId
 from server.models.registered_model import RegisteredModel
-from server.projects.auth import ProjectAccess, authorize_project
+from server.projects.auth import ProjectAccess, authorize_project, gate
 
 _NOT_FOUND = "model not found"
 
@@ -24,16 +23,17 @@ class ModelAccess:
     access: ProjectAccess
 
 
-def _gate(needed: Role) -> Any:
-    def dependency(model_id: PathId, principal: CurrentPrincipal, db: DB) -> ModelAccess:
-        model = db.get(RegisteredModel, model_id)
-        if model is None:
-            raise NotFound(_NOT_FOUND)
-        access = authorize_project(db, principal, model.project_id, needed, not_found=_NOT_FOUND)
-        return ModelAccess(model=model, access=access)
-
-    return dependency
+def authorize_model(db: Session, principal: Principal, model_id: int, needed: Role) -> ModelAccess:
+    model = db.get(RegisteredModel, model_id)
+    if model is None:
+        raise NotFound(_NOT_FOUND)
+    access = authorize_project(db, principal, model.project_id, needed, not_found=_NOT_FOUND)
+    return ModelAccess(model=model, access=access)
 
 
-ModelViewer = Annotated[ModelAccess, Depends(_gate(Role.viewer))]
-ModelOwner = Annotated[ModelAccess, Depends(_gate(Role.owner))]
+def _model(needed: Role) -> Any:
+    return gate("model_id", lambda db, who, id_: authorize_model(db, who, id_, needed))
+
+
+ModelViewer = Annotated[ModelAccess, Depends(_model(Role.viewer))]
+ModelOwner = Annotated[ModelAccess, Depends(_model(Role.owner))]
