@@ -6,7 +6,7 @@ from starlette.concurrency import run_in_threadpool
 from server.auth.dependencies import Client, SettingsDep
 from server.datasets import service
 from server.datasets.schemas import ExportRequest
-from server.images.upload import receive_multipart
+from server.images.upload import multipart_doc, receive_multipart
 from server.jobs.schemas import JobRead
 from server.kit.db import DB, commit_before_waiting
 from server.kit.storage import Storage
@@ -19,19 +19,7 @@ router = APIRouter(tags=["datasets"])
     "/api/projects/{project_id}/imports",
     status_code=status.HTTP_202_ACCEPTED,
     operation_id="import_dataset",
-    openapi_extra={
-        "requestBody": {
-            "content": {
-                "multipart/form-data": {
-                    "schema": {
-                        "type": "object",
-                        "properties": {"file": {"type": "string", "format": "binary"}},
-                    }
-                }
-            },
-            "required": True,
-        }
-    },
+    openapi_extra=multipart_doc("file"),
 )
 async def import_dataset(
     request: Request, access: ProjectOwner, db: DB, settings: SettingsDep, client: Client

@@ -11,7 +11,7 @@ from server.images import service
 from server.images.auth import ImageOwner, ImageViewer
 from server.images.processing import CONTENT_TYPES, download_name
 from server.images.schemas import ImageNeighbors, ImageRead, UploadResult
-from server.images.upload import receive_multipart
+from server.images.upload import multipart_doc, receive_multipart
 from server.kit.db import DB, commit_before_waiting
 from server.kit.errors import Unprocessable
 from server.kit.pagination import Cursor, Limit
@@ -39,24 +39,7 @@ def _storage(request: Request) -> Storage:
     "/api/projects/{project_id}/images",
     status_code=status.HTTP_201_CREATED,
     operation_id="upload_images",
-    openapi_extra={
-        "requestBody": {
-            "content": {
-                "multipart/form-data": {
-                    "schema": {
-                        "type": "object",
-                        "properties": {
-                            "files": {
-                                "type": "array",
-                                "items": {"type": "string", "format": "binary"},
-                            }
-                        },
-                    }
-                }
-            },
-            "required": True,
-        }
-    },
+    openapi_extra=multipart_doc("files", many=True),
 )
 async def upload_images(
     request: Request,

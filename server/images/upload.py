@@ -6,9 +6,10 @@ chunk, and a part over the per-file cap is drained and marked, not stored.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from python_multipart.multipart import MultipartParser, parse_options_header
 
@@ -45,6 +46,26 @@ def _clean_filename(raw: bytes) -> str:
     # Browsers send base names, but some clients send paths; keep the last component.
     name = name.replace("\\", "/").rsplit("/", 1)[-1].strip()
     return name[:255] or "unnamed"
+
+
+def multipart_doc(
+    file_field: str, *, many: bool = False, text_fields: Sequence[str] = ()
+) -> dict[str, Any]:
+    """The OpenAPI request body of an endpoint that reads its multipart form itself
+    (``receive_multipart``): FastAPI cannot see fields it never declares."""
+    binary = {"type": "string", "format": "binary"}
+    properties: dict[str, Any] = {
+        file_field: {"type": "array", "items": binary} if many else binary
+    }
+    properties.update({name: {"type": "string"} for name in text_fields})
+    return {
+        "requestBody": {
+            "content": {
+                "multipart/form-data": {"schema": {"type": "object", "properties": properties}}
+            },
+            "required": True,
+        }
+    }
 
 
 async def receive_multipart(

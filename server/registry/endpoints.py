@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 
 from server.auth.dependencies import Client, CurrentPrincipal, SettingsDep
 from server.images import processing
-from server.images.upload import ReceivedFile, receive_multipart
+from server.images.upload import ReceivedFile, multipart_doc, receive_multipart
 from server.jobs import service as jobs
 from server.kit.db import DB, MAX_ID, commit_before_waiting
 from server.kit.errors import (
@@ -33,46 +33,12 @@ from server.registry.schemas import ModelRead, ModelUploaded, PredictResult
 
 router = APIRouter(prefix="/api/models", tags=["models"])
 
-# Any field name is taken; `files` is what the web app sends.
-_PREDICT_DOC = {
-    "requestBody": {
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "properties": {
-                        "files": {"type": "array", "items": {"type": "string", "format": "binary"}}
-                    },
-                }
-            }
-        },
-        "required": True,
-    }
-}
-
-_MULTIPART_DOC = {
-    "requestBody": {
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "properties": {
-                        "file": {"type": "string", "format": "binary"},
-                        "name": {"type": "string"},
-                    },
-                }
-            }
-        },
-        "required": True,
-    }
-}
-
 
 @router.post(
     "",
     status_code=status.HTTP_202_ACCEPTED,
     operation_id="upload_model",
-    openapi_extra=_MULTIPART_DOC,
+    openapi_extra=multipart_doc("file", text_fields=["name"]),
 )
 async def upload_model(
     request: Request,
@@ -155,7 +121,10 @@ def promote_model(access: ModelOwner, db: DB, client: Client) -> ModelRead:
     return service.read(db, access.model)
 
 
-@router.post("/{model_id}/predict", operation_id="predict", openapi_extra=_PREDICT_DOC)
+# Any field name is taken; `files` is what the web app sends.
+@router.post(
+    "/{model_id}/predict", operation_id="predict", openapi_extra=multipart_doc("files", many=True)
+)
 async def predict(
     access: ModelViewer,
     request: Request,
