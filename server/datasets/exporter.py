@@ -33,6 +33,7 @@ from server.datasets.formats import (
 from server.datasets.schemas import ExportReport, ExportRequest
 from server.datasets.split import drawn_for_val
 from server.datasets.zipwrite import ZipSink
+from server.images.processing import DATASET_SUFFIXES, EXTENSIONS
 from server.jobs.context import JobContext, JobFailed
 from server.models.annotation import Annotation, BoxStatus
 from server.models.image import Image, ImageStatus, Split
@@ -44,15 +45,6 @@ PROGRESS_SECONDS = 1.0
 MAX_REPORTED_MISSING = 500
 EXPORTS_DIR = "exports"
 
-# The suffixes each stored format may keep; anything else gets the first one, so
-# tools that find images by extension (YOLO loaders do) see every file.
-_SUFFIXES = {
-    "jpeg": (".jpg", ".jpeg"),
-    "png": (".png",),
-    "webp": (".webp",),
-    "bmp": (".bmp",),
-    "tiff": (".tiff", ".tif"),
-}
 _OPEN_FLAGS = os.O_RDONLY  # os.open makes it non-inheritable (PEP 446)
 _UNSAFE = re.compile(r"[^\w.\-]+")
 _MAX_STEM = 150
@@ -86,8 +78,11 @@ class Namer:
     def name(self, image_id: int, filename: str, fmt: str) -> str:
         stem, suffix = os.path.splitext(filename)
         stem = _UNSAFE.sub("_", stem).strip("._")[:_MAX_STEM] or f"image_{image_id}"
-        suffixes = _SUFFIXES.get(fmt, (f".{fmt}",))
-        suffix = suffix.lower() if suffix.lower() in suffixes else suffixes[0]
+        # A name keeps its suffix only if it is one of its format's that dataset tools
+        # know; anything else gets the format's first, so YOLO loaders see every file.
+        suffixes = EXTENSIONS.get(fmt, (f".{fmt}",))
+        kept = suffix.lower() in suffixes and suffix.lower() in DATASET_SUFFIXES
+        suffix = suffix.lower() if kept else suffixes[0]
         while stem.casefold() in self.used:
             stem = f"{stem}_{image_id}"
         self.used.add(stem.casefold())

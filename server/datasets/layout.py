@@ -12,9 +12,9 @@ from typing import Literal
 from server.annotations.schemas import Box
 from server.datasets.schemas import Issue
 from server.datasets.zipread import is_junk
+from server.images.processing import DATASET_SUFFIXES
 from server.models.image import Split
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
 # Folder names that mean a split; Roboflow and CVAT spell validation "valid".
 SPLIT_NAMES = {
     "train": Split.train,
@@ -51,7 +51,7 @@ class Plan:
 
 
 def is_image_name(name: str) -> bool:
-    return PurePosixPath(name).suffix.lower() in IMAGE_SUFFIXES
+    return PurePosixPath(name).suffix.lower() in DATASET_SUFFIXES
 
 
 def split_of(path: str) -> Split | None:

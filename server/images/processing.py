@@ -32,6 +32,9 @@ EXTENSIONS: dict[str, tuple[str, ...]] = {
     "bmp": (".bmp",),
     "tiff": (".tif", ".tiff"),
 }
+# The extensions dataset tools find images by (ultralytics' loaders; not ".jpe"): what
+# an import looks for in a zip, and the only ones an export keeps.
+DATASET_SUFFIXES = frozenset(s for exts in EXTENSIONS.values() for s in exts) - {".jpe"}
 
 
 def download_name(filename: str, short_format: str) -> str:

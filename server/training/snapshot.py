@@ -21,11 +21,10 @@ from sqlalchemy.orm import Session
 
 from server.datasets.boxes import to_yolo_line
 from server.datasets.split import drawn_for_val
+from server.images.processing import EXTENSIONS
 from server.kit.storage import Storage
 from server.models.annotation import Annotation, BoxStatus
 from server.models.image import Image, ImageStatus, Split
-
-_EXTENSIONS = {"jpeg": ".jpg", "png": ".png", "webp": ".webp", "bmp": ".bmp", "tiff": ".tif"}
 
 
 class EmptyDataset(ValueError):
@@ -156,7 +155,7 @@ def build(
         (tmp / "labels" / split).mkdir(parents=True)
     try:
         for image in images:
-            name = f"{image.id}{_EXTENSIONS.get(image.format, '.jpg')}"
+            name = f"{image.id}{EXTENSIONS.get(image.format, ('.jpg',))[0]}"
             _link(storage.blob_path(image.sha256), tmp / "images" / split_of[image.id] / name)
         boxes = 0
         rows = db.execute(
