@@ -23,7 +23,7 @@ from server.models.auth import User
 from server.models.image import Image, ImageStatus
 from server.models.job import Job, JobEvent
 from server.models.registered_model import RegisteredModel
-from server.registry.service import class_mapping
+from server.registry.service import ClassMap
 from tests.factories import Factory, labeled_shapes_project, png_bytes, statements, wait_job
 
 if importlib.util.find_spec("ultralytics") is None:  # not importing it: workers configure it
@@ -425,8 +425,10 @@ def test_bad_predict_inputs(ml_app: FastAPI) -> None:
 
 
 def test_class_mapping_is_by_name_ignoring_case() -> None:
-    mapping = class_mapping(["Cat", "dog", "zebra"], ["dog", "cat"])
-    assert mapping == {0: 1, 1: 0, 2: None}
+    classes = ClassMap.between(["Cat", "dog", "zebra"], ["dog", "cat"])
+    assert [classes.project_id(i) for i in range(4)] == [1, 0, None, None]
+    # The model's own name, or its index where it names none.
+    assert [classes.name(i) for i in (0, 2, 3)] == ["Cat", "zebra", "3"]
 
 
 @pytest.mark.slow

@@ -22,7 +22,7 @@ from server.kit.db import utcnow
 from server.models.annotation import BoxStatus
 from server.models.image import Image, ImageStatus
 from server.models.project import Project
-from server.registry.service import class_mapping, ready_model_for_job, weights_file
+from server.registry.service import ClassMap, ready_model_for_job, weights_file
 from workers import cpus, inference
 
 
@@ -35,8 +35,7 @@ def autolabel(ctx: JobContext) -> dict[str, Any]:
         if project is None:
             raise JobFailed("the project was deleted")
         model = ready_model_for_job(db, project.id, int(params["model_id"]))
-        mapping = class_mapping(model.class_names, project.classes)
-        names = list(model.class_names)
+        classes = ClassMap.between(model.class_names, project.classes)
         weights, sha, model_id = weights_file(ctx.storage, model.sha256), model.sha256, model.id
         selected = sa.and_(Image.project_id == project.id, Image.status.in_(statuses))
         total = db.scalar(sa.select(sa.func.count()).select_from(Image).where(selected)) or 0
@@ -64,7 +63,7 @@ def autolabel(ctx: JobContext) -> dict[str, Any]:
             on_log=ctx.log,
         ) as session:
             assert session.ready is not None
-            found = _label(ctx, session, plan, selected, total, mapping, names, model_id)
+            found = _label(ctx, session, plan, selected, total, classes, model_id)
             return {
                 "model_id": model_id,
                 **found,
@@ -85,8 +84,7 @@ def _label(
     plan: decoding.DecodePlan,
     selected: sa.ColumnElement[bool],
     total: int,
-    mapping: dict[int, int | None],
-    names: list[str],
+    classes: ClassMap,
     model_id: int,
 ) -> dict[str, Any]:
     assert session.ready is not None
@@ -124,7 +122,7 @@ def _label(
             counts["unreadable"] += len(rows) - len(usable)
             predict_batch = result.batch
             after = rows[-1][0]
-            _write(ctx, usable, mapping, names, source, counts, dropped, after)
+            _write(ctx, usable, classes, source, counts, dropped, after)
             seen += len(rows)
             # Between batches: report, and stop here if canceled (the session's end
             # drops what was sent ahead).
@@ -144,8 +142,7 @@ def _label(
 def _write(
     ctx: JobContext,
     usable: list[tuple[Row, inference.Decoded]],
-    mapping: dict[int, int | None],
-    names: list[str],
+    classes: ClassMap,
     source: str,
     counts: Counter[str],
     dropped: Counter[str],
@@ -160,12 +157,9 @@ def _write(
             boxes: list[NewBox] = []
             unmapped: Counter[str] = Counter()
             for d in decoded.boxes:
-                class_id = mapping.get(d.class_index)
+                class_id = classes.project_id(d.class_index)
                 if class_id is None:
-                    name = (
-                        names[d.class_index] if d.class_index < len(names) else str(d.class_index)
-                    )
-                    unmapped[name] += 1
+                    unmapped[classes.name(d.class_index)] += 1
                     continue
                 boxes.append(
                     NewBox(class_id, d.x, d.y, d.w, d.h, source, d.confidence, BoxStatus.predicted)

@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -172,11 +173,27 @@ def promote(db: Session, model: RegisteredModel, access: ProjectAccess, ip: str 
     db.flush()
 
 
-def class_mapping(model_classes: list[str], project_classes: list[str]) -> dict[int, int | None]:
-    """The model's class index -> the project's class id, matched by name ignoring case;
-    None for a class the project does not have (its boxes are dropped and reported)."""
-    by_name = {name.strip().casefold(): index for index, name in enumerate(project_classes)}
-    return {i: by_name.get(name.strip().casefold()) for i, name in enumerate(model_classes)}
+@dataclass(frozen=True)
+class ClassMap:
+    """A model's classes as a project sees them: the model's class index -> the project's
+    class id, matched by name ignoring case (None for a class the project does not
+    have: its boxes are dropped and reported), and the model's name for an index."""
+
+    names: list[str]
+    ids: dict[int, int | None]
+
+    @classmethod
+    def between(cls, model_classes: list[str], project_classes: list[str]) -> ClassMap:
+        by_name = {name.strip().casefold(): index for index, name in enumerate(project_classes)}
+        ids = {i: by_name.get(name.strip().casefold()) for i, name in enumerate(model_classes)}
+        return cls(list(model_classes), ids)
+
+    def project_id(self, index: int) -> int | None:
+        return self.ids.get(index)
+
+    def name(self, index: int) -> str:
+        """The model's name; the index itself for one the model does not name."""
+        return self.names[index] if 0 <= index < len(self.names) else str(index)
 
 
 def predict_dir(storage: Storage) -> Path:

@@ -12,7 +12,7 @@ from server.jobs.context import JobContext, JobFailed
 from server.jobs.kinds import JobKind
 from server.models.project import Project
 from server.models.registered_model import ModelState, RegisteredModel
-from server.registry.service import class_mapping, ready_model_for_job, weights_file
+from server.registry.service import ClassMap, ready_model_for_job, weights_file
 from workers import cpus, inference
 
 
@@ -69,8 +69,7 @@ def predict(ctx: JobContext) -> dict[str, Any]:
             model = ready_model_for_job(db, ctx.project_id, int(ctx.params["model_id"]))
             project = db.get(Project, model.project_id)
             assert project is not None
-            mapping = class_mapping(model.class_names, project.classes)
-            names = list(model.class_names)
+            classes = ClassMap.between(model.class_names, project.classes)
             weights = weights_file(ctx.storage, model.sha256)
             sha, model_id = model.sha256, model.id
         request = inference.Request(
@@ -109,10 +108,8 @@ def predict(ctx: JobContext) -> dict[str, Any]:
                     "height": image.height,
                     "boxes": [
                         {
-                            "class_id": mapping.get(d.class_index),
-                            "class_name": names[d.class_index]
-                            if d.class_index < len(names)
-                            else "",
+                            "class_id": classes.project_id(d.class_index),
+                            "class_name": classes.name(d.class_index),
                             "confidence": round(d.confidence, 5),
                             "x": d.x,
                             "y": d.y,
