@@ -21,7 +21,6 @@ from sqlalchemy.orm import Session
 
 from server.annotations import service as annotation_service
 from server.annotations.schemas import AnnotationsPut, Box
-from server.auth.dependencies import Principal
 from server.auth.passwords import hash_password
 from server.demo import shapes
 from server.images import service as images
@@ -261,7 +260,7 @@ def labeled_shapes_project(
 ) -> Project:
     created = projects.create(
         db,
-        Principal(user=owner, via="session"),
+        owner,
         ProjectCreate(
             name="Shapes",
             description="Synthetic squares, circles and triangles with reviewed boxes.",

@@ -36,7 +36,7 @@ async def put_annotations(image_id: PathId, body: AnnotationsPut, request: Reque
     settings: Settings = request.app.state.settings
 
     def work(db: Session, access: ImageAccess) -> AnnotationsRead:
-        project, user = access.access.project, access.access.principal.user
+        project, user = access.access.project, access.access.user
         return service.save(db, settings, project, access.image, user, body)
 
     return await run_for_image(request, image_id, Role.annotator, work)
@@ -44,7 +44,7 @@ async def put_annotations(image_id: PathId, body: AnnotationsPut, request: Reque
 
 @router.post("/review", operation_id="review_image")
 def review_image(body: ReviewAction, access: ImageAnnotator, db: DB) -> AnnotationsRead:
-    return service.review(db, access.image, access.access.principal.user, body.action)
+    return service.review(db, access.image, access.access.user, body.action)
 
 
 @router.get("/editor", operation_id="get_editor_start")

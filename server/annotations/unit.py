@@ -30,7 +30,7 @@ def _run(request: Request, image_id: int, needed: Role, work: Work) -> bytes:
         try:
             csrf_sent = request.headers.get(CSRF_HEADER, "")
             principal = resolve_principal(request, db, request.app.state.settings, csrf_sent)
-            answer = work(db, authorize_image(db, principal, image_id, needed))
+            answer = work(db, authorize_image(db, principal.user, image_id, needed))
             # As ``kit.db.get_db``: committed before the response is sent.
             db.commit()
         except BaseException:

@@ -22,7 +22,5 @@ def autolabel(
     request: Request,
 ) -> JobRead:
     """Pre-label images with a model (a job in a GPU pool); reviewed images are kept."""
-    job = service.submit(
-        db, settings, request.app.state.kinds, access.project, access.principal.user, body
-    )
+    job = service.submit(db, settings, request.app.state.kinds, access.project, access.user, body)
     return jobs.read(db, job)

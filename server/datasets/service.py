@@ -78,7 +78,7 @@ def start_import(
     finally:
         form.discard()
     _delete_on_rollback(db, target)
-    user = access.principal.user
+    user = access.user
     try:
         job = jobs.submit(
             db,
@@ -116,7 +116,7 @@ def start_export(
     body: ExportRequest,
     ip: str | None,
 ) -> JobRead:
-    user = access.principal.user
+    user = access.user
     job = jobs.submit(
         db,
         settings,

@@ -15,7 +15,6 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from server.auth.dependencies import Principal
 from server.datasets import service as datasets
 from server.datasets.boxes import to_yolo_line
 from server.demo import shapes
@@ -113,9 +112,7 @@ class DemoRunner:
         project = db.get(Project, project_id)
         assert owner is not None
         assert project is not None
-        return ProjectAccess(
-            project=project, role=Role.owner, principal=Principal(user=owner, via="session")
-        )
+        return ProjectAccess(project=project, role=Role.owner, user=owner)
 
     def run(self) -> DemoReport:
         report = DemoReport()
@@ -127,7 +124,7 @@ class DemoRunner:
             assert owner is not None
             created = projects.create(
                 db,
-                Principal(user=owner, via="session"),
+                owner,
                 ProjectCreate(
                     name=PROJECT_NAME,
                     classes=list(shapes.CLASSES),
@@ -200,7 +197,7 @@ class DemoRunner:
                 self.storage,
                 self.settings,
                 access.project,
-                access.principal.user,
+                access.user,
                 fresh,
                 split=None,
             )

@@ -9,9 +9,9 @@ import sqlalchemy as sa
 from fastapi import Depends
 from sqlalchemy.orm import Session
 
-from server.auth.dependencies import Principal
 from server.kit.errors import NotFound
 from server.kit.roles import Role
+from server.models.auth import User
 from server.models.image import Image
 from server.models.project import Membership, Project
 from server.projects.auth import ProjectAccess, gate, grant
@@ -40,18 +40,14 @@ class ImageAccess:
     access: ProjectAccess
 
 
-def authorize_image(db: Session, principal: Principal, image_id: int, needed: Role) -> ImageAccess:
+def authorize_image(db: Session, user: User, image_id: int, needed: Role) -> ImageAccess:
     """The image if the caller holds ``needed`` in its project (the project gate's rule;
     a non-member gets 404, as for an image that does not exist), in one query."""
-    row = db.execute(
-        _IMAGE_PROJECT_ROLE, {"image_id": image_id, "user_id": principal.user.id}
-    ).first()
+    row = db.execute(_IMAGE_PROJECT_ROLE, {"image_id": image_id, "user_id": user.id}).first()
     if row is None:
         raise NotFound(_NOT_FOUND)
     image, project, role = row
-    return ImageAccess(
-        image=image, access=grant(principal, project, role, needed, not_found=_NOT_FOUND)
-    )
+    return ImageAccess(image=image, access=grant(user, project, role, needed, not_found=_NOT_FOUND))
 
 
 def _image(needed: Role) -> Any:

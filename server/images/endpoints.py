@@ -76,7 +76,7 @@ async def upload_images(
         storage,
         settings,
         access.project,
-        access.principal.user,
+        access.user,
         form.files,
         split,
         intake,
@@ -154,4 +154,4 @@ def get_image_thumbnail(
     "/api/images/{image_id}", status_code=status.HTTP_204_NO_CONTENT, operation_id="delete_image"
 )
 def delete_image(access: ImageOwner, request: Request, db: DB, client: Client) -> None:
-    service.delete(db, _storage(request), access.image, access.access.principal.user, client.ip)
+    service.delete(db, _storage(request), access.image, access.access.user, client.ip)

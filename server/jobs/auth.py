@@ -8,27 +8,26 @@ from typing import Annotated, Any
 from fastapi import Depends
 from sqlalchemy.orm import Session
 
-from server.auth.dependencies import Principal
 from server.kit.errors import Forbidden, NotFound
 from server.kit.roles import Role
+from server.models.auth import User
 from server.models.job import Job
 from server.projects.auth import authorize_project, gate
 
 _NOT_FOUND = "job not found"
 
 
-def authorize_job(db: Session, principal: Principal, job_id: int, *, manage: bool) -> Job:
+def authorize_job(db: Session, user: User, job_id: int, *, manage: bool) -> Job:
     job = db.get(Job, job_id)
     if job is None:
         raise NotFound(_NOT_FOUND)
-    user = principal.user
     if user.is_admin:
         return job
     if job.project_id is None:
         if job.created_by != user.id:
             raise NotFound(_NOT_FOUND)
         return job
-    access = authorize_project(db, principal, job.project_id, Role.viewer, not_found=_NOT_FOUND)
+    access = authorize_project(db, user, job.project_id, Role.viewer, not_found=_NOT_FOUND)
     if manage and job.created_by != user.id and access.role is not Role.owner:
         raise Forbidden("only the job's creator or a project owner can do this")
     return job

@@ -36,7 +36,7 @@ def list_jobs(
         raise Unprocessable(f"unknown job kind {kind!r}")
     items, next_cursor = service.list_for(
         db,
-        principal,
+        principal.user,
         project_id=project_id,
         state=state,
         kind=kind,

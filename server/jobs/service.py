@@ -10,7 +10,6 @@ from pydantic import TypeAdapter
 from sqlalchemy.orm import Session
 
 from server.audit import service as audit
-from server.auth.dependencies import Principal
 from server.jobs import events, scheduler
 from server.jobs.kinds import JobKind, default_pool
 from server.jobs.schemas import JobEventRead, JobRead
@@ -77,20 +76,20 @@ def read(db: Session, job: Job, *, position: int | None = None) -> JobRead:
     )
 
 
-def visible_jobs(principal: Principal) -> sa.ColumnElement[bool]:
-    if principal.user.is_admin:
+def visible_jobs(user: User) -> sa.ColumnElement[bool]:
+    if user.is_admin:
         return sa.true()
     # A project's jobs follow current membership, like authorize_job: someone removed
     # from a project no longer sees even the jobs they started there.
     return sa.or_(
-        Job.project_id.in_(member_project_ids(principal)),
-        sa.and_(Job.project_id.is_(None), Job.created_by == principal.user.id),
+        Job.project_id.in_(member_project_ids(user)),
+        sa.and_(Job.project_id.is_(None), Job.created_by == user.id),
     )
 
 
 def list_for(
     db: Session,
-    principal: Principal,
+    user: User,
     *,
     project_id: int | None,
     state: JobState | None,
@@ -100,7 +99,7 @@ def list_for(
     kind: str | None = None,
 ) -> tuple[list[JobRead], str | None]:
     before = decode_cursor(cursor)
-    stmt = sa.select(Job).where(visible_jobs(principal)).order_by(Job.id.desc()).limit(limit + 1)
+    stmt = sa.select(Job).where(visible_jobs(user)).order_by(Job.id.desc()).limit(limit + 1)
     if project_id is not None:
         stmt = stmt.where(Job.project_id == project_id)
     if state is not None:
@@ -108,7 +107,7 @@ def list_for(
     if kind is not None:
         stmt = stmt.where(Job.kind == kind)
     if mine:
-        stmt = stmt.where(Job.created_by == principal.user.id)
+        stmt = stmt.where(Job.created_by == user.id)
     if before is not None:
         stmt = stmt.where(Job.id < before)
     rows = list(db.scalars(stmt))

@@ -14,10 +14,11 @@ import sqlalchemy as sa
 from fastapi import Depends, Path
 from sqlalchemy.orm import Session
 
-from server.auth.dependencies import CurrentPrincipal, Principal
+from server.auth.dependencies import CurrentPrincipal
 from server.kit.db import DB, MAX_ID
 from server.kit.errors import Forbidden, NotFound
 from server.kit.roles import Role
+from server.models.auth import User
 from server.models.project import Membership, Project
 
 T = TypeVar("T")
@@ -27,18 +28,17 @@ T = TypeVar("T")
 class ProjectAccess:
     project: Project
     role: Role
-    principal: Principal
+    user: User
 
 
 def authorize_project(
     db: Session,
-    principal: Principal,
+    user: User,
     project_id: int,
     needed: Role,
     *,
     not_found: str = "project not found",
 ) -> ProjectAccess:
-    user = principal.user
     row = db.execute(
         sa.select(Project, Membership.role)
         .outerjoin(
@@ -50,11 +50,11 @@ def authorize_project(
     if row is None:
         raise NotFound(not_found)
     project, role = row
-    return grant(principal, project, role, needed, not_found=not_found)
+    return grant(user, project, role, needed, not_found=not_found)
 
 
 def grant(
-    principal: Principal,
+    user: User,
     project: Project,
     membership: Role | None,
     needed: Role,
@@ -64,28 +64,28 @@ def grant(
     """The rule, for a project and the caller's membership role (None: not a member)
     however they were loaded: admins act as owners, a non-member gets 404, too weak a
     role 403."""
-    role = Role.owner if principal.user.is_admin else membership
+    role = Role.owner if user.is_admin else membership
     if role is None:
         raise NotFound(not_found)
     if not role.allows(needed):
         raise Forbidden(f"this needs the {needed.value} role in the project (you are {role.value})")
-    return ProjectAccess(project=project, role=role, principal=principal)
+    return ProjectAccess(project=project, role=role, user=user)
 
 
-def member_project_ids(principal: Principal) -> Any:
+def member_project_ids(user: User) -> Any:
     """A subquery of the project ids the caller may see, for scoping list queries."""
-    if principal.user.is_admin:
+    if user.is_admin:
         return sa.select(Project.id)
-    return sa.select(Membership.project_id).where(Membership.user_id == principal.user.id)
+    return sa.select(Membership.project_id).where(Membership.user_id == user.id)
 
 
-def gate(path_param: str, authorize: Callable[[Session, Principal, int], T]) -> Any:
+def gate(path_param: str, authorize: Callable[[Session, User, int], T]) -> Any:
     """A route dependency for the object the path names by ``path_param`` (an id):
     ``authorize`` loads it and checks the caller, or raises. Every object gate (projects,
     images, models, jobs) is one of these."""
 
     def dependency(object_id: int, principal: CurrentPrincipal, db: DB) -> T:
-        return authorize(db, principal, object_id)
+        return authorize(db, principal.user, object_id)
 
     # Set here, not in the signature: under postponed annotations FastAPI would
     # evaluate the signature's text where ``path_param`` does not exist.

@@ -26,7 +26,7 @@ router = APIRouter(prefix="/api/projects", tags=["projects"])
 def create_project(
     body: ProjectCreate, principal: CurrentPrincipal, db: DB, client: Client
 ) -> ProjectRead:
-    return service.create(db, principal, body, client.ip)
+    return service.create(db, principal.user, body, client.ip)
 
 
 @router.get("", operation_id="list_projects")
@@ -34,7 +34,7 @@ def list_projects(
     principal: CurrentPrincipal, db: DB, limit: Limit = 100, cursor: Cursor = None
 ) -> Page[ProjectDetail]:
     """The caller's projects (every project for admins), each with its image counts."""
-    items, next_cursor = service.list_visible(db, principal, limit, cursor)
+    items, next_cursor = service.list_visible(db, principal.user, limit, cursor)
     return Page(items=items, next_cursor=next_cursor)
 
 
@@ -76,6 +76,6 @@ def put_member(
 )
 def remove_member(user_id: PathId, access: ProjectViewer, db: DB, client: Client) -> None:
     # Owners remove anyone; any member may leave.
-    if access.role is not Role.owner and user_id != access.principal.user.id:
+    if access.role is not Role.owner and user_id != access.user.id:
         raise Forbidden("only owners can remove other members")
     service.remove_member(db, access, user_id, client.ip)

@@ -4,7 +4,6 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from server.audit import service as audit
-from server.auth.dependencies import Principal
 from server.blobs import service as blobs
 from server.kit.errors import Conflict, NotFound, Unprocessable
 from server.kit.pagination import decode_cursor, page
@@ -43,21 +42,21 @@ def _columns(project: Project) -> dict[str, object]:
     }
 
 
-def create(db: Session, principal: Principal, body: ProjectCreate, ip: str | None) -> ProjectRead:
+def create(db: Session, user: User, body: ProjectCreate, ip: str | None) -> ProjectRead:
     project = Project(
         name=body.name.strip(),
         description=body.description,
         classes=body.classes,
         class_colors=body.class_colors,
-        created_by=principal.user.id,
+        created_by=user.id,
     )
     db.add(project)
     db.flush()
-    db.add(Membership(project_id=project.id, user_id=principal.user.id, role=Role.owner))
+    db.add(Membership(project_id=project.id, user_id=user.id, role=Role.owner))
     audit.record(
         db,
         "project.create",
-        actor=principal.user,
+        actor=user,
         target_type="project",
         target_id=project.id,
         project_id=project.id,
@@ -69,16 +68,16 @@ def create(db: Session, principal: Principal, body: ProjectCreate, ip: str | Non
 
 
 def list_visible(
-    db: Session, principal: Principal, limit: int, cursor: str | None
+    db: Session, user: User, limit: int, cursor: str | None
 ) -> tuple[list[ProjectDetail], str | None]:
     after = decode_cursor(cursor)
     stmt = (
         sa.select(Project, Membership.role)
         .outerjoin(
             Membership,
-            sa.and_(Membership.project_id == Project.id, Membership.user_id == principal.user.id),
+            sa.and_(Membership.project_id == Project.id, Membership.user_id == user.id),
         )
-        .where(Project.id.in_(member_project_ids(principal)))
+        .where(Project.id.in_(member_project_ids(user)))
         .order_by(Project.id)
         .limit(limit + 1)
     )
@@ -92,7 +91,7 @@ def list_visible(
         lambda row: ProjectDetail.model_validate(
             {
                 **_columns(row[0]),
-                "role": Role.owner if principal.user.is_admin else row[1],
+                "role": Role.owner if user.is_admin else row[1],
                 **counts.get(row[0].id, {}),
             }
         ),
@@ -141,7 +140,7 @@ def update(db: Session, access: ProjectAccess, body: ProjectUpdate, ip: str | No
         audit.record(
             db,
             "project.update",
-            actor=access.principal.user,
+            actor=access.user,
             target_type="project",
             target_id=project.id,
             project_id=project.id,
@@ -178,7 +177,7 @@ def delete(db: Session, storage: Storage, access: ProjectAccess, ip: str | None)
     audit.record(
         db,
         "project.delete",
-        actor=access.principal.user,
+        actor=access.user,
         target_type="project",
         target_id=project.id,
         project_id=project.id,
@@ -247,7 +246,7 @@ def put_member(
         audit.record(
             db,
             "membership.set",
-            actor=access.principal.user,
+            actor=access.user,
             target_type="user",
             target_id=user_id,
             project_id=project_id,
@@ -269,7 +268,7 @@ def remove_member(db: Session, access: ProjectAccess, user_id: int, ip: str | No
     audit.record(
         db,
         "membership.remove",
-        actor=access.principal.user,
+        actor=access.user,
         target_type="user",
         target_id=user_id,
         project_id=project_id,

@@ -8,9 +8,9 @@ from typing import Annotated, Any
 from fastapi import Depends
 from sqlalchemy.orm import Session
 
-from server.auth.dependencies import Principal
 from server.kit.errors import NotFound
 from server.kit.roles import Role
+from server.models.auth import User
 from server.models.registered_model import RegisteredModel
 from server.projects.auth import ProjectAccess, authorize_project, gate
 
@@ -23,11 +23,11 @@ class ModelAccess:
     access: ProjectAccess
 
 
-def authorize_model(db: Session, principal: Principal, model_id: int, needed: Role) -> ModelAccess:
+def authorize_model(db: Session, user: User, model_id: int, needed: Role) -> ModelAccess:
     model = db.get(RegisteredModel, model_id)
     if model is None:
         raise NotFound(_NOT_FOUND)
-    access = authorize_project(db, principal, model.project_id, needed, not_found=_NOT_FOUND)
+    access = authorize_project(db, user, model.project_id, needed, not_found=_NOT_FOUND)
     return ModelAccess(model=model, access=access)
 
 

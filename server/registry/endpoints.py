@@ -53,7 +53,7 @@ async def upload_model(
     Weights are pickles: they are scanned here and refused if they could run code, and
     only a worker ever loads them (the `models.inspect` job fills in classes and size).
     """
-    access = await run_in_threadpool(authorize_project, db, principal, project_id, Role.owner)
+    access = await run_in_threadpool(authorize_project, db, principal.user, project_id, Role.owner)
     storage: Storage = request.app.state.storage
     await commit_before_waiting(db)
     form = await receive_multipart(
@@ -93,7 +93,7 @@ def list_models(
     limit: Limit = 100,
     cursor: Cursor = None,
 ) -> Page[ModelRead]:
-    items, next_cursor = service.list_models(db, principal, project_id, limit, cursor)
+    items, next_cursor = service.list_models(db, principal.user, project_id, limit, cursor)
     return Page(items=items, next_cursor=next_cursor)
 
 
@@ -139,7 +139,7 @@ async def predict(
     await run_in_threadpool(
         enforce,
         request.app.state.rate_limiter,
-        f"predict-user:{access.access.principal.user.id}",
+        f"predict-user:{access.access.user.id}",
         settings.predict_rate_limit_per_minute,
     )
     model = access.model
@@ -169,11 +169,11 @@ async def predict(
         raise
     staged = await run_in_threadpool(service.stage_predict_files, storage, form.files)
     maker = request.app.state.sessionmaker
-    user_id = access.access.principal.user.id
+    user_id = access.access.user.id
 
     def submit() -> int:
         with maker() as db, db.begin():
-            user = db.get(type(access.access.principal.user), user_id)
+            user = db.get(type(access.access.user), user_id)
             job = jobs.submit(
                 db,
                 settings,

@@ -11,7 +11,6 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from server.audit import service as audit
-from server.auth.dependencies import Principal
 from server.images.upload import ReceivedFile
 from server.jobs import scheduler
 from server.jobs import service as jobs
@@ -21,6 +20,7 @@ from server.kit.db import utcnow
 from server.kit.errors import Conflict, PayloadTooLarge, Unprocessable
 from server.kit.pagination import decode_cursor, page
 from server.kit.storage import Storage
+from server.models.auth import User
 from server.models.job import INTERACTIVE_PRIORITY, Job, JobState
 from server.models.project import Project
 from server.models.registered_model import ModelState, RegisteredModel
@@ -100,7 +100,7 @@ def upload(
         class_names=[],
         hyperparams={},
         metrics={},
-        created_by=access.principal.user.id,
+        created_by=access.user.id,
     )
     db.add(model)
     db.flush()
@@ -109,14 +109,14 @@ def upload(
         settings,
         kinds,
         kind="models.inspect",
-        user=access.principal.user,
+        user=access.user,
         project_id=access.project.id,
         params={"model_id": model.id},
     )
     audit.record(
         db,
         "model.upload",
-        actor=access.principal.user,
+        actor=access.user,
         target_type="model",
         target_id=model.id,
         project_id=access.project.id,
@@ -128,7 +128,7 @@ def upload(
 
 
 def list_models(
-    db: Session, principal: Principal, project_id: int | None, limit: int, cursor: str | None
+    db: Session, user: User, project_id: int | None, limit: int, cursor: str | None
 ) -> tuple[list[ModelRead], str | None]:
     before = decode_cursor(cursor)
     # Whether each is its project's promoted model, in the same query (not one per row).
@@ -140,7 +140,7 @@ def list_models(
     )
     stmt = (
         sa.select(RegisteredModel, sa.func.coalesce(promoted, False))
-        .where(RegisteredModel.project_id.in_(member_project_ids(principal)))
+        .where(RegisteredModel.project_id.in_(member_project_ids(user)))
         .order_by(RegisteredModel.id.desc())
         .limit(limit + 1)
     )
@@ -163,7 +163,7 @@ def promote(db: Session, model: RegisteredModel, access: ProjectAccess, ip: str 
     audit.record(
         db,
         "model.promote",
-        actor=access.principal.user,
+        actor=access.user,
         target_type="model",
         target_id=model.id,
         project_id=model.project_id,

@@ -48,7 +48,5 @@ def train(
     body: TrainRequest, access: ProjectOwner, db: DB, settings: SettingsDep, request: Request
 ) -> JobRead:
     """Train a YOLO model on the project's reviewed images (a job in a GPU pool)."""
-    job = service.submit(
-        db, settings, request.app.state.kinds, access.project, access.principal.user, body
-    )
+    job = service.submit(db, settings, request.app.state.kinds, access.project, access.user, body)
     return jobs.read(db, job)
