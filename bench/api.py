@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import datetime as dt
 import hashlib
 import io
@@ -26,13 +25,10 @@ import json
 import math
 import os
 import secrets
-import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -40,21 +36,33 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 import psycopg
+from common import (
+    DEFAULT_PG_ADMIN_URL,
+    HOST,
+    OCULAB,
+    BenchError,
+    cpu_seconds,
+    die_with_parent,
+    free_port,
+    healthy,
+    memory_mib,
+    oculab_env,
+    percentile,
+    progress,
+    scratch_database,
+    scratch_dir,
+    stop,
+)
 from PIL import Image
-from psycopg import sql
 
 # Cursors are opaque to clients; the bench builds one directly only to reach a deep page
 # of the 100k-row project without walking a thousand pages first.
 from server.kit.pagination import encode_cursor
 
-HOST = "127.0.0.1"
 REDIS_URL = "redis://127.0.0.1:6379/15"
-DEFAULT_PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-OCULAB = str(Path(sys.executable).with_name("oculab"))
 ADMIN_USERNAME = "bench"
 STANDALONE_ADMIN = "admin"  # the account `oculab standalone` creates at first start
 PAGE_SIZE = 100
@@ -74,10 +82,6 @@ DEEP_PAGE_TAIL = 150
 LABEL_STUDIO_SAVES_PER_S = 10.4
 
 Results = dict[str, float | int]
-
-
-class BenchError(RuntimeError):
-    pass
 
 
 # Phases ``--only`` can pick; images are uploaded whichever are picked (the other phases
@@ -140,10 +144,6 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
     )
 
 
-def progress(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
-
-
 # --- statistics ------------------------------------------------------------------------
 
 
@@ -158,12 +158,7 @@ class Latency:
 
 
 def percentile_ms(seconds: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile, in milliseconds."""
-    if not seconds:
-        return math.nan
-    ordered = sorted(seconds)
-    rank = max(1, math.ceil(q / 100 * len(ordered)))
-    return ordered[rank - 1] * 1000
+    return percentile(seconds, q) * 1000
 
 
 def ratio(numerator: float, denominator: float) -> float:
@@ -208,47 +203,20 @@ class Deployment:
         return STANDALONE_ADMIN if self.standalone else ADMIN_USERNAME
 
     def env(self) -> dict[str, str]:
-        # Inherited OCULAB_* settings would make the run depend on the caller's shell.
-        env = {k: v for k, v in os.environ.items() if not k.startswith("OCULAB_")}
-        env.update(
-            OCULAB_DATA_DIR=str(self.data_dir),
-            OCULAB_SECRET_KEY=self.secret_key,
-            OCULAB_REDIS_URL=REDIS_URL,
-            OCULAB_LOGIN_RATE_LIMIT_PER_MINUTE="1000",
-            OCULAB_TOKEN_RATE_LIMIT_PER_MINUTE="1000",
-        )
+        settings = {
+            "data_dir": str(self.data_dir),
+            "secret_key": self.secret_key,
+            "redis_url": REDIS_URL,
+            "login_rate_limit_per_minute": "1000",
+            "token_rate_limit_per_minute": "1000",
+        }
         if self.database_url is not None:
-            env["OCULAB_DATABASE_URL"] = self.database_url
+            settings["database_url"] = self.database_url
         else:
-            env["OCULAB_SEED_DEMO"] = "false"
+            settings["seed_demo"] = "false"
         if self.admin_password is not None:
-            env["OCULAB_ADMIN_PASSWORD"] = self.admin_password
-        return env
-
-
-@contextlib.contextmanager
-def scratch_database(admin_url: str) -> Iterator[str]:
-    name = f"oculab_bench_{secrets.token_hex(4)}"
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    progress(f"created database {name}")
-    try:
-        yield urlsplit(admin_url)._replace(path=f"/{name}").geturl()
-    finally:
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
-        progress(f"dropped database {name}")
-
-
-@contextlib.contextmanager
-def scratch_dir() -> Iterator[Path]:
-    root = Path(tempfile.mkdtemp(prefix="oculab-bench-"))
-    try:
-        yield root
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+            settings["admin_password"] = self.admin_password
+        return oculab_env(**settings)
 
 
 def run_oculab(deployment: Deployment, *args: str, stdin: str | None = None) -> str:
@@ -265,35 +233,15 @@ def run_oculab(deployment: Deployment, *args: str, stdin: str | None = None) -> 
     return done.stdout.strip()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def die_with_parent() -> None:
-    # PR_SET_PDEATHSIG: the server still goes away if this script is SIGKILLed.
-    if sys.platform == "linux":
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
-
-
 @dataclass(frozen=True)
 class Server:
     process: subprocess.Popen[bytes]
-    base_url: str
+    port: int
     log_path: Path
 
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+    @property
+    def base_url(self) -> str:
+        return f"http://{HOST}:{self.port}"
 
 
 def wait_healthy(server: Server, timeout: float = 60.0) -> None:
@@ -301,9 +249,8 @@ def wait_healthy(server: Server, timeout: float = 60.0) -> None:
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
             raise BenchError(f"the server exited with {server.process.returncode}")
-        with contextlib.suppress(httpx.TransportError):
-            if httpx.get(f"{server.base_url}/api/health", timeout=2).status_code == 200:
-                return
+        if healthy(server.port):
+            return
         time.sleep(0.2)
     raise BenchError(f"the server did not become healthy within {timeout:.0f} s")
 
@@ -326,7 +273,7 @@ def running_server(deployment: Deployment, log_path: Path) -> Iterator[Server]:
             stderr=subprocess.STDOUT,
             preexec_fn=die_with_parent,
         )
-    server = Server(process, f"http://{HOST}:{port}", log_path)
+    server = Server(process, port, log_path)
     try:
         wait_healthy(server)
         progress(f"server pid {process.pid} healthy at {server.base_url}")
@@ -337,16 +284,6 @@ def running_server(deployment: Deployment, log_path: Path) -> Iterator[Server]:
         raise
     finally:
         stop(process)
-
-
-def memory_mib(pid: int) -> dict[str, float]:
-    """VmHWM (peak resident set) and VmRSS of a live process, in MiB."""
-    values: dict[str, float] = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, rest = line.partition(":")
-        if key in ("VmHWM", "VmRSS"):
-            values[key] = int(rest.split()[0]) / 1024  # reported in kB
-    return values
 
 
 # --- HTTP helpers ------------------------------------------------------------------------
@@ -615,15 +552,6 @@ def bench_saves(
 
 
 # --- CPU accounting ----------------------------------------------------------------------
-
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process, all its threads, from ``/proc/<pid>/stat``."""
-    # The command name (field 2) may hold spaces; the fields after its ")" start at 3.
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[14 - 3]) + int(fields[15 - 3])) / CLOCK_TICKS
 
 
 @dataclass(frozen=True)

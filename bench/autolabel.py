@@ -29,7 +29,8 @@ from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
-from mlbench import jpeg, log, seconds, standalone
+from common import progress
+from mlbench import jpeg, seconds, standalone
 from PIL import Image
 
 from server.models.annotation import Annotation
@@ -133,7 +134,7 @@ def main() -> None:
         gpus = oculab.settings.standalone_gpu_slots
         device = "cuda:0" if (gpus is None and yolo_device_available()) else "cpu"
 
-        log(f"{args.images} random JPEGs at {args.imgsz} px (warm-up batch first)")
+        progress(f"{args.images} random JPEGs at {args.imgsz} px (warm-up batch first)")
         warm = make_images(args.batch, args.imgsz, seed=1)
         oculab.add_images(project_id, [(f"warm{i}.jpg", b) for i, b in enumerate(warm)])
         params = {
@@ -174,11 +175,12 @@ def main() -> None:
         job_rates: list[float] = []
         result: dict[str, Any] = {}
         for attempt in range(args.repeats):
-            log(f"raw ultralytics: batched predict, decoded images ({attempt + 1}/{args.repeats})")
+            step = f"({attempt + 1}/{args.repeats})"
+            progress(f"raw ultralytics: batched predict, decoded images {step}")
             raw_rates.append(raw_predict(raw, decoded, args.batch, args.imgsz, device))
-            log(f"raw ultralytics: decode, then predict ({attempt + 1}/{args.repeats})")
+            progress(f"raw ultralytics: decode, then predict {step}")
             serial_rates.append(raw_decode_and_predict(raw, links, args.batch, args.imgsz, device))
-            log(f"oculab: auto-label job ({attempt + 1}/{args.repeats})")
+            progress(f"oculab: auto-label job {step}")
             reset_to_unlabeled(oculab, project_id)
             job = oculab.wait(oculab.submit("autolabel.run", project_id, params))
             assert job.result is not None

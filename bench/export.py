@@ -26,46 +26,41 @@ The database and the temp dir are removed at the end, also on errors.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-# ``python bench/export.py`` puts bench/ first on sys.path, where sibling scripts named
-# like standard modules would shadow them for every library we import.
-if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
-    del sys.path[0]
-
 import argparse
 import contextlib
 import hashlib
 import io
 import json
+import math
 import os
 import random
 import resource
-import secrets
-import shutil
 import subprocess
-import tempfile
+import sys
 import time
 import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import psycopg
+from common import (
+    DEFAULT_PG_ADMIN_URL,
+    OCULAB,
+    BenchError,
+    memory_mib,
+    oculab_env,
+    progress,
+    rounded,
+    scratch_database,
+    scratch_dir,
+)
 from PIL import Image
-from psycopg import sql
 
-DEFAULT_PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-OCULAB = str(Path(sys.executable).with_name("oculab"))
 CLASSES = ["car", "person", "bicycle", "dog", "traffic light"]
 
 Results = dict[str, Any]
-
-
-class BenchError(RuntimeError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -110,20 +105,14 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
     )
 
 
-def progress(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
-
-
 def ru_maxrss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 def _status_mib(key: str) -> float:
     with contextlib.suppress(OSError):
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(f"{key}:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
+        return memory_mib().get(key, math.nan)
+    return math.nan
 
 
 def peak_rss_mib() -> float:
@@ -148,42 +137,15 @@ def start_measuring() -> dict[str, float]:
 # --- environment ---------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def scratch_database(admin_url: str) -> Iterator[str]:
-    name = f"oculab_bench_export_{secrets.token_hex(4)}"
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    progress(f"created database {name}")
-    try:
-        yield urlsplit(admin_url)._replace(path=f"/{name}").geturl()
-    finally:
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
-        progress(f"dropped database {name}")
-
-
-@contextlib.contextmanager
-def scratch_dir() -> Iterator[Path]:
-    root = Path(tempfile.mkdtemp(prefix="oculab-bench-export-"))
-    try:
-        yield root
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
-
-
-def oculab_env(database_url: str, data_dir: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OCULAB_")}
-    env.update(OCULAB_DATABASE_URL=database_url, OCULAB_DATA_DIR=str(data_dir))
-    return env
+def export_env(database_url: str, data_dir: Path) -> dict[str, str]:
+    return oculab_env(database_url=database_url, data_dir=str(data_dir))
 
 
 def migrate(database_url: str, data_dir: Path) -> None:
     progress("oculab migrate")
     done = subprocess.run(
         [OCULAB, "migrate"],
-        env=oculab_env(database_url, data_dir),
+        env=export_env(database_url, data_dir),
         capture_output=True,
         text=True,
         check=False,
@@ -340,7 +302,7 @@ def child_export(args: dict[str, Any]) -> Results:
     from sqlalchemy import orm as sa_orm
 
     from server.datasets.tasks import export_dataset
-    from server.jobs.runtime import JobContext
+    from server.jobs.context import JobContext
     from server.kit.db import make_engine, make_sessionmaker
     from server.kit.storage import Storage
     from server.settings import Settings
@@ -446,7 +408,10 @@ def median_run(runs: list[Results], key: str = "seconds") -> Results:
 
 
 def run_benchmark(options: Options) -> Results:
-    with scratch_database(options.pg_admin_url) as database_url, scratch_dir() as root:
+    with (
+        scratch_database(options.pg_admin_url, "oculab_bench_export_") as database_url,
+        scratch_dir("oculab-bench-export-") as root,
+    ):
         data_dir = root / "data"
         data_dir.mkdir()
         migrate(database_url, data_dir)
@@ -466,7 +431,7 @@ def run_benchmark(options: Options) -> Results:
         progress(f"seeded in {seed_seconds:.1f} s")
         listing = root / "blobs.txt"
         listing.write_text("\n".join(str(blob_path(data_dir, sha)) for sha, _ in blobs))
-        env = oculab_env(database_url, data_dir)
+        env = export_env(database_url, data_dir)
         export_args = {
             "database_url": database_url,
             "data_dir": str(data_dir),
@@ -565,12 +530,6 @@ def print_summary(results: Results) -> None:
     for label, value in SUMMARY:
         heading = label.format(**results)
         print(heading if value is None else f"{heading + ':':<28} {value.format(**results)}")
-
-
-def rounded(value: Any) -> Any:
-    if isinstance(value, list):
-        return [rounded(item) for item in value]
-    return round(value, 3) if isinstance(value, float) else value
 
 
 def main(argv: Sequence[str] | None = None) -> int:

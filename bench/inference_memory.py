@@ -15,54 +15,30 @@ Stdout gets a summary and, as its last line, one JSON object.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-# ``python bench/x.py`` puts bench/ first on sys.path, where sibling scripts named like
-# standard modules would shadow them.
-if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
-    del sys.path[0]
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import argparse
 import io
 import json
-import os
 import re
-import signal
-import socket
 import subprocess
-import tempfile
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
+from common import (
+    children,
+    command_line,
+    free_port,
+    healthy,
+    memory_mib,
+    oculab_env,
+    scratch_dir,
+    stop,
+)
 
 LABEL_STUDIO_IDLE_MIB = 393
 LABEL_STUDIO_PEAK_MIB = 515
-
-
-def memory_mib(pid: int) -> dict[str, float]:
-    """VmHWM (peak resident set) and VmRSS of a live process, in MiB."""
-    values: dict[str, float] = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, rest = line.partition(":")
-        if key in ("VmHWM", "VmRSS"):
-            values[key] = int(rest.split()[0]) / 1024
-    return values
-
-
-def children(pid: int) -> dict[int, str]:
-    found = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            if int(fields[1]) == pid:
-                cmd = stat.with_name("cmdline").read_bytes().replace(b"\0", b" ").decode()
-                found[int(stat.parent.name)] = cmd
-        except (OSError, ValueError, IndexError):
-            continue
-    return found
 
 
 def jpeg(seed: int) -> bytes:
@@ -88,8 +64,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=64)
     args = parser.parse_args()
+    with scratch_dir("oculab-bench-memory-") as root:
+        run(args.images, root)
 
-    root = Path(tempfile.mkdtemp(prefix="oculab-bench-memory-"))
+
+def run(images: int, root: Path) -> None:
     from workers.ml import yolo
 
     yolo.configure_offline(root / "weights")
@@ -98,11 +77,8 @@ def main() -> None:
     weights = root / "yolo11n.pt"
     YOLO("yolo11n.yaml").save(str(weights))
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OCULAB_")}
-    env.update(OCULAB_DATA_DIR=str(root / "data"), OCULAB_SEED_DEMO="false")
+    port = free_port()
+    env = oculab_env(data_dir=str(root / "data"), seed_demo="false")
     process = subprocess.Popen(
         [sys.executable, "-m", "server.cli", "standalone", "--port", str(port)],
         env=env,
@@ -118,12 +94,8 @@ def main() -> None:
             output += line
         password = re.search(r"Login:\s+admin / (\S+)", output)
         assert password, output
-        while True:
-            try:
-                if httpx.get(f"{base}/api/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.05)
+        while not healthy(port):
+            time.sleep(0.05)
         time.sleep(2)
         idle = memory_mib(process.pid)
         client = httpx.Client(base_url=base, timeout=300)
@@ -134,7 +106,7 @@ def main() -> None:
         project_id = client.post("/api/projects", json={"name": "p", "classes": ["person"]}).json()[
             "id"
         ]
-        files = [("files", (f"{i}.jpg", jpeg(i), "image/jpeg")) for i in range(args.images)]
+        files = [("files", (f"{i}.jpg", jpeg(i), "image/jpeg")) for i in range(images)]
         assert client.post(f"/api/projects/{project_id}/images", files=files).status_code == 201
         model = client.post(
             "/api/models",
@@ -156,21 +128,17 @@ def main() -> None:
         everyone = children(process.pid)
         kids = {
             pid: memory_mib(pid)
-            for pid, cmd in everyone.items()
-            if "workers.ml.inference_child" in cmd
+            for pid in everyone
+            if "workers.ml.inference_child" in command_line(pid)
         }
         # E.g. the upload decode pool (server/images/decoding.py).
         others = {pid: memory_mib(pid) for pid in everyone if pid not in kids}
         client.close()
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop(process, timeout=20)
 
     figures = {
-        "images": args.images,
+        "images": images,
         "autolabel_device": labelled["result"]["device"],
         "api_idle_rss_mib": round(idle["VmRSS"], 1),
         "api_rss_after_jobs_mib": round(after["VmRSS"], 1),

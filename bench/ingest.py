@@ -33,7 +33,6 @@ import contextlib
 import hashlib
 import io
 import json
-import os
 import random
 import secrets
 import signal
@@ -47,20 +46,25 @@ from typing import Any
 
 import httpx
 from api import (
-    CLOCK_TICKS,
-    DEFAULT_PG_ADMIN_URL,
-    BenchError,
     Deployment,
     Server,
     create_api_token,
     create_project,
     expect,
     http_client,
-    memory_mib,
     prepare,
-    progress,
     raw_disk_seconds,
     running_server,
+)
+from common import (
+    CLOCK_TICKS,
+    DEFAULT_PG_ADMIN_URL,
+    BenchError,
+    memory_mib,
+    proc_stat,
+    process_tree,
+    progress,
+    rounded,
     scratch_database,
     scratch_dir,
 )
@@ -130,16 +134,6 @@ def make_images(count: int, seed: int, seen: set[bytes]) -> list[bytes]:
 # --- measurements ------------------------------------------------------------------------
 
 
-def process_tree(pid: int) -> list[int]:
-    found = [pid]
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        with contextlib.suppress(OSError):
-            children = Path(f"/proc/{pid}/task/{tid}/children").read_text().split()
-            for child in children:
-                found.extend(process_tree(int(child)))
-    return found
-
-
 def cpu_by_role(pid: int) -> dict[str, float]:
     """CPU seconds (user + system, reaped children included) of the server process
     ("api"), its decode pool ("decode": children at normal priority) and its thumbnail
@@ -147,12 +141,12 @@ def cpu_by_role(pid: int) -> dict[str, float]:
     roles = {"api": 0.0, "decode": 0.0, "thumbnails": 0.0}
     for member in process_tree(pid):
         with contextlib.suppress(OSError):
-            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
-            # utime, stime, cutime, cstime are fields 14-17; nice is 19.
-            seconds = sum(int(f) for f in fields[14 - 3 : 18 - 3]) / CLOCK_TICKS
+            stat = proc_stat(member)
+            ticks = stat["utime"] + stat["stime"] + stat["cutime"] + stat["cstime"]
+            seconds = ticks / CLOCK_TICKS
             if member == pid:
                 roles["api"] += seconds
-            elif int(fields[19 - 3]) > 0:
+            elif stat["nice"] > 0:
                 roles["thumbnails"] += seconds
             else:
                 roles["decode"] += seconds
@@ -272,16 +266,6 @@ def bench_database(
         results["server_peak_rss_mib"] = memory["VmHWM"]
         results["children_rss_mib"] = children_rss_mib(server.process.pid)
         return results
-
-
-def rounded(value: Any) -> Any:
-    if isinstance(value, float):
-        return round(value, 3)
-    if isinstance(value, dict):
-        return {k: rounded(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [rounded(v) for v in value]
-    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -19,13 +19,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -33,46 +30,32 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import redis
 import sqlalchemy as sa
+from common import (
+    BENCH,
+    DEFAULT_PG_ADMIN_URL,
+    OCULAB,
+    oculab_env,
+    percentile,
+    progress,
+    rounded,
+    scratch_database,
+    scratch_dir,
+    stop,
+)
+from queue_baseline import RESULTS, noop
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from bench.queue_baseline import RESULTS  # noqa: E402
-from server import migrate  # noqa: E402
-from server.jobs import service as jobs  # noqa: E402
-from server.jobs.kinds import load_kinds  # noqa: E402
-from server.kit.db import make_engine, make_sessionmaker  # noqa: E402
-from server.models.job import Job, JobState, WorkerRow  # noqa: E402
-from server.settings import Mode, Settings  # noqa: E402
+from server import migrate
+from server.jobs import service as jobs
+from server.jobs.kinds import load_kinds
+from server.kit.db import make_engine, make_sessionmaker
+from server.models.job import Job, JobState, WorkerRow
+from server.settings import Mode, Settings
 
 FINISHED = (JobState.succeeded, JobState.failed, JobState.canceled)
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 REDIS_URL = "redis://127.0.0.1:6379/13"
-BIN = Path(sys.executable).parent
-
-
-def log(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
-@contextmanager
-def scratch_database() -> Iterator[str]:
-    name = f"oculab_bench_queue_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+DRAMATIQ = str(Path(sys.executable).with_name("dramatiq"))
 
 
 @contextmanager
@@ -81,27 +64,22 @@ def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
     try:
         yield procs
     finally:
+        # Signal all first, so they shut down side by side.
         for proc in procs:
             if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
+                proc.terminate()
         for proc in procs:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop(proc, timeout=30)
 
 
 class Oculab:
     def __init__(self, database_url: str, data_dir: Path) -> None:
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("OCULAB_")}
-        self.env.update(
-            {
-                "OCULAB_DATABASE_URL": database_url,
-                "OCULAB_REDIS_URL": REDIS_URL,
-                "OCULAB_DATA_DIR": str(data_dir),
-                "OCULAB_SECRET_KEY": "bench-" + uuid.uuid4().hex * 2,
-                "OCULAB_CPU_JOBS_PER_USER": "10000",
-            }
+        self.env = oculab_env(
+            database_url=database_url,
+            redis_url=REDIS_URL,
+            data_dir=str(data_dir),
+            secret_key="bench-" + uuid.uuid4().hex * 2,
+            cpu_jobs_per_user="10000",
         )
         self.settings = Settings(
             mode=Mode.server,
@@ -117,9 +95,7 @@ class Oculab:
 
     def spawn(self, *args: str, log_path: Path) -> subprocess.Popen[bytes]:
         out = open(log_path, "wb")  # noqa: SIM115 - owned by the child process
-        return subprocess.Popen(
-            [str(BIN / "oculab"), *args], env=self.env, stdout=out, stderr=subprocess.STDOUT
-        )
+        return subprocess.Popen([OCULAB, *args], env=self.env, stdout=out, stderr=subprocess.STDOUT)
 
     def wait_workers(self, n: int) -> None:
         deadline = time.monotonic() + 60
@@ -174,7 +150,10 @@ class Oculab:
 
 
 def oculab_figures(args: argparse.Namespace, work: Path) -> dict[str, float]:
-    with scratch_database() as url, processes() as procs:
+    with (
+        scratch_database(DEFAULT_PG_ADMIN_URL, "oculab_bench_queue_") as url,
+        processes() as procs,
+    ):
         migrate.upgrade(url)
         app = Oculab(url, work)
         procs.append(app.spawn("scheduler", log_path=work / "scheduler.log"))
@@ -192,7 +171,7 @@ def oculab_figures(args: argparse.Namespace, work: Path) -> dict[str, float]:
         )
         app.wait_workers(1)
         app.wait_done(app.submit(5))  # warm up connections and code paths
-        log(f"oculab: enqueue->start latency, {args.latency_jobs} sequential no-op jobs")
+        progress(f"oculab: enqueue->start latency, {args.latency_jobs} sequential no-op jobs")
         latencies: list[float] = []
         admission: list[float] = []
         for _ in range(args.latency_jobs):
@@ -217,7 +196,7 @@ def oculab_figures(args: argparse.Namespace, work: Path) -> dict[str, float]:
             )
         )
         app.wait_workers(1)
-        log(f"oculab: throughput of {args.throughput_jobs} no-op jobs, 4 worker threads")
+        progress(f"oculab: throughput of {args.throughput_jobs} no-op jobs, 4 worker threads")
         start = time.monotonic()
         rows = app.wait_done(app.submit(args.throughput_jobs))
         wall = time.monotonic() - start
@@ -226,7 +205,7 @@ def oculab_figures(args: argparse.Namespace, work: Path) -> dict[str, float]:
         app.engine.dispose()
     return {
         "oculab_latency_p50_ms": statistics.median(latencies) * 1000,
-        "oculab_latency_p95_ms": percentile(latencies, 0.95) * 1000,
+        "oculab_latency_p95_ms": percentile(latencies, 95) * 1000,
         # Of which: submission to admission by the scheduler.
         "oculab_admission_p50_ms": statistics.median(admission) * 1000,
         "oculab_jobs_per_s": args.throughput_jobs / wall,
@@ -236,14 +215,15 @@ def oculab_figures(args: argparse.Namespace, work: Path) -> dict[str, float]:
 
 def baseline_figures(args: argparse.Namespace, work: Path) -> dict[str, float]:
     client = redis.Redis.from_url(REDIS_URL)
-    env = {**os.environ, "BENCH_REDIS_URL": REDIS_URL, "PYTHONPATH": str(REPO)}
+    # The worker imports the actor as the bench does: ``queue_baseline`` from bench/.
+    env = {**oculab_env(), "BENCH_REDIS_URL": REDIS_URL, "PYTHONPATH": str(BENCH)}
 
     def run_dramatiq(threads: int) -> subprocess.Popen[bytes]:
         out = open(work / f"dramatiq{threads}.log", "wb")  # noqa: SIM115
         return subprocess.Popen(
             [
-                str(BIN / "dramatiq"),
-                "bench.queue_baseline",
+                DRAMATIQ,
+                "queue_baseline",
                 "--processes",
                 "1",
                 "--threads",
@@ -252,12 +232,10 @@ def baseline_figures(args: argparse.Namespace, work: Path) -> dict[str, float]:
                 "bench",
             ],
             env=env,
-            cwd=REPO,
+            cwd=BENCH,
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-
-    from bench.queue_baseline import noop
 
     def wait_results(n: int) -> list[tuple[float, float]]:
         deadline = time.monotonic() + 600
@@ -276,7 +254,7 @@ def baseline_figures(args: argparse.Namespace, work: Path) -> dict[str, float]:
             noop.send(time.time())
         wait_results(5)
         client.delete(RESULTS)
-        log(f"dramatiq: send->run latency, {args.latency_jobs} sequential messages")
+        progress(f"dramatiq: send->run latency, {args.latency_jobs} sequential messages")
         latencies: list[float] = []
         for i in range(args.latency_jobs):
             time.sleep(0.05)
@@ -287,7 +265,7 @@ def baseline_figures(args: argparse.Namespace, work: Path) -> dict[str, float]:
     with processes() as procs:
         procs.append(run_dramatiq(4))
         time.sleep(3)
-        log(f"dramatiq: throughput of {args.throughput_jobs} messages, 4 threads")
+        progress(f"dramatiq: throughput of {args.throughput_jobs} messages, 4 threads")
         start = time.monotonic()
         for _ in range(args.throughput_jobs):
             noop.send(time.time())
@@ -296,7 +274,7 @@ def baseline_figures(args: argparse.Namespace, work: Path) -> dict[str, float]:
     client.flushdb()
     return {
         "dramatiq_latency_p50_ms": statistics.median(latencies) * 1000,
-        "dramatiq_latency_p95_ms": percentile(latencies, 0.95) * 1000,
+        "dramatiq_latency_p95_ms": percentile(latencies, 95) * 1000,
         "dramatiq_jobs_per_s": args.throughput_jobs / wall,
     }
 
@@ -306,15 +284,14 @@ def main() -> None:
     parser.add_argument("--latency-jobs", type=int, default=100)
     parser.add_argument("--throughput-jobs", type=int, default=1000)
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="oculab-bench-queue-"))
-    try:
-        redis.Redis.from_url(REDIS_URL).flushdb()
-        figures: dict[str, Any] = {}
-        figures.update(baseline_figures(args, work))
-        figures.update(oculab_figures(args, work))
-    finally:
-        redis.Redis.from_url(REDIS_URL).flushdb()
-        shutil.rmtree(work, ignore_errors=True)
+    figures: dict[str, Any] = {}
+    with scratch_dir("oculab-bench-queue-") as work:
+        try:
+            redis.Redis.from_url(REDIS_URL).flushdb()
+            figures.update(baseline_figures(args, work))
+            figures.update(oculab_figures(args, work))
+        finally:
+            redis.Redis.from_url(REDIS_URL).flushdb()
     figures["latency_p50_ratio"] = (
         figures["oculab_latency_p50_ms"] / figures["dramatiq_latency_p50_ms"]
     )
@@ -338,7 +315,7 @@ def main() -> None:
         f"dramatiq {figures['dramatiq_jobs_per_s']:8.1f} /s    "
         f"ratio {figures['throughput_ratio']:.2f}"
     )
-    print(json.dumps({k: round(v, 3) for k, v in figures.items()}))
+    print(json.dumps(rounded(figures)))
 
 
 if __name__ == "__main__":

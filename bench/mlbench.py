@@ -4,37 +4,26 @@ in-process workers) and helpers to feed it images and wait on jobs."""
 from __future__ import annotations
 
 import io
-import shutil
-import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from common import scratch_dir
 from PIL import Image
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from server import migrate  # noqa: E402
-from server.images import service as images  # noqa: E402
-from server.images.upload import ReceivedFile  # noqa: E402
-from server.jobs import service as jobs  # noqa: E402
-from server.kit.storage import HashingWriter, Storage  # noqa: E402
-from server.models.auth import User  # noqa: E402
-from server.models.job import Job, JobState  # noqa: E402
-from server.models.project import Project  # noqa: E402
-from server.settings import Settings  # noqa: E402
-from workers.machinery import standalone_jobs  # noqa: E402
-
-
-def log(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
+from server import migrate
+from server.images import service as images
+from server.images.upload import ReceivedFile
+from server.jobs import service as jobs
+from server.kit.storage import HashingWriter, Storage
+from server.models.auth import User
+from server.models.job import Job, JobState
+from server.models.project import Project
+from server.settings import Settings
+from workers.machinery import standalone_jobs
 
 
 @dataclass
@@ -88,7 +77,7 @@ class Oculab:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with self.maker() as db:
-                job = db.get(Job, job_id)
+                job: Job | None = db.get(Job, job_id)
                 assert job is not None
             if job.state is JobState.succeeded:
                 return job
@@ -100,18 +89,17 @@ class Oculab:
 
 @contextmanager
 def standalone(**settings: Any) -> Iterator[Oculab]:
-    work = Path(tempfile.mkdtemp(prefix="oculab-mlbench-"))
-    url = f"sqlite:///{work / 'oculab.db'}"
-    config = Settings(
-        data_dir=work / "data",
-        database_url=url,
-        secret_key="b" * 40,
-        seed_demo=False,
-        fsync=False,
-        **settings,
-    )
-    migrate.upgrade(url)
-    try:
+    with scratch_dir("oculab-mlbench-") as work:
+        url = f"sqlite:///{work / 'oculab.db'}"
+        config = Settings(
+            data_dir=work / "data",
+            database_url=url,
+            secret_key="b" * 40,
+            seed_demo=False,
+            fsync=False,
+            **settings,
+        )
+        migrate.upgrade(url)
         with standalone_jobs(config) as machinery:
             maker = machinery.sessionmaker
             with maker() as db, db.begin():
@@ -127,8 +115,6 @@ def standalone(**settings: Any) -> Iterator[Oculab]:
                 db.flush()
                 user_id = int(user.id)
             yield Oculab(config, machinery.storage, maker, machinery.kinds, user_id)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
 
 
 def jpeg(img: Image.Image) -> bytes:

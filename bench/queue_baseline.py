@@ -1,7 +1,8 @@
 """The baseline for bench/job_queue.py: a plain Dramatiq actor on the same Redis.
 
-Run by the bench as ``dramatiq bench.queue_baseline``; each message records when it
-was sent and when its actor started, in a Redis list.
+Run by the bench as ``dramatiq queue_baseline`` with bench/ on ``PYTHONPATH`` (the bench
+itself imports it the same way, as a sibling script); each message records when it was
+sent and when its actor started, in a Redis list.
 """
 
 from __future__ import annotations

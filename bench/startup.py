@@ -16,42 +16,36 @@ Progress goes to stderr. Stdout gets a summary and, as its last line, one JSON o
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-# ``python bench/startup.py`` puts bench/ first on sys.path, where sibling scripts named
-# like standard modules would shadow them for every library we import.
-if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
-    del sys.path[0]
-
 import argparse
 import contextlib
-import ctypes
-import http.client
 import json
-import os
-import shutil
-import signal
-import socket
 import statistics
 import subprocess
-import tempfile
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-HOST = "127.0.0.1"
-OCULAB = str(Path(sys.executable).with_name("oculab"))
+from common import (
+    HOST,
+    OCULAB,
+    BenchError,
+    die_with_parent,
+    free_port,
+    healthy,
+    oculab_env,
+    progress,
+    rounded,
+    scratch_dir,
+    stop,
+)
+
 FLOOR_IMPORTS = "import fastapi, sqlalchemy, uvicorn"
 # Label Studio 1.23.2 (SQLite) measured side by side on this machine (issue 13).
 LABEL_STUDIO_SECONDS = 36.9
 GOAL_FRACTION = 0.1
 POLL_SECONDS = 0.01
-
-
-class BenchError(RuntimeError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -70,62 +64,17 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
     return Options(args.runs, args.timeout)
 
 
-def progress(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def die_with_parent() -> None:
-    # PR_SET_PDEATHSIG: the server still goes away if this script is SIGKILLed.
-    if sys.platform == "linux":
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
-
-
-def standalone_env(data_dir: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OCULAB_")}
-    env.update(OCULAB_DATA_DIR=str(data_dir), OCULAB_SEED_DEMO="false")
-    return env
-
-
-def healthy(port: int) -> bool:
-    connection = http.client.HTTPConnection(HOST, port, timeout=2)
-    try:
-        connection.request("GET", "/api/health")
-        return connection.getresponse().status == 200
-    except OSError:
-        return False
-    finally:
-        connection.close()
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
 def time_start(options: Options) -> float:
     """Seconds from launching ``oculab standalone`` on an empty data dir to health."""
-    root = Path(tempfile.mkdtemp(prefix="oculab-bench-startup-"))
-    port = free_port()
-    log_path = root / "server.log"
-    try:
+    with scratch_dir("oculab-bench-startup-") as root:
+        port = free_port()
+        log_path = root / "server.log"
+        env = oculab_env(data_dir=str(root / "data"), seed_demo="false")
         with log_path.open("wb") as log:
             start = time.perf_counter()
             process = subprocess.Popen(
                 [OCULAB, "standalone", "--host", HOST, "--port", str(port)],
-                env=standalone_env(root / "data"),
+                env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 preexec_fn=die_with_parent,
@@ -143,8 +92,6 @@ def time_start(options: Options) -> float:
             return time.perf_counter() - start
         finally:
             stop(process)
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def time_floor() -> float:
@@ -189,12 +136,6 @@ def print_summary(results: dict[str, Any]) -> None:
         f" (goal <= {GOAL_FRACTION}x, {results['goal_seconds']:.2f} s:"
         f" {'met' if results['meets_goal'] else 'NOT met'})"
     )
-
-
-def rounded(value: Any) -> Any:
-    if isinstance(value, list):
-        return [rounded(item) for item in value]
-    return round(value, 3) if isinstance(value, float) else value
 
 
 def main(argv: Sequence[str] | None = None) -> int:

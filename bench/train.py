@@ -21,7 +21,8 @@ import subprocess
 import sys
 import time
 
-from mlbench import REPO, log, seconds, standalone
+from common import REPO, oculab_env, progress
+from mlbench import seconds, standalone
 
 from server.demo import shapes
 from server.models.annotation import Annotation, BoxStatus
@@ -77,7 +78,7 @@ def main() -> None:
                 image.revision = 1
         device = "0" if _cuda() else "cpu"
 
-        log(f"oculab: training job, {args.epochs} epochs on {args.images} images")
+        progress(f"oculab: training job, {args.epochs} epochs on {args.images} images")
         job = oculab.wait(
             oculab.submit(
                 "training.train",
@@ -97,7 +98,7 @@ def main() -> None:
         assert job.result is not None
         snapshot = oculab.settings.data_dir / "snapshots" / job.result["snapshot"]
 
-        log("raw: model.train on the same snapshot folder")
+        progress("raw: model.train on the same snapshot folder")
         start = time.perf_counter()
         subprocess.run(
             [
@@ -111,7 +112,7 @@ def main() -> None:
                 "cpu" if device == "cpu" else "0",
                 str(oculab.settings.data_dir / "raw-runs"),
             ],
-            env={**_env(), **env},
+            env={**oculab_env(), **env},
             cwd=REPO,
             check=True,
             stdout=subprocess.DEVNULL,
@@ -151,12 +152,6 @@ def _cuda() -> bool:
         return bool(torch.cuda.is_available())
     except ImportError:
         return False
-
-
-def _env() -> dict[str, str]:
-    import os
-
-    return {k: v for k, v in os.environ.items() if not k.startswith("OCULAB_")}
 
 
 if __name__ == "__main__":
