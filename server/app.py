@@ -33,6 +33,7 @@ from server.kit.errors import NotFound, install_error_handlers
 from server.kit.headers import SecurityHeadersMiddleware
 from server.kit.metrics import HttpMetrics, MetricsMiddleware
 from server.kit.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
+from server.projects import idp
 from server.projects.endpoints import router as projects_router
 from server.registry.endpoints import router as models_router
 from server.settings import Mode, Settings
@@ -114,6 +115,7 @@ def create_app(
     app.state.registry = registry
     app.state.rate_limiter = rate_limiter
     app.state.oidc = OidcClient(settings) if settings.oidc_enabled else None
+    app.state.sync_memberships = idp.sync_group_memberships
 
     install_error_handlers(app)
     install_api_docs(app)

@@ -131,7 +131,9 @@ async def oidc_callback(request: Request, settings: SettingsDep, client: Client)
 
     def finish() -> service.NewSession:
         with request.app.state.sessionmaker() as db, db.begin():
-            user = service.upsert_oidc_user(db, settings, login.claims)
+            user = service.upsert_oidc_user(
+                db, settings, login.claims, request.app.state.sync_memberships
+            )
             return service.create_session(
                 db, settings, user, method="oidc", client=client, id_token=login.id_token
             )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -17,7 +18,6 @@ from server.kit.errors import Conflict, Forbidden, Unauthorized, Unprocessable
 from server.kit.roles import Role
 from server.kit.secrets import new_token, token_hash
 from server.models.auth import LOCAL_ISSUER, ApiToken, LoginSession, User
-from server.models.project import Membership, Project
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,11 @@ class NewSession:
 
 
 # --- users -------------------------------------------------------------------------
+
+
+# Project roles from IdP groups are the projects domain's (projects/idp.py); a login
+# calls it through this one signature and auth imports nothing of projects.
+MembershipSync = Callable[[Session, Settings, User], dict[str, Role]]
 
 
 def get_local_user(db: Session, username: str) -> User | None:
@@ -250,9 +255,12 @@ def find_oidc_user(db: Session, claims: dict[str, Any]) -> User:
     return user
 
 
-def upsert_oidc_user(db: Session, settings: Settings, claims: dict[str, Any]) -> User:
+def upsert_oidc_user(
+    db: Session, settings: Settings, claims: dict[str, Any], sync_memberships: MembershipSync
+) -> User:
     """Find or create the user for a browser login's claims (ID token merged with
-    userinfo), identified by (iss, sub), and bring their groups and roles up to date."""
+    userinfo), identified by (iss, sub), and bring their groups and roles up to date
+    (``sync_memberships``: the projects domain's rule, handed in by the app)."""
     issuer = claims.get("iss")
     subject = claims.get("sub")
     if not isinstance(issuer, str) or not isinstance(subject, str) or not subject:
@@ -294,7 +302,7 @@ def upsert_oidc_user(db: Session, settings: Settings, claims: dict[str, Any]) ->
     db.flush()
     if not user.is_active:
         raise Forbidden("this account is disabled")
-    roles = sync_group_memberships(db, settings, user)
+    roles = sync_memberships(db, settings, user)
     log.info(
         "OIDC login of %s (sub=%s): groups %s -> admin=%s, project roles %s",
         username,
@@ -304,62 +312,3 @@ def upsert_oidc_user(db: Session, settings: Settings, claims: dict[str, Any]) ->
         {name: role.value for name, role in roles.items()},
     )
     return user
-
-
-def sync_group_memberships(db: Session, settings: Settings, user: User) -> dict[str, Role]:
-    """Grant the project roles that the user's IdP groups map to; drop lapsed grants.
-
-    Memberships an owner set by hand are never touched. Returns the roles the groups
-    grant, by project name (projects that do not exist are left out).
-    """
-    wanted: dict[str, Role] = {}
-    for group in user.groups:
-        for project_name, role in settings.oidc_project_roles.get(group, {}).items():
-            if project_name not in wanted or role.allows(wanted[project_name]):
-                wanted[project_name] = role
-    projects = (
-        {p.name: p for p in db.scalars(sa.select(Project).where(Project.name.in_(wanted)))}
-        if wanted
-        else {}
-    )
-    existing = {
-        m.project_id: m
-        for m in db.scalars(sa.select(Membership).where(Membership.user_id == user.id))
-    }
-    granted: set[int] = set()
-    for name, role in wanted.items():
-        project = projects.get(name)
-        if project is None:
-            continue
-        granted.add(project.id)
-        membership = existing.get(project.id)
-        if membership is None:
-            db.add(Membership(project_id=project.id, user_id=user.id, role=role, source="idp"))
-            audit.record(
-                db,
-                "membership.grant",
-                actor=None,
-                actor_name="idp",
-                target_type="user",
-                target_id=user.id,
-                project_id=project.id,
-                role=role.value,
-                group_mapping=True,
-            )
-        elif membership.source == "idp" and membership.role != role:
-            membership.role = role
-    for project_id, membership in existing.items():
-        if membership.source == "idp" and project_id not in granted:
-            db.delete(membership)
-            audit.record(
-                db,
-                "membership.revoke",
-                actor=None,
-                actor_name="idp",
-                target_type="user",
-                target_id=user.id,
-                project_id=project_id,
-                group_mapping=True,
-            )
-    db.flush()
-    return {name: role for name, role in wanted.items() if name in projects}
