@@ -8,12 +8,11 @@ then starts from empty tables.
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 import sqlalchemy as sa
 from fastapi import FastAPI
@@ -26,9 +25,7 @@ from server.kit.db import make_engine, make_sessionmaker
 from server.models import Base
 from server.settings import Mode, Settings
 from tests.factories import ApiClient, Factory
-
-BACKEND = os.environ.get("OCULAB_TEST_DATABASE", "sqlite")
-PG_BASE = os.environ.get("OCULAB_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432")
+from tests.helpers import BACKEND, scratch_database
 
 # The developer's own OCULAB_* variables must not leak into the tests.
 for _name in list(os.environ):
@@ -42,24 +39,9 @@ def pytest_report_header() -> str:
 
 @pytest.fixture(scope="session")
 def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    if BACKEND == "sqlite":
-        path = tmp_path_factory.mktemp("db") / "oculab-test.db"
-        url = f"sqlite:///{path}"
+    with scratch_database(tmp_path_factory.mktemp("db"), "oculab_test") as url:
         migrate.upgrade(url)
         yield url
-        return
-    if BACKEND != "postgres":
-        raise RuntimeError(f"unknown OCULAB_TEST_DATABASE={BACKEND!r}")
-    name = f"oculab_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(f"{PG_BASE}/postgres", autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = f"{PG_BASE}/{name}"
-    try:
-        migrate.upgrade(url)
-        yield url
-    finally:
-        with psycopg.connect(f"{PG_BASE}/postgres", autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="session")
@@ -127,15 +109,29 @@ def make_app(make_settings: Callable[..., Settings]) -> Iterator[Callable[..., F
 
 
 @pytest.fixture
+def make_running_app(make_app: Callable[..., FastAPI]) -> Iterator[Callable[..., FastAPI]]:
+    """Like ``make_app``, with the app's lifespan entered (its in-process workers running,
+    with ``run_jobs=True``) until the test ends."""
+    with ExitStack() as running:
+
+        def build(**kwargs: Any) -> FastAPI:
+            app = make_app(**kwargs)
+            running.enter_context(TestClient(app))
+            return app
+
+        yield build
+
+
+@pytest.fixture
 def app(make_app: Callable[..., FastAPI]) -> FastAPI:
     return make_app()
 
 
 @pytest.fixture
-def ml_app(make_app: Callable[..., FastAPI]) -> Iterator[FastAPI]:
+def ml_app(make_running_app: Callable[..., FastAPI]) -> FastAPI:
     """Standalone with in-process workers (one GPU slot, one CPU slot) running jobs,
     with short intervals so ML tests spend their time in ultralytics, not waiting."""
-    app = make_app(
+    return make_running_app(
         run_jobs=True,
         standalone_gpu_slots=1,
         standalone_cpu_slots=1,
@@ -143,8 +139,6 @@ def ml_app(make_app: Callable[..., FastAPI]) -> Iterator[FastAPI]:
         scheduler_interval_seconds=0.1,
         predict_queue_seconds=30,
     )
-    with TestClient(app):
-        yield app
 
 
 @pytest.fixture
@@ -188,17 +182,8 @@ def factory_for() -> Callable[[FastAPI], Factory]:
 @pytest.fixture
 def fresh_database_url(tmp_path: Path) -> Iterator[str]:
     """An empty database (no schema) on the backend under test."""
-    if BACKEND == "sqlite":
-        yield f"sqlite:///{tmp_path / 'fresh.db'}"
-        return
-    name = f"oculab_fresh_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(f"{PG_BASE}/postgres", autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{PG_BASE}/{name}"
-    finally:
-        with psycopg.connect(f"{PG_BASE}/postgres", autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with scratch_database(tmp_path, "oculab_fresh") as url:
+        yield url
 
 
 def _cuda_available() -> bool:

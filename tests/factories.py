@@ -1,4 +1,5 @@
-"""Builders for users, clients, projects and image bytes used across the tests."""
+"""Builders for users, clients, projects, image and archive bytes used across the tests
+(tests/helpers.py says where the other shared test code lives)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import hashlib
 import io
 import random
 import shutil
-import time
+import zipfile
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -89,21 +90,6 @@ class ApiClient:
             f"/api/projects/{project_id}/members/{user.user_id}", json={"role": role}
         )
         assert response.status_code == 200, response.text
-
-
-FINISHED = ("succeeded", "failed", "canceled")
-
-
-def wait_job(client: ApiClient, job_id: int, timeout: float = 240) -> dict[str, Any]:
-    """Polls a job through the API until it ends; fails the test after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        job: dict[str, Any] = client.get(f"/api/jobs/{job_id}").json()
-        if job["state"] in FINISHED:
-            return job
-        if time.monotonic() > deadline:
-            raise AssertionError(f"job {job_id} did not finish within {timeout} s: {job}")
-        time.sleep(0.05)
 
 
 class Factory:
@@ -249,6 +235,22 @@ def png_bomb(width: int = 14000, height: int = 14000) -> bytes:
         + chunk(b"IHDR", ihdr)
         + chunk(b"IDAT", bytes(idat))
         + chunk(b"IEND", b"")
+    )
+
+
+def make_zip(entries: dict[str, bytes | str], method: int = zipfile.ZIP_DEFLATED) -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", method) as archive:
+        for name, data in entries.items():
+            archive.writestr(name, data)
+    return out.getvalue()
+
+
+def post_zip(client: ApiClient, project_id: int, data: bytes, name: str = "dataset.zip") -> Any:
+    """Starts a dataset import; the caller checks the answer."""
+    return client.post(
+        f"/api/projects/{project_id}/imports",
+        files={"file": (name, data, "application/zip")},
     )
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import time
 import uuid
@@ -19,6 +18,7 @@ from contextlib import contextmanager
 import psycopg
 
 from server import migrate
+from tests.helpers import create_database, free_port, wait_until
 
 
 def available() -> str | None:
@@ -30,21 +30,16 @@ def available() -> str | None:
     return None
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class ThrowawayPostgres:
     """One cluster, one database migrated to head; stop, start and restart at will."""
 
     def __init__(self) -> None:
         self.version = sorted(os.listdir("/etc/postgresql"))[-1]
         self.name = f"oculab_fault_{uuid.uuid4().hex[:8]}"
-        self.port = _free_port()
+        self.port = free_port()
         self.base = f"postgresql://postgres@127.0.0.1:{self.port}"
         self.url = f"{self.base}/oculab"
+        self._refused = ""
 
     def _ctl(self, action: str, *extra: str) -> None:
         subprocess.run(
@@ -81,21 +76,22 @@ class ThrowawayPostgres:
             capture_output=True,
         )
         self.start()
-        with psycopg.connect(f"{self.base}/postgres", autocommit=True) as conn:
-            conn.execute("CREATE DATABASE oculab")
+        create_database(self.base, "oculab")
         migrate.upgrade(self.url)
 
     def wait_ready(self, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
+        def accepts() -> bool:
             try:
                 with psycopg.connect(f"{self.base}/postgres", connect_timeout=2) as conn:
                     conn.execute("SELECT 1")
-                return
-            except psycopg.OperationalError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
+            except psycopg.OperationalError as exc:
+                self._refused = repr(exc)
+                return False
+            return True
+
+        wait_until(
+            accepts, timeout, lambda: f"{self.name} refuses connections: {self._refused}", 0.1
+        )
 
     def start(self) -> None:
         self._ctl("start")

@@ -24,6 +24,7 @@ from server.models.auth import User
 from server.models.job import Job, JobState, WorkerRow
 from server.models.project import Project
 from tests.factories import ApiClient, Factory, statements
+from tests.helpers import wait_job, wait_until
 
 
 def test_admin_creates_a_local_account_that_can_log_in(admin: ApiClient, app: FastAPI) -> None:
@@ -220,10 +221,7 @@ def _serve(app: FastAPI) -> Iterator[str]:
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "the test server did not start"
-        time.sleep(0.05)
+    wait_until(lambda: server.started, 20, "the test server did not start")
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
@@ -378,7 +376,5 @@ def test_an_undrained_worker_takes_work_again(make_app: Callable[..., FastAPI]) 
         assert admin.post(drain, json={"draining": False}).json()["draining"] is False
         made = admin.post("/api/admin/diagnostics/jobs", json={"pool": "cpu"})
         job_id = made.json()[0]["id"]
-        deadline = time.monotonic() + 15
-        while (state := admin.get(f"/api/jobs/{job_id}").json()["state"]) != "succeeded":
-            assert time.monotonic() < deadline, f"the undrained worker never ran it ({state})"
-            time.sleep(0.1)
+        # The undrained worker runs it.
+        wait_job(admin, job_id, 15, states={"succeeded"})

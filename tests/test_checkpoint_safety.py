@@ -35,7 +35,8 @@ from fastapi.testclient import TestClient
 from server.models.auth import User
 from server.models.job import Job
 from server.models.registered_model import ModelState, RegisteredModel
-from tests.factories import Factory, labeled_shapes_project, png_bytes, wait_job
+from tests.factories import Factory, labeled_shapes_project, png_bytes
+from tests.helpers import wait_job
 
 if importlib.util.find_spec("ultralytics") is None:
     pytest.skip("the ml extra is not installed", allow_module_level=True)

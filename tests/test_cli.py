@@ -5,15 +5,15 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+
+from tests.helpers import free_port, wait_until
 
 OCULAB = [sys.executable, "-m", "server.cli"]
 
@@ -22,12 +22,6 @@ def _env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OCULAB_")}
     env.update(extra)
     return env
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Server:
@@ -44,16 +38,15 @@ class Server:
         self.output = ""
 
     def wait_healthy(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def healthy() -> bool:
             if self.proc.poll() is not None:
                 raise AssertionError(f"server exited: {self.stop()}")
             try:
-                if httpx.get(f"{self.base}/api/health").status_code == 200:
-                    return
+                return httpx.get(f"{self.base}/api/health").status_code == 200
             except httpx.HTTPError:
-                time.sleep(0.2)
-        raise AssertionError(f"server did not become healthy: {self.stop()}")
+                return False
+
+        wait_until(healthy, timeout, lambda: f"server did not become healthy: {self.stop()}", 0.2)
 
     def stop(self) -> str:
         if self.proc.poll() is None:
@@ -92,12 +85,12 @@ def test_standalone_first_start_creates_admin_and_starts_the_demo_then_reuses_da
 ) -> None:
     data = tmp_path / "oculab-data"
     env = _env(OCULAB_DATA_DIR=str(data))
-    first = Server(["standalone"], env, _free_port())
+    first = Server(["standalone"], env, free_port())
     servers.append(first)
     first.wait_healthy()
     # A second standalone on the same data dir is refused, not half-started.
     clash = subprocess.run(
-        [*OCULAB, "standalone", "--port", str(_free_port())],
+        [*OCULAB, "standalone", "--port", str(free_port())],
         env=env,
         capture_output=True,
         text=True,
@@ -106,10 +99,7 @@ def test_standalone_first_start_creates_admin_and_starts_the_demo_then_reuses_da
     assert clash.returncode != 0
     assert "another Oculab standalone process" in clash.stderr
     # The demo starts in the background: a project and its import job appear.
-    deadline = time.monotonic() + 60
-    while not _demo_started(data / "oculab.db"):
-        assert time.monotonic() < deadline, first.stop()
-        time.sleep(0.2)
+    wait_until(lambda: _demo_started(data / "oculab.db"), 60, first.stop, 0.2)
     output = first.stop()
     match = re.search(r"Login:\s+admin / (\S+)", output)
     assert match, output
@@ -117,7 +107,7 @@ def test_standalone_first_start_creates_admin_and_starts_the_demo_then_reuses_da
     assert "http://127.0.0.1:" in output
     assert "Demo:" in output
 
-    second = Server(["standalone"], env, _free_port())
+    second = Server(["standalone"], env, free_port())
     servers.append(second)
     second.wait_healthy()
     client = httpx.Client(base_url=second.base)
@@ -139,7 +129,7 @@ def test_admin_password_comes_from_the_environment(tmp_path: Path, servers: list
         OCULAB_ADMIN_PASSWORD="from-env-pass",
         OCULAB_SEED_DEMO="false",
     )
-    server = Server(["standalone"], env, _free_port())
+    server = Server(["standalone"], env, free_port())
     servers.append(server)
     server.wait_healthy()
     response = httpx.post(
@@ -159,7 +149,7 @@ def test_api_refuses_to_start_before_migrations(
         OCULAB_DATA_DIR=str(tmp_path / "d"),
     )
     result = subprocess.run(
-        [*OCULAB, "api", "--port", str(_free_port())],
+        [*OCULAB, "api", "--port", str(free_port())],
         env=env,
         capture_output=True,
         text=True,
@@ -171,7 +161,7 @@ def test_api_refuses_to_start_before_migrations(
         [*OCULAB, "migrate"], env=env, capture_output=True, text=True, timeout=120
     )
     assert migrated.returncode == 0, migrated.stderr
-    server = Server(["api"], env, _free_port())
+    server = Server(["api"], env, free_port())
     servers.append(server)
     server.wait_healthy()
     ready = httpx.get(f"{server.base}/api/ready")

@@ -9,32 +9,24 @@ import os
 import stat
 import time
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from fastapi import FastAPI
-from fastapi.testclient import TestClient
 
 from server.datasets.csvformat import COLUMNS, box_row, text_cell
 from server.models.annotation import Annotation
 from server.models.image import Image
 from server.models.job import Job
-from tests.factories import ApiClient, Factory, png_bytes, wait_job
+from tests.factories import ApiClient, Factory, make_zip, png_bytes, post_zip
+from tests.helpers import wait_job, wait_until
 
 TOLERANCE = 1e-9
 
 # --- helpers -----------------------------------------------------------------------------
-
-
-def make_zip(entries: dict[str, bytes | str], method: int = zipfile.ZIP_DEFLATED) -> bytes:
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w", method) as archive:
-        for name, data in entries.items():
-            archive.writestr(name, data)
-    return out.getvalue()
 
 
 def zip_with_info(info: zipfile.ZipInfo, data: bytes = b"x") -> bytes:
@@ -43,13 +35,6 @@ def zip_with_info(info: zipfile.ZipInfo, data: bytes = b"x") -> bytes:
         archive.writestr("images/ok.png", png_bytes(1))
         archive.writestr(info, data)
     return out.getvalue()
-
-
-def post_zip(client: ApiClient, project_id: int, data: bytes, name: str = "dataset.zip") -> Any:
-    return client.post(
-        f"/api/projects/{project_id}/imports",
-        files={"file": (name, data, "application/zip")},
-    )
 
 
 def run_import(client: ApiClient, project_id: int, data: bytes) -> dict[str, Any]:
@@ -133,10 +118,8 @@ def blobs(data_dir: Path) -> list[Path]:
 
 
 @pytest.fixture
-def jobs_app(make_app: Callable[..., FastAPI]) -> Iterator[FastAPI]:
-    app = make_app(run_jobs=True)
-    with TestClient(app):
-        yield app
+def jobs_app(make_running_app: Callable[..., FastAPI]) -> FastAPI:
+    return make_running_app(run_jobs=True)
 
 
 @pytest.fixture
@@ -676,8 +659,12 @@ def test_canceled_import_stops_between_batches_and_deletes_its_zip(
     # One image per transaction: far more than can finish before the cancel arrives.
     data = make_zip({f"images/{i}.png": png_bytes(i, (8, 8)) for i in range(1000)})
     job = post_zip(owner, pid, data).json()
-    while owner.get(f"/api/jobs/{job['id']}").json()["state"] == "queued":
-        time.sleep(0.01)
+    wait_until(
+        lambda: owner.get(f"/api/jobs/{job['id']}").json()["state"] != "queued",
+        240,
+        "the import never started",
+        0.01,
+    )
     canceled = owner.post(f"/api/jobs/{job['id']}/cancel")
     assert canceled.status_code == 200, canceled.text
     finished = wait_job(owner, job["id"])

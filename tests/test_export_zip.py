@@ -9,7 +9,6 @@ import io
 import os
 import shutil
 import subprocess
-import time
 import zipfile
 import zlib
 from collections.abc import Callable
@@ -24,7 +23,8 @@ from PIL import Image
 from server.datasets.exporter import _blob_path
 from server.datasets.zipwrite import DEFAULT_BUFFER, ZIP64_LIMIT, ZIP_FILECOUNT_LIMIT, ZipSink
 from server.kit.storage import Storage
-from tests.factories import ApiClient, Factory, png_bytes, wait_job
+from tests.factories import ApiClient, Factory, png_bytes
+from tests.helpers import wait_job, wait_until
 
 WHEN = (2026, 3, 4, 5, 6, 8)
 
@@ -235,8 +235,12 @@ def test_a_canceled_export_stops_and_leaves_no_archive(
             files = [(f"i{n}.png", png_bytes(n, (8, 8))) for n in range(first, first + 100)]
             assert owner.upload(pid, *files).status_code == 201
         job = _export(owner, pid)
-        while owner.get(f"/api/jobs/{job['id']}").json()["state"] == "queued":
-            time.sleep(0.01)
+        wait_until(
+            lambda: owner.get(f"/api/jobs/{job['id']}").json()["state"] != "queued",
+            240,
+            "the export never started",
+            0.01,
+        )
         canceled = owner.post(f"/api/jobs/{job['id']}/cancel")
         assert canceled.status_code == 200, canceled.text
         finished = wait_job(owner, job["id"])

@@ -6,8 +6,6 @@ from __future__ import annotations
 import itertools
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -19,173 +17,22 @@ import pytest
 import redis
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
-from sqlalchemy.orm import Session, sessionmaker
 
 from server import migrate
 from server.jobs import service as jobs
 from server.models.auth import User
 from server.models.job import Job, JobEvent, JobState
-from server.settings import Mode, Settings
 from tests import pgcluster
-from tests.conftest import BACKEND
+from tests.helpers import BACKEND, free_port, wait_until
 from tests.jobkinds import completions
-from tests.processes import REPO, oculab_env
-from workers.machinery import for_api
+from tests.processes import CLUSTER_REDIS_URL, FINISHED, Cluster
 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(BACKEND != "postgres", reason="server mode: PostgreSQL and Redis"),
 ]
 
-REDIS_URL = "redis://127.0.0.1:6379/14"
-FINISHED = (JobState.succeeded, JobState.failed, JobState.canceled)
-
-
-class Cluster:
-    """A scheduler and workers as subprocesses, against one database and Redis."""
-
-    def __init__(
-        self, database_url: str, data_dir: Path, redis_url: str = REDIS_URL, **settings: str
-    ) -> None:
-        self.env = oculab_env(
-            data_dir, redis_url, "fault-tests", **{"database_url": database_url, **settings}
-        )
-        self.settings = Settings(
-            mode=Mode.server,
-            **{
-                k.removeprefix("OCULAB_").lower(): v
-                for k, v in self.env.items()
-                if k.startswith("OCULAB_") and k != "OCULAB_MODE"
-            },
-        )
-        self.data_dir = data_dir
-        # The tests submit and read jobs as the API would.
-        self.machinery = for_api(self.settings, runs_jobs=False)
-        self.engine = self.machinery.engine
-        self.maker: sessionmaker[Session] = self.machinery.sessionmaker
-        self.kinds = self.machinery.kinds
-        self.scheduler: subprocess.Popen[bytes] | None = None
-        self.workers: list[subprocess.Popen[bytes]] = []
-        self._logs: list[Any] = []
-
-    def _spawn(self, *args: str) -> subprocess.Popen[bytes]:
-        log = open(self.data_dir / f"{args[0]}-{len(self._logs)}.log", "wb")  # noqa: SIM115
-        self._logs.append(log)
-        return subprocess.Popen(
-            [sys.executable, "-m", "server.cli", *args],
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=REPO,
-        )
-
-    def start_scheduler(self) -> None:
-        self.scheduler = self._spawn("scheduler")
-
-    def start_worker(
-        self, pool: str = "cpu", slots: int = 1, metrics_port: int = 0
-    ) -> subprocess.Popen[bytes]:
-        proc = self._spawn(
-            "worker", "--pool", pool, "--slots", str(slots), "--metrics-port", str(metrics_port)
-        )
-        self.workers.append(proc)
-        return proc
-
-    def restart_dead_workers(self) -> int:
-        dead = [proc for proc in self.workers if proc.poll() is not None]
-        for proc in dead:
-            self.workers.remove(proc)
-            self.start_worker()
-        return len(dead)
-
-    def wait_for_workers(self, n: int, timeout: float = 30) -> None:
-        from server.models.job import WorkerRow
-
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self.maker() as db:
-                live = db.scalar(
-                    sa.select(sa.func.count())
-                    .select_from(WorkerRow)
-                    .where(WorkerRow.stopped_at.is_(None))
-                )
-            if (live or 0) >= n:
-                return
-            time.sleep(0.1)
-        raise AssertionError(f"fewer than {n} workers registered:\n{self.logs()}")
-
-    def user(self, name: str) -> int:
-        with self.maker() as db, db.begin():
-            user = User(
-                issuer="local",
-                subject=name,
-                username=name,
-                is_admin=False,
-                is_active=True,
-                groups=[],
-            )
-            db.add(user)
-            db.flush()
-            return user.id
-
-    def submit(
-        self, kind: str, user_id: int | None = None, pool: str | None = None, **params: Any
-    ) -> int:
-        with self.maker() as db, db.begin():
-            user = db.get(User, user_id) if user_id else None
-            return jobs.submit(
-                db,
-                self.settings,
-                self.kinds,
-                kind=kind,
-                user=user,
-                project_id=None,
-                params=params,
-                pool=pool,
-            ).id
-
-    def job(self, job_id: int) -> Job:
-        with self.maker() as db:
-            job = db.get(Job, job_id)
-            assert job is not None
-            return job
-
-    def wait(
-        self, job_ids: list[int], states: tuple[JobState, ...] = FINISHED, timeout: float = 60
-    ) -> list[Job]:
-        deadline = time.monotonic() + timeout
-        while True:
-            with self.maker() as db:
-                rows = list(db.scalars(sa.select(Job).where(Job.id.in_(job_ids))))
-            if len(rows) == len(job_ids) and all(j.state in states for j in rows):
-                return sorted(rows, key=lambda j: j.id)
-            if time.monotonic() > deadline:
-                summary = Counter(j.state.value for j in rows)
-                raise AssertionError(f"jobs not in {states}: {summary}\n{self.logs()}")
-            time.sleep(0.1)
-
-    def logs(self) -> str:
-        out = []
-        for path in sorted(self.data_dir.glob("*.log")):
-            if path.name == "side-effects.log":
-                continue
-            out.append(f"--- {path.name}\n{path.read_text(errors='replace')[-3000:]}")
-        return "\n".join(out)
-
-    def stop(self) -> None:
-        procs = [p for p in [self.scheduler, *self.workers] if p is not None]
-        for proc in procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        for log in self._logs:
-            log.close()
-        self.machinery.close()
+REDIS_URL = CLUSTER_REDIS_URL
 
 
 @pytest.fixture
@@ -252,17 +99,12 @@ def test_flushing_redis_loses_no_job_and_runs_none_twice(
         proc.send_signal(signal.SIGSTOP)
     user = c.user("busy")
     ids = [c.submit("test.sleep_count", user, seconds=0.2) for _ in range(50)]
-    deadline = time.monotonic() + 30
-    while not broker.hlen("dramatiq:cpu.msgs"):
-        assert time.monotonic() < deadline, c.logs()
-        time.sleep(0.05)
+    wait_until(lambda: broker.hlen("dramatiq:cpu.msgs"), 30, c.logs)
     broker.flushall()
     for proc in workers:
         proc.send_signal(signal.SIGCONT)
     # And once more while jobs are running and their messages are in flight.
-    while len(completions(c.data_dir)) < 10:
-        assert time.monotonic() < deadline + 30, c.logs()
-        time.sleep(0.05)
+    wait_until(lambda: len(completions(c.data_dir)) >= 10, 60, c.logs)
     broker.flushall()
     done = c.wait(ids, timeout=120)
     assert [j.state for j in done] == [JobState.succeeded] * 50, c.logs()
@@ -308,10 +150,9 @@ def test_postgres_restart_makes_ready_503_then_recovers(make_app: Callable[..., 
             assert down.json()["checks"]["database"].startswith("unavailable")
         finally:
             pg.start()
-        deadline = time.monotonic() + 30
-        while client.get("/api/ready").status_code != 200:
-            assert time.monotonic() < deadline, "the API did not recover"
-            time.sleep(0.2)
+        wait_until(
+            lambda: client.get("/api/ready").status_code == 200, 30, "the API did not recover", 0.2
+        )
         stop.set()
         thread.join()
         assert 503 in results
@@ -331,12 +172,16 @@ def test_a_job_that_always_crashes_fails_after_max_attempts(
     c.wait_for_workers(1)
     job_id = c.submit("test.crash")
     # Like Kubernetes: restart workers that die.
-    deadline = time.monotonic() + 90
     restarts = 0
-    while c.job(job_id).state not in FINISHED:
-        assert time.monotonic() < deadline, c.logs()
+
+    def ended() -> bool:
+        nonlocal restarts
+        if c.job(job_id).state in FINISHED:
+            return True
         restarts += c.restart_dead_workers()
-        time.sleep(0.2)
+        return False
+
+    wait_until(ended, 90, c.logs, 0.2)
     job = c.job(job_id)
     assert job.state == JobState.failed
     assert job.attempts == 3
@@ -417,26 +262,21 @@ def test_sigterm_hands_the_running_job_back(cluster_factory: Callable[..., Clust
 
 
 def test_workers_export_dramatiq_metrics(cluster_factory: Callable[..., Cluster]) -> None:
-    import socket
-
     import httpx
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     c = cluster_factory()
     c.start_scheduler()
     c.start_worker(metrics_port=port)
     c.wait_for_workers(1)
     job_id = c.submit("test.sleep_count", seconds=0.05)
     assert c.wait([job_id])[0].state == JobState.succeeded
-    deadline = time.monotonic() + 10
-    while True:
+
+    def exported() -> bool:
         try:
             text = httpx.get(f"http://127.0.0.1:{port}/").text
-            if 'dramatiq_messages_total{actor_name="test.sleep_count"' in text:
-                break
         except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, c.logs()
-        time.sleep(0.2)
+            return False
+        return 'dramatiq_messages_total{actor_name="test.sleep_count"' in text
+
+    wait_until(exported, 10, c.logs, 0.2)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -19,7 +18,6 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -35,10 +33,10 @@ from server.models.job import Job, JobEvent, JobState, WorkerRow
 from server.models.registered_model import RegisteredModel
 from server.tokens import service as tokens
 from tests import pgcluster
-from tests.conftest import BACKEND
 from tests.factories import labeled_shapes_project, png_bytes
+from tests.helpers import BACKEND, free_port, wait_job, wait_until
 from tests.jobkinds import completions
-from tests.test_faults import FINISHED, REPO, Cluster
+from tests.processes import FINISHED, REPO, Cluster
 
 pytestmark = [
     pytest.mark.slow,
@@ -48,10 +46,11 @@ pytestmark = [
 REDIS_URL = "redis://127.0.0.1:6379/13"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def _healthy(base: str) -> bool:
+    try:
+        return httpx.get(f"{base}/api/health").status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def _pid(worker_id: str) -> int:
@@ -59,7 +58,7 @@ def _pid(worker_id: str) -> int:
 
 
 class OutageCluster(Cluster):
-    """test_faults' cluster on Redis db 13, plus an `oculab api` process."""
+    """The fault tests' cluster on Redis db 13, plus an `oculab api` process."""
 
     def __init__(self, database_url: str, data_dir: Path, **settings: str) -> None:
         super().__init__(database_url, data_dir, redis_url=REDIS_URL, **settings)
@@ -67,18 +66,10 @@ class OutageCluster(Cluster):
         self.api_url = ""
 
     def start_api(self) -> None:
-        port = _free_port()
+        port = free_port()
         self.api = self._spawn("api", "--port", str(port))
         self.api_url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{self.api_url}/api/health").status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, self.logs()
-            time.sleep(0.2)
+        wait_until(lambda: _healthy(self.api_url), 60, self.logs, 0.2)
 
     def stop(self) -> None:
         if self.api is not None and self.api.poll() is None:
@@ -239,15 +230,6 @@ class ChildSampler:
         self._thread.join()
 
 
-def _wait_until(check: Callable[[], bool], timeout: float, what: Callable[[], str]) -> float:
-    """Waits for ``check``; returns how long it took."""
-    start = time.monotonic()
-    while not check():
-        assert time.monotonic() - start < timeout, what()
-        time.sleep(0.05)
-    return time.monotonic() - start
-
-
 # --- cancel, re-queue and revival with a frozen worker ---------------------------------
 
 
@@ -277,7 +259,7 @@ def test_cancel_ends_jobs_whose_worker_is_frozen_or_gone(
 
     # 2. The worker comes back: it learns it lost the job (nothing more is written for
     # it) and counts again for admission without a restart: it is the only worker.
-    _wait_until(
+    wait_until(
         lambda: c.worker_row(worker_id).stopped_at is None, 10, lambda: "not revived\n" + c.logs()
     )
     second = c.submit("test.sleep_count", user, seconds=60)
@@ -301,7 +283,7 @@ def test_cancel_ends_jobs_whose_worker_is_frozen_or_gone(
     # The worker notices and stops the job (its heartbeat or the job's own next write,
     # whichever comes first); it never completes nor changes state again.
     stopped = re.compile(rf"job {second} attempt 1: .*no longer")
-    _wait_until(
+    wait_until(
         lambda: bool(stopped.search(c.logs())), 10, lambda: "the worker went on\n" + c.logs()
     )
     time.sleep(1)
@@ -369,7 +351,7 @@ def _recovery(c: OutageCluster, user: int, since: float) -> tuple[float, float]:
         except httpx.HTTPError:
             return False
 
-    _wait_until(ready, 30, lambda: "API not ready\n" + c.logs())
+    wait_until(ready, 30, lambda: "API not ready\n" + c.logs())
     api = time.monotonic() - since
     assert c.wait([probe], timeout=30)[0].state == JobState.succeeded, c.logs()
     return api, time.monotonic() - since
@@ -402,7 +384,7 @@ def test_postgres_restart_and_outage_leave_no_phantom_job(
                 c.wait(batch, (JobState.running, *FINISHED), timeout=30)
                 if fault == "restart":
                     # Mid-training, with epochs still to come.
-                    _wait_until(
+                    wait_until(
                         lambda: c.epochs_in_files(training) >= 1,
                         120,
                         lambda: "training did not start\n" + c.logs(),
@@ -451,7 +433,7 @@ def test_frozen_gpu_worker_and_its_replacement_never_train_at_once(
     _, job_id = c.train(user, epochs=epochs)
     sampler = ChildSampler(str(c.data_dir))
     try:
-        _wait_until(lambda: c.epochs_in_files(job_id) >= 2, 180, lambda: "no epochs\n" + c.logs())
+        wait_until(lambda: c.epochs_in_files(job_id) >= 2, 180, lambda: "no epochs\n" + c.logs())
         first = c.job(job_id)
         assert first.worker_id is not None
         frozen = first.worker_id
@@ -463,9 +445,9 @@ def test_frozen_gpu_worker_and_its_replacement_never_train_at_once(
                 job = c.job(job_id)
                 return job.attempts == 2 and job.state == JobState.running
 
-            _wait_until(resumed, 60, lambda: "not resumed\n" + c.logs())
+            wait_until(resumed, 60, lambda: "not resumed\n" + c.logs())
             # Its training process started; let it train a while the first one is frozen.
-            _wait_until(
+            wait_until(
                 lambda: len(sampler.seen) >= 2,
                 120,
                 lambda: "the second attempt did not start training\n" + c.logs(),
@@ -486,7 +468,7 @@ def test_frozen_gpu_worker_and_its_replacement_never_train_at_once(
     assert c.reported_epochs(job_id) == list(range(1, epochs + 1))
     assert len(c.models_of(job_id)) == 1
     # The frozen worker is alive again and counts for admission.
-    _wait_until(
+    wait_until(
         lambda: c.worker_row(frozen).stopped_at is None, 10, lambda: "not revived\n" + c.logs()
     )
     with c.maker() as db:
@@ -504,7 +486,7 @@ def test_frozen_gpu_worker_and_its_replacement_never_train_at_once(
 
 class Standalone:
     def __init__(self, data_dir: Path, **settings: str) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("OCULAB_")}
         env.update(
@@ -526,16 +508,12 @@ class Standalone:
             cwd=REPO,
         )
         self.log_path = data_dir.parent / "standalone.log"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{self.base}/api/health").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
+
+        def up() -> bool:
             assert self.proc.poll() is None, self.output()
-            assert time.monotonic() < deadline, self.output()
-            time.sleep(0.2)
+            return _healthy(self.base)
+
+        wait_until(up, 60, self.output, 0.2)
         self.http = httpx.Client(base_url=self.base, timeout=60)
         login = self.http.post(
             "/api/auth/local/login", json={"username": "admin", "password": "outage-admin-pass"}
@@ -545,15 +523,6 @@ class Standalone:
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")[-6000:]
-
-    def wait_job(self, job_id: int, timeout: float = 120) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while True:
-            body: dict[str, Any] = self.http.get(f"/api/jobs/{job_id}").json()
-            if body["state"] in {"succeeded", "failed", "canceled"}:
-                return body
-            assert time.monotonic() < deadline, f"job {job_id} stuck: {body}\n{self.output()}"
-            time.sleep(0.1)
 
     def stop(self) -> None:
         self.http.close()
@@ -597,7 +566,8 @@ def test_frozen_standalone_process_admits_and_predicts_again(tmp_path: Path) -> 
             files={"file": ("tiny.pt", weights.read_bytes())},
         )
         assert uploaded.status_code == 202, uploaded.text
-        assert server.wait_job(uploaded.json()["inspect_job_id"])["state"] == "succeeded"
+        inspected = wait_job(http, uploaded.json()["inspect_job_id"], 120, server.output)
+        assert inspected["state"] == "succeeded"
         model_id = uploaded.json()["model"]["id"]
 
         recoveries = []
@@ -606,10 +576,7 @@ def test_frozen_standalone_process_admits_and_predicts_again(tmp_path: Path) -> 
             busy = http.post(
                 "/api/admin/diagnostics/jobs", json={"pool": "cpu", "count": 1, "seconds": 6}
             ).json()[0]["id"]
-            deadline = time.monotonic() + 30
-            while http.get(f"/api/jobs/{busy}").json()["state"] != "running":
-                assert time.monotonic() < deadline, server.output()
-                time.sleep(0.1)
+            wait_job(http, busy, 30, server.output, states={"running"})
             server.proc.send_signal(signal.SIGSTOP)
             time.sleep(5)  # longer than the heartbeat timeout
             server.proc.send_signal(signal.SIGCONT)
@@ -625,8 +592,9 @@ def test_frozen_standalone_process_admits_and_predicts_again(tmp_path: Path) -> 
                 json={"model_id": model_id, "status": "all"},
             )
             assert label.status_code == 202, label.text
-            assert server.wait_job(label.json()["id"])["state"] == "succeeded"
-            finished = server.wait_job(busy)
+            labelled = wait_job(http, label.json()["id"], 120, server.output)
+            assert labelled["state"] == "succeeded"
+            finished = wait_job(http, busy, 120, server.output)
             assert finished["state"] == "succeeded"
             assert finished["attempts"] == 1, server.output()
         workers = http.get("/api/admin/queue").json()["workers"]

@@ -15,7 +15,8 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from server.models.auth import User
-from tests.factories import Factory, labeled_shapes_project, png_bytes, wait_job
+from tests.factories import Factory, labeled_shapes_project, png_bytes
+from tests.helpers import wait_job
 
 pytestmark = pytest.mark.gpu
 

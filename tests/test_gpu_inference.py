@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import gc
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi import FastAPI
-from fastapi.testclient import TestClient
 
-from tests.factories import ApiClient, Factory, png_bytes, wait_job
+from tests.factories import ApiClient, Factory, png_bytes
+from tests.helpers import wait_job
 from workers import cpus, gpus, inference
 from workers.ml.inference_child import GPU_HEADROOM_ENV
 
@@ -107,17 +107,15 @@ def test_dropping_a_model_gives_its_gpu_memory_back(weights: dict[str, Path]) ->
 
 
 @pytest.fixture
-def gpu_app(make_app: Callable[..., FastAPI]) -> Iterator[FastAPI]:
+def gpu_app(make_running_app: Callable[..., FastAPI]) -> FastAPI:
     """Standalone: one GPU-pool slot per GPU found, one CPU slot, in this process."""
-    app = make_app(
+    return make_running_app(
         run_jobs=True,
         standalone_cpu_slots=1,
         heartbeat_interval_seconds=0.5,
         scheduler_interval_seconds=0.1,
         predict_queue_seconds=30,
     )
-    with TestClient(app):
-        yield app
 
 
 def labelled_project(f: Factory, weights: Path, n_images: int) -> tuple[ApiClient, int, int, Path]:

@@ -10,16 +10,16 @@ The memory tests cap the child's share of the GPU with ``OCULAB_CUDA_MEMORY_FRAC
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from fastapi import FastAPI
-from fastapi.testclient import TestClient
 
 from server.models.auth import User
 from server.training import tasks
-from tests.factories import Factory, labeled_shapes_project, wait_job
+from tests.factories import Factory, labeled_shapes_project
+from tests.helpers import wait_job
 from workers import cpus
 
 pytestmark = pytest.mark.gpu
@@ -33,10 +33,8 @@ def _bare(uuid: str) -> str:
 
 
 @pytest.fixture
-def gpu_app(make_app: Callable[..., FastAPI]) -> Iterator[FastAPI]:
-    app = make_app(run_jobs=True, standalone_cpu_slots=1, scheduler_interval_seconds=0.1)
-    with TestClient(app):
-        yield app
+def gpu_app(make_running_app: Callable[..., FastAPI]) -> FastAPI:
+    return make_running_app(run_jobs=True, standalone_cpu_slots=1, scheduler_interval_seconds=0.1)
 
 
 def _train(app: FastAPI, body: dict[str, Any], n_images: int = 24) -> tuple[Any, dict[str, Any]]:

@@ -25,7 +25,8 @@ from server.models.image import Image
 from server.models.job import Job
 from server.models.registered_model import ModelState, RegisteredModel
 from server.settings import Settings
-from tests.factories import ApiClient, Factory, image_bytes, png_bytes, wait_job
+from tests.factories import ApiClient, Factory, image_bytes, png_bytes
+from tests.helpers import wait_job
 
 PASSWORD = "correct horse battery"
 
@@ -80,10 +81,8 @@ def window_start() -> Iterator[None]:
 
 
 @pytest.fixture
-def import_app(make_app: Callable[..., FastAPI]) -> Iterator[FastAPI]:
-    app = make_app(run_jobs=True, max_class_file_bytes=4096, max_coco_json_bytes=2048)
-    with TestClient(app):
-        yield app
+def import_app(make_running_app: Callable[..., FastAPI]) -> FastAPI:
+    return make_running_app(run_jobs=True, max_class_file_bytes=4096, max_coco_json_bytes=2048)
 
 
 @pytest.fixture

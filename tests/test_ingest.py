@@ -10,7 +10,7 @@ import random
 import signal
 import subprocess
 import sys
-import time
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -20,6 +20,7 @@ from server.images import decoding, processing
 from server.kit.storage import Storage
 from server.models.image import Image
 from tests.factories import ApiClient, Factory, noisy_jpeg, png_bomb, png_bytes
+from tests.helpers import wait_until
 
 
 def _files(folder: Path) -> list[Path]:
@@ -35,14 +36,6 @@ def _jpeg(size: tuple[int, int] = (640, 480), *, progressive: bool = False, seed
         out, format="JPEG", quality=85, progressive=progressive
     )
     return out.getvalue()
-
-
-def _wait_for(path: Path, timeout: float = 60.0) -> None:
-    """Liveness, not speed: the background renderer gets there eventually."""
-    deadline = time.monotonic() + timeout
-    while not processing.usable_thumbnail(path):
-        assert time.monotonic() < deadline, f"{path} never appeared"
-        time.sleep(0.05)
 
 
 @pytest.mark.parametrize("progressive", [False, True])
@@ -114,7 +107,9 @@ def test_a_request_of_good_and_bad_files_stores_only_the_good_ones(
     # Thumbnails come after the response, for the stored images only.
     storage = Storage(settings.data_dir)
     for name in ("good.jpg", "small.png"):
-        _wait_for(storage.thumbnail_path(items[name]["sha256"]))
+        thumb = storage.thumbnail_path(items[name]["sha256"])
+        # Liveness, not speed: the background renderer gets there eventually.
+        wait_until(partial(processing.usable_thumbnail, thumb), 60, f"{thumb} never appeared")
     decoding.drain_thumbnails()
     assert len(_files(settings.data_dir / "thumbs")) == 2
     assert _files(settings.data_dir / "tmp") == []
@@ -168,7 +163,7 @@ def test_a_thumbnail_that_is_not_ready_is_rendered_on_demand(alice: ApiClient, s
     project = alice.project()
     item = alice.upload(project["id"], ("p.jpg", _jpeg(seed=3))).json()["items"][0]
     thumb = Storage(settings.data_dir).thumbnail_path(item["sha256"])
-    _wait_for(thumb)
+    wait_until(partial(processing.usable_thumbnail, thumb), 60, f"{thumb} never appeared")
     # Not rendered yet, or left empty by a crash (thumbnails are not fsync'ed).
     thumb.write_bytes(b"")
     response = alice.get(f"/api/images/{item['image_id']}/thumbnail")
@@ -258,10 +253,12 @@ def test_pool_children_exit_when_the_server_is_killed(tmp_path: Path) -> None:
     finally:
         owner.kill()
         owner.wait()
-    deadline = time.monotonic() + 30
-    while any(_alive(pid) for pid in children):
-        assert time.monotonic() < deadline, "pool children outlived their parent"
-        time.sleep(0.1)
+    wait_until(
+        lambda: not any(_alive(pid) for pid in children),
+        30,
+        "pool children outlived their parent",
+        0.1,
+    )
 
 
 # A script without an ``if __name__ == "__main__"`` guard, as people write them: a spawn

@@ -7,7 +7,7 @@ import datetime as dt
 import itertools
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -20,15 +20,14 @@ from server.jobs import service as jobs
 from server.kit.db import utcnow
 from server.models.auth import User
 from server.models.job import Job, JobEvent, JobState, Quota, WorkerRow
-from tests.factories import ApiClient, Factory
+from tests.factories import Factory
+from tests.helpers import wait_job
 from tests.jobkinds import completions
-
-FINISHED = {"succeeded", "failed", "canceled"}
 
 
 @pytest.fixture
-def jobs_app(make_app: Callable[..., FastAPI]) -> Iterator[FastAPI]:
-    app = make_app(
+def jobs_app(make_running_app: Callable[..., FastAPI]) -> FastAPI:
+    return make_running_app(
         run_jobs=True,
         job_modules=["tests.jobkinds"],
         heartbeat_interval_seconds=0.2,
@@ -36,8 +35,6 @@ def jobs_app(make_app: Callable[..., FastAPI]) -> Iterator[FastAPI]:
         standalone_gpu_slots=0,  # the gpu pool has no worker: its jobs wait
         standalone_cpu_slots=2,
     )
-    with TestClient(app):
-        yield app
 
 
 @pytest.fixture
@@ -70,19 +67,6 @@ def submit(
         return job.id
 
 
-def wait_for(
-    client: ApiClient, job_id: int, states: set[str] = FINISHED, timeout: float = 20
-) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        body: dict[str, Any] = client.get(f"/api/jobs/{job_id}").json()
-        if body.get("state") in states:
-            return body
-        if time.monotonic() > deadline:
-            raise AssertionError(f"job {job_id} stuck: {body}")
-        time.sleep(0.05)
-
-
 def test_a_job_runs_once_and_reports_its_life(f: Factory) -> None:
     admin = f.client(f.user("root", is_admin=True))
     created = admin.post(
@@ -90,7 +74,7 @@ def test_a_job_runs_once_and_reports_its_life(f: Factory) -> None:
     )
     assert created.status_code == 201
     job_id = created.json()[0]["id"]
-    done = wait_for(admin, job_id)
+    done = wait_job(admin, job_id, 20)
     assert done["state"] == "succeeded"
     assert done["attempts"] == 1
     assert done["progress"] == 1.0
@@ -109,11 +93,11 @@ def test_failures_are_recorded_not_retried(f: Factory) -> None:
     alice = f.client(f.user("alice"))
     failed = submit(f, "test.fail", alice.user_id)
     exploded = submit(f, "test.explode", alice.user_id)
-    first = wait_for(alice, failed)
+    first = wait_job(alice, failed, 20)
     assert first["state"] == "failed"
     assert first["error"] == "this job always fails"
     assert first["attempts"] == 1
-    second = wait_for(alice, exploded)
+    second = wait_job(alice, exploded, 20)
     assert second["state"] == "failed"
     assert second["error"] == "RuntimeError: unexpected"
     logs = alice.get(f"/api/jobs/{exploded}/logs").json()
@@ -139,16 +123,16 @@ def test_cancel_while_queued_means_it_never_runs(f: Factory) -> None:
 def test_cancel_while_running_stops_at_the_next_progress(f: Factory, settings) -> None:
     alice = f.client(f.user("alice"))
     job_id = submit(f, "test.sleep_count", alice.user_id, seconds=30)
-    wait_for(alice, job_id, {"running"})
+    wait_job(alice, job_id, 20, states={"running"})
     started = time.monotonic()
     assert alice.post(f"/api/jobs/{job_id}/cancel").status_code == 200
-    body = wait_for(alice, job_id, timeout=5)
+    body = wait_job(alice, job_id, 5)
     assert body["state"] == "canceled"
     assert time.monotonic() - started < 3
     assert job_id not in completions(settings.data_dir)
     # The slot is free again.
     again = submit(f, "test.sleep_count", alice.user_id, seconds=0.05)
-    assert wait_for(alice, again)["state"] == "succeeded"
+    assert wait_job(alice, again, 20)["state"] == "succeeded"
 
 
 def test_positions_follow_fair_order_across_users(f: Factory) -> None:
@@ -254,7 +238,7 @@ def test_admin_queue_shows_pools_workers_and_usage(f: Factory) -> None:
     alice = f.client(f.user("alice"))
     waiting = [submit(f, "test.sleep_count", alice.user_id, pool="gpu") for _ in range(2)]
     running = submit(f, "test.sleep_count", alice.user_id, seconds=5)
-    wait_for(alice, running, {"running"})
+    wait_job(alice, running, 20, states={"running"})
     view = admin.get("/api/admin/queue").json()
     pools = {p["name"]: p for p in view["pools"]}
     assert pools["gpu"]["queued"] == 2
@@ -301,7 +285,7 @@ def test_quotas_cap_a_users_concurrent_jobs(f: Factory) -> None:
     ]
     ids = [submit(f, "test.sleep_count", alice.user_id, seconds=0.4) for _ in range(3)]
     for job_id in ids:
-        wait_for(alice, job_id)
+        wait_job(alice, job_id, 20)
     with f.sessionmaker() as db:
         spans = sorted((j.started_at, j.finished_at) for j in db.scalars(sa.select(Job)))
     for (_, end), (start, _) in itertools.pairwise(spans):
@@ -342,7 +326,7 @@ def test_draining_a_worker_stops_it_taking_work(f: Factory) -> None:
 def test_job_metrics_are_exported(f: Factory) -> None:
     admin = f.client(f.user("root", is_admin=True))
     job_id = submit(f, "test.sleep_count", admin.user_id, seconds=0.05)
-    wait_for(admin, job_id)
+    wait_job(admin, job_id, 20)
     submit(f, "test.sleep_count", admin.user_id, pool="gpu")
     text = admin.get("/metrics").text
     assert 'oculab_jobs{pool="cpu",state="succeeded"} 1.0' in text
@@ -402,7 +386,7 @@ def test_restart_recovers_jobs_held_in_memory(
     user = f.client(f.user("alice"))
     with TestClient(app):
         job_id = submit(f, "test.sleep_count", user.user_id, seconds=0.3)
-        wait_for(user, job_id, {"running"})
+        wait_job(user, job_id, 20, states={"running"})
         with f.sessionmaker() as db, db.begin():
             # Simulate the process dying mid-job: freeze the row as the dead process left it.
             db.execute(sa.update(WorkerRow).values(last_heartbeat=utcnow()))
@@ -415,7 +399,7 @@ def test_restart_recovers_jobs_held_in_memory(
         )
     again = make_app(**settings)
     with TestClient(again):
-        done = wait_for(user, job_id)
+        done = wait_job(user, job_id, 20)
     assert done["state"] == "succeeded"
     assert done["attempts"] == 2
     assert f.count(JobEvent, JobEvent.job_id == job_id) > 3

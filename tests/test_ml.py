@@ -7,7 +7,6 @@ import importlib.util
 import io
 import json
 import pickle
-import time
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -24,7 +23,8 @@ from server.models.image import Image, ImageStatus
 from server.models.job import Job, JobEvent
 from server.models.registered_model import RegisteredModel
 from server.registry.service import ClassMap
-from tests.factories import Factory, labeled_shapes_project, png_bytes, statements, wait_job
+from tests.factories import Factory, labeled_shapes_project, png_bytes, statements
+from tests.helpers import wait_job, wait_until
 
 if importlib.util.find_spec("ultralytics") is None:  # not importing it: workers configure it
     pytest.skip("the ml extra is not installed", allow_module_level=True)
@@ -440,8 +440,8 @@ def test_killed_worker_resumes_training_from_the_checkpoint(
     import os
     import signal
 
-    from tests.conftest import BACKEND
-    from tests.test_faults import Cluster
+    from tests.helpers import BACKEND
+    from tests.processes import Cluster
 
     if BACKEND != "postgres":
         pytest.skip("server mode: PostgreSQL and Redis")
@@ -484,13 +484,14 @@ def test_killed_worker_resumes_training_from_the_checkpoint(
         # reports an epoch first and copies it to resume-EEEE/ after, so the events file
         # alone may run one epoch ahead of what a next attempt can resume from.
         attempt = tmp_path / "runs" / f"job-{job_id}" / "attempt-1"
-        deadline = time.monotonic() + 180
-        while not any(
-            int(kept.parent.name.removeprefix("resume-")) >= 2
-            for kept in attempt.glob("resume-[0-9]*/last.pt")
-        ):
-            assert time.monotonic() < deadline, c.logs()
-            time.sleep(0.05)
+        wait_until(
+            lambda: any(
+                int(kept.parent.name.removeprefix("resume-")) >= 2
+                for kept in attempt.glob("resume-[0-9]*/last.pt")
+            ),
+            180,
+            c.logs,
+        )
         with c.maker() as db:
             job = db.get(Job, job_id)
             assert job is not None

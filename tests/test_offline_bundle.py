@@ -14,10 +14,8 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import socket
 import subprocess
 import tarfile
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +23,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.test_helm import helm_path
+from tests.helpers import free_port, wait_until
+from tests.processes import helm_path
 
 ROOT = Path(__file__).resolve().parent.parent
 BUNDLE_SCRIPT = ROOT / "scripts" / "offline-bundle.sh"
@@ -49,12 +48,6 @@ def _ensure_tools() -> None:
         result = subprocess.run([*sudo, *command], capture_output=True, text=True, check=False)
         if result.returncode != 0:
             pytest.fail(f"these tests need {', '.join(missing)}; apt failed:\n{result.stderr}")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +102,7 @@ def local_images(env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) 
 def registry(tmp_path_factory: pytest.TempPathFactory, env: dict[str, str]) -> Iterator[str]:
     """A real OCI distribution registry on loopback (plain HTTP, no auth)."""
     base = tmp_path_factory.mktemp("registry")
-    port = _free_port()
+    port = free_port()
     config = base / "config.yml"
     config.write_text(
         "version: 0.1\n"
@@ -123,17 +116,24 @@ def registry(tmp_path_factory: pytest.TempPathFactory, env: dict[str, str]) -> I
     )
     address = f"127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 20
-        while True:
+
+        def serving() -> bool:
             try:
                 with urllib.request.urlopen(f"http://{address}/v2/", timeout=2):
-                    break
+                    return True
             except OSError:
-                if time.monotonic() > deadline or process.poll() is not None:
+                if process.poll() is not None:
                     pytest.fail(
                         f"the registry did not start: {(base / 'registry.log').read_text()}"
                     )
-                time.sleep(0.2)
+                return False
+
+        wait_until(
+            serving,
+            20,
+            lambda: f"the registry did not start: {(base / 'registry.log').read_text()}",
+            0.2,
+        )
         yield address
     finally:
         process.terminate()

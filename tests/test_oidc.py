@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlparse
@@ -22,18 +20,13 @@ from server.models.audit import AuditEvent
 from server.models.auth import LoginSession, User
 from server.models.project import Membership
 from tests.factories import Factory
+from tests.helpers import free_port, wait_until
 
 CLIENT_ID = "oculab"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _start_provider(token_max_age: int) -> Iterator[str]:
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -51,16 +44,18 @@ def _start_provider(token_max_age: int) -> Iterator[str]:
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
+
+        def serving() -> bool:
             try:
                 if httpx.get(f"{base}/.well-known/openid-configuration").status_code == 200:
-                    break
+                    return True
             except httpx.HTTPError:
                 pass
-            if proc.poll() is not None or time.monotonic() > deadline:
+            if proc.poll() is not None:
                 raise RuntimeError("the OIDC provider did not start")
-            time.sleep(0.1)
+            return False
+
+        wait_until(serving, 30, "the OIDC provider did not start", 0.1)
         yield base
     finally:
         proc.terminate()
@@ -330,7 +325,7 @@ def test_sso_routes_are_404_when_not_configured(app: FastAPI) -> None:
 
 def test_unreachable_idp_is_502_not_500(make_app: Callable[..., FastAPI]) -> None:
     app = make_app(
-        oidc_issuer=f"http://127.0.0.1:{_free_port()}",
+        oidc_issuer=f"http://127.0.0.1:{free_port()}",
         oidc_client_id=CLIENT_ID,
         oidc_timeout_seconds=2,
     )

@@ -16,9 +16,7 @@ import logging
 import re
 import secrets
 import shutil
-import socket
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +34,7 @@ from fastapi.testclient import TestClient
 from server.models.auth import LoginSession, User
 from server.models.project import Membership
 from tests.factories import Factory
+from tests.helpers import free_port, wait_until
 
 OIDC_DIR = Path(__file__).parent / "oidc"
 CLIENT_ID = "oculab"
@@ -63,12 +62,6 @@ def strict_provider_script() -> Path:
     return OIDC_DIR / "strict_provider.mjs"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @dataclass
 class StrictProvider:
     issuer: str
@@ -91,7 +84,7 @@ class StrictProvider:
 
 
 def _run_provider(script: Path, tmp: Path) -> Iterator[StrictProvider]:
-    port = _free_port()
+    port = free_port()
     config = tmp / "strict-provider.json"
     config.write_text(
         json.dumps(
@@ -111,18 +104,22 @@ def _run_provider(script: Path, tmp: Path) -> Iterator[StrictProvider]:
         )
     issuer = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
+
+        def serving() -> bool:
             try:
                 if httpx.get(f"{issuer}/.well-known/openid-configuration").status_code == 200:
-                    break
+                    return True
             except httpx.HTTPError:
                 pass
-            if proc.poll() is not None or time.monotonic() > deadline:
+            if proc.poll() is not None:
                 raise RuntimeError(
                     f"the strict OIDC provider did not start:\n{log_path.read_text()}"
                 )
-            time.sleep(0.05)
+            return False
+
+        wait_until(
+            serving, 30, lambda: f"the strict OIDC provider did not start:\n{log_path.read_text()}"
+        )
         yield StrictProvider(issuer)
     finally:
         proc.terminate()

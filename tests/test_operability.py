@@ -41,30 +41,13 @@ from server.models.auth import User
 from server.models.job import Job, JobEvent, JobState, WorkerRow
 from server.settings import Settings
 from tests import pgcluster
-from tests.conftest import BACKEND
 from tests.factories import Factory
+from tests.helpers import BACKEND, create_database, drop_database, free_port, wait_until
 from tests.jobkinds import completions
 from tests.processes import REPO, oculab_env
 from tests.tls import PrivateCa, make_private_ca
 
 REDIS_URL = "redis://127.0.0.1:6379/13"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait(check: Callable[[], Any], timeout: float, what: Callable[[], str]) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(what())
-        time.sleep(0.1)
 
 
 def _get(url: str) -> httpx.Response | None:
@@ -185,7 +168,7 @@ def test_freshness_goes_stale_after_its_limit() -> None:
 def test_scheduler_healthz_reports_its_role_and_goes_503_while_wedged(
     processes: Callable[..., Processes], database_url: str
 ) -> None:
-    port = _free_port()
+    port = free_port()
     group = processes(scheduler_stale_seconds="2")
     scheduler = group.spawn("scheduler", "--health-port", str(port))
     url = f"http://127.0.0.1:{port}/healthz"
@@ -197,15 +180,15 @@ def test_scheduler_healthz_reports_its_role_and_goes_503_while_wedged(
             return body
         return None
 
-    body = _wait(lambda: answered(200), 60, group.logs)
+    body = wait_until(lambda: answered(200), 60, group.logs)
     assert body["role"] == "leader"  # alone: every pass holds the lock
     assert 0 <= body["last_tick_age_s"] < 2
     assert (_get(f"http://127.0.0.1:{port}/other") or httpx.Response(0)).status_code == 404
     with writes_blocked(database_url, "jobs"):
-        stale = _wait(lambda: answered(503), 30, group.logs)
+        stale = wait_until(lambda: answered(503), 30, group.logs)
         assert stale["last_tick_age_s"] > 2
         assert scheduler.poll() is None  # wedged, not dead: only the probe can tell
-    _wait(lambda: answered(200), 30, group.logs)
+    wait_until(lambda: answered(200), 30, group.logs)
     assert group.stop(scheduler) == 0
     assert "serving /healthz on port" in group.output(scheduler)
 
@@ -225,7 +208,7 @@ def test_scheduler_health_port_is_validated_and_can_be_off(
         assert result.returncode == 2
         assert "--health-port" in result.stderr
     off = group.spawn("scheduler", "--health-port", "0")
-    _wait(lambda: "scheduler running" in group.output(off), 60, group.logs)
+    wait_until(lambda: "scheduler running" in group.output(off), 60, group.logs)
     assert "healthz" not in group.output(off)
 
 
@@ -236,7 +219,7 @@ def test_worker_healthz_follows_its_heartbeat_and_the_row_has_its_versions(
     processes: Callable[..., Processes], database_url: str, engine: sa.Engine
 ) -> None:
     gpu, cpu = _pools()
-    port = _free_port()
+    port = free_port()
     group = processes(pools=f"{gpu},{cpu}", cpu_pools=cpu, worker_liveness_seconds="2")
     worker = group.spawn("worker", "--pool", cpu, "--metrics-port", str(port))
     base = f"http://127.0.0.1:{port}"
@@ -248,17 +231,17 @@ def test_worker_healthz_follows_its_heartbeat_and_the_row_has_its_versions(
             return body
         return None
 
-    healthy = _wait(lambda: status(200), 60, group.logs)
+    healthy = wait_until(lambda: status(200), 60, group.logs)
     assert healthy["heartbeat_age_s"] < 2
     metrics = _get(f"{base}/")
     assert metrics is not None
     # Prometheus still answers there (empty until a message was processed).
     assert metrics.headers["content-type"].startswith("text/plain; version=")
     with writes_blocked(database_url, "workers"):
-        stale = _wait(lambda: status(503), 30, group.logs)
+        stale = wait_until(lambda: status(503), 30, group.logs)
         assert stale["status"] == "stale"
         assert stale["heartbeat_age_s"] > 2
-    _wait(lambda: status(200), 40, group.logs)
+    wait_until(lambda: status(200), 40, group.logs)
 
     # torch as a child of this interpreter sees it: the worker must report the same.
     found = subprocess.run(
@@ -278,7 +261,7 @@ def test_worker_healthz_follows_its_heartbeat_and_the_row_has_its_versions(
                 )
             ).first()
 
-    reported = _wait(row, 300, group.logs)
+    reported = wait_until(row, 300, group.logs)
     assert reported.torch_version == found[0]
     assert reported.cuda_version == (None if found[1] == "None" else found[1])
     assert reported.driver_version is None  # no NVIDIA driver on this machine
@@ -401,11 +384,15 @@ def test_lower_gpu_limit_after_a_scheduler_restart_leaves_running_jobs_running(
         with maker() as db:
             return list(db.scalars(sa.select(Job).where(Job.state == JobState.running)))
 
-    before = _wait(lambda: len(running()) == 2 and running(), 120, group.logs)
+    def two_running() -> list[Job] | None:
+        jobs = running()
+        return jobs if len(jobs) == 2 else None
+
+    before = wait_until(two_running, 120, group.logs)
     assert group.stop(old) == 0
-    port = _free_port()
+    port = free_port()
     group.spawn("scheduler", "--health-port", str(port), OCULAB_GPU_JOBS_PER_USER="1")
-    _wait(
+    wait_until(
         lambda: (r := _get(f"http://127.0.0.1:{port}/healthz")) and r.status_code == 200,
         60,
         group.logs,
@@ -435,7 +422,7 @@ def test_lower_gpu_limit_after_a_scheduler_restart_leaves_running_jobs_running(
     # Over the new limit, the third waits until both running ones are gone.
     with maker() as db, db.begin():
         db.execute(sa.update(Job).where(Job.id.in_(list(after))).values(cancel_requested=True))
-    _wait(lambda: _job(maker, third.id).state == JobState.running, 120, group.logs)
+    wait_until(lambda: _job(maker, third.id).state == JobState.running, 120, group.logs)
     ended = [_job(maker, i) for i in after]
     assert all(j.state == JobState.canceled for j in ended)
     started = _job(maker, third.id).started_at
@@ -449,10 +436,10 @@ def test_lower_gpu_limit_after_a_scheduler_restart_leaves_running_jobs_running(
 def test_api_serves_metrics_on_their_own_port_and_404_on_the_public_one(
     processes: Callable[..., Processes],
 ) -> None:
-    port, metrics_port = _free_port(), _free_port()
+    port, metrics_port = free_port(), free_port()
     group = processes(metrics_port=str(metrics_port))
     api = group.spawn("api", "--port", str(port))
-    _wait(
+    wait_until(
         lambda: (r := _get(f"http://127.0.0.1:{port}/api/health")) and r.status_code == 200,
         90,
         group.logs,
@@ -545,7 +532,7 @@ def test_concurrent_migrations_serialise_on_the_advisory_lock(fresh_database_url
     with psycopg.connect(fresh_database_url, autocommit=True) as holder:
         holder.execute("SELECT pg_advisory_lock(%s)", (migrate.MIGRATION_LOCK_KEY,))
         runs = [_migrate(fresh_database_url) for _ in range(2)]
-        _wait(
+        wait_until(
             lambda: _waiting_for_lock(fresh_database_url) == 2,
             120,
             lambda: f"not both waiting: {[r.poll() for r in runs]}",
@@ -563,9 +550,8 @@ def test_concurrent_migrations_serialise_on_the_advisory_lock(fresh_database_url
 @pytest.mark.skipif(pgcluster.available() is not None, reason=str(pgcluster.available()))
 def test_migrate_waits_for_a_database_that_comes_up_late() -> None:
     with pgcluster.throwaway_postgres() as cluster:
-        with psycopg.connect(f"{cluster.base}/postgres", autocommit=True) as conn:
-            conn.execute("DROP DATABASE oculab WITH (FORCE)")
-            conn.execute("CREATE DATABASE oculab")
+        drop_database(cluster.base, "oculab")
+        create_database(cluster.base, "oculab")
         cluster.stop()
         too_short = _migrate(cluster.url, "--wait-db", "2")
         out, err = too_short.communicate(timeout=120)
@@ -721,14 +707,14 @@ PASSWORD = "p@ss:w/rd%41#?&=+ é"
 
 @contextmanager
 def redis_server(*args: str) -> Iterator[int]:
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no", *args],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     try:
-        _wait(lambda: _listening(port), 30, lambda: "redis-server did not start")
+        wait_until(lambda: _listening(port), 30, lambda: "redis-server did not start")
         yield port
     finally:
         proc.terminate()
@@ -791,7 +777,7 @@ def private_ca(tmp_path: Path) -> PrivateCa:
 @contextmanager
 def https_idp(ca: PrivateCa) -> Iterator[str]:
     """An IdP's discovery endpoint over HTTPS with a certificate of the private CA."""
-    port = _free_port()
+    port = free_port()
     issuer = f"https://127.0.0.1:{port}"
 
     class Handler(BaseHTTPRequestHandler):
@@ -862,7 +848,7 @@ def test_ca_bundle_goes_into_the_database_url_unless_it_names_a_root_cert(
 def test_rediss_trusts_the_ca_bundle(
     private_ca: PrivateCa, make_settings: Callable[..., Settings]
 ) -> None:
-    tls = _free_port()
+    tls = free_port()
     with redis_server(
         "--tls-port",
         str(tls),
@@ -928,7 +914,7 @@ def _check_verify_full(
             finally:
                 engine.dispose()
 
-        assert _wait(
+        assert wait_until(
             lambda: _try(
                 lambda: encrypted(make_settings(database_url=url, ca_bundle=private_ca.ca_pem))
             ),

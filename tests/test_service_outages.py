@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
 import httpx
 import psycopg
@@ -33,34 +32,26 @@ from server.models.image import Image
 from server.models.job import JobState, WorkerRow
 from server.settings import Mode
 from tests import pgcluster
-from tests.conftest import BACKEND
-from tests.factories import Factory, png_bytes
-from tests.test_datasets import make_zip, post_zip, wait_job
-from tests.test_faults import Cluster
+from tests.factories import Factory, make_zip, png_bytes, post_zip
+from tests.helpers import BACKEND, free_port, wait_job, wait_until
+from tests.processes import Cluster
 
 REDIS_URL = "redis://127.0.0.1:6379/12"
+T = TypeVar("T")
 
 server_mode = pytest.mark.skipif(BACKEND != "postgres", reason="server mode: PostgreSQL and Redis")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def _despite_outage(check: Callable[[], T]) -> Callable[[], T | None]:
+    """``check``, reading None while our own probe hits a database that is down."""
 
-
-def _until(what: str, check: Callable[[], Any], timeout: float, logs: Callable[[], str]) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
+    def probe() -> T | None:
         try:
-            value = check()
+            return check()
         except sa.exc.OperationalError:
-            value = None  # our own probe may hit the database while it is down
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout} s\n{logs()}")
-        time.sleep(0.05)
+            return None
+
+    return probe
 
 
 @pytest.fixture
@@ -125,13 +116,15 @@ def test_a_message_held_by_a_killed_worker_runs_elsewhere_within_the_heartbeat_t
     c.wait([long_job], (JobState.running,))
     # Admitted ahead of the free slot (CPU pools admit one ahead); its message waits.
     held = c.submit("test.sleep_count", user, seconds=0.1)
-    ref = _until("admitted", lambda: c.job(held).broker_message_id, 30, c.logs)
+    ref = wait_until(
+        _despite_outage(lambda: c.job(held).broker_message_id), 30, lambda: "admitted\n" + c.logs()
+    )
     # Hold the job's row so the worker that fetches the message cannot claim it: the
     # state of a worker dying between fetch and claim, or with a message prefetched.
     lock = psycopg.connect(c.engine.url.set(drivername="postgresql").render_as_string(False))
     lock.execute("SELECT id FROM jobs WHERE id = %s FOR UPDATE", (held,))
     try:
-        _until("fetched", lambda: _holder(redis12, ref), 30, c.logs)
+        wait_until(lambda: _holder(redis12, ref), 30, lambda: "fetched\n" + c.logs())
         c.start_worker()
         c.wait_for_workers(2)
         first.send_signal(signal.SIGKILL)
@@ -169,7 +162,11 @@ def test_an_idle_worker_takes_the_next_job_instead_of_it_waiting_behind_a_long_o
     long_job = c.submit("test.sleep_count", user, seconds=5)
     c.wait([long_job], (JobState.running,))
     short = c.submit("test.sleep_count", user, seconds=0.1)
-    _until("admitted", lambda: c.job(short).broker_message_id, 30, c.logs)
+    wait_until(
+        _despite_outage(lambda: c.job(short).broker_message_id),
+        30,
+        lambda: "admitted\n" + c.logs(),
+    )
     idle = c.start_worker()
     c.wait_for_workers(2)
     done = {j.id: j for j in c.wait([long_job, short], timeout=60)}
@@ -227,11 +224,10 @@ def test_a_second_worker_on_a_host_serves_metrics_on_a_port_of_its_own(
         proc.pid: (c.data_dir / f"worker-{index}.log") for index, proc in ((1, first), (2, second))
     }
     ports = [
-        _until(
-            "metrics port logged",
+        wait_until(
             lambda path=path: _metrics_port(path.read_text(errors="replace")),
             20,
-            c.logs,
+            lambda: "metrics port logged\n" + c.logs(),
         )
         for path in logs.values()
     ]
@@ -256,7 +252,7 @@ def test_a_second_worker_on_a_host_serves_metrics_on_a_port_of_its_own(
 def test_api_stays_ready_and_accepts_jobs_while_redis_is_down(
     make_app: Callable[..., FastAPI], factory_for: Callable[[FastAPI], Factory]
 ) -> None:
-    nothing_listens = f"redis://127.0.0.1:{_free_port()}/0"
+    nothing_listens = f"redis://127.0.0.1:{free_port()}/0"
     app = make_app(mode=Mode.server, redis_url=nothing_listens)
     factory = factory_for(app)
     factory.user("alice", password="correct horse battery")
@@ -332,9 +328,12 @@ def test_database_outage_answers_503_with_retry_after_and_recovers(
             finally:
                 pg.start()
             started = time.monotonic()
-            while alice.get("/api/projects").status_code != 200:
-                assert time.monotonic() - started < 30, "the API did not recover"
-                time.sleep(0.1)
+            wait_until(
+                lambda: alice.get("/api/projects").status_code == 200,
+                30,
+                "the API did not recover",
+                0.1,
+            )
             print(f"API answered 200 again {time.monotonic() - started:.2f} s after PG started")
             assert alice.get(f"/api/images/{image['image_id']}").status_code == 200
             login = client.post(
@@ -398,7 +397,11 @@ def test_an_import_survives_a_database_restart_and_keeps_its_zip_until_it_ends(
         job_id = accepted.json()["id"]
         (zip_path,) = (c.data_dir / "imports").glob("*.zip")
         # Stop PostgreSQL once the first batch is in, mid-import.
-        _until("first batch imported", lambda: c.job(job_id).progress > 0, 60, c.logs)
+        wait_until(
+            _despite_outage(lambda: c.job(job_id).progress > 0),
+            60,
+            lambda: "first batch imported\n" + c.logs(),
+        )
         assert c.job(job_id).state == JobState.running
         _checkpoint(pg.url)
         pg.stop()

@@ -7,17 +7,16 @@ import importlib.util
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.factories import png_bytes
+from tests.helpers import free_port, wait_job, wait_until
 
 # Shared objects that importing each package maps into the process: none of them in
 # /proc/<pid>/maps means the package was never imported. ultralytics is pure Python,
@@ -27,12 +26,6 @@ ML_LIBRARIES = {
     "cv2": re.compile(r"/cv2/|opencv"),
     "numpy": re.compile(r"/numpy/|numpy\.libs/"),
 }
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _mapped_files(pid: int) -> set[str]:
@@ -89,7 +82,7 @@ def _start(tmp_path: Path, **env_overrides: str) -> tuple[subprocess.Popen[str],
     """``oculab standalone`` on a free port, healthy: the process and its base URL."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("OCULAB_")}
     env.update(OCULAB_DATA_DIR=str(tmp_path / "data"), OCULAB_SEED_DEMO="false", **env_overrides)
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     process = subprocess.Popen(
         [sys.executable, "-m", "server.cli", "standalone", "--port", str(port)],
@@ -98,15 +91,16 @@ def _start(tmp_path: Path, **env_overrides: str) -> tuple[subprocess.Popen[str],
         stderr=subprocess.STDOUT,
         text=True,
     )
-    deadline = time.monotonic() + 60
-    while True:
+
+    def healthy() -> bool:
         assert process.poll() is None, _stop(process)
-        assert time.monotonic() < deadline, _stop(process)
         try:
-            if httpx.get(f"{base}/api/health", timeout=2).status_code == 200:
-                return process, base
+            return httpx.get(f"{base}/api/health", timeout=2).status_code == 200
         except httpx.HTTPError:
-            time.sleep(0.05)
+            return False
+
+    wait_until(healthy, 60, lambda: _stop(process))
+    return process, base
 
 
 def _loaded_ml(pid: int) -> dict[str, list[str]]:
@@ -173,16 +167,6 @@ def _inference_children(pid: int) -> list[int]:
     return out
 
 
-def _wait_job(client: httpx.Client, job_id: int) -> dict[str, object]:
-    deadline = time.monotonic() + 240
-    while True:
-        job: dict[str, object] = client.get(f"/api/jobs/{job_id}").json()
-        if job["state"] in ("succeeded", "failed", "canceled"):
-            return job
-        assert time.monotonic() < deadline, job
-        time.sleep(0.1)
-
-
 @pytest.mark.skipif(sys.platform != "linux", reason="reads /proc/<pid>/maps")
 @pytest.mark.skipif(importlib.util.find_spec("ultralytics") is None, reason="needs oculab[ml]")
 def test_standalone_runs_autolabel_and_predict_in_a_child_that_goes_when_idle(
@@ -214,7 +198,7 @@ def test_standalone_runs_autolabel_and_predict_in_a_child_that_goes_when_idle(
             files={"file": ("yolo11n.pt", weights.read_bytes(), "application/octet-stream")},
         )
         assert model.status_code == 202, model.text
-        inspected = _wait_job(client, model.json()["inspect_job_id"])
+        inspected = wait_job(client, model.json()["inspect_job_id"])
         assert inspected["state"] == "succeeded", inspected
         model_id = model.json()["model"]["id"]
         started = client.post(
@@ -222,7 +206,7 @@ def test_standalone_runs_autolabel_and_predict_in_a_child_that_goes_when_idle(
             json={"model_id": model_id, "conf": 0.0, "imgsz": 128},
         )
         assert started.status_code == 202, started.text
-        labelled = _wait_job(client, started.json()["id"])
+        labelled = wait_job(client, started.json()["id"])
         assert labelled["state"] == "succeeded", labelled
         predicted = client.post(
             f"/api/models/{model_id}/predict",
@@ -237,10 +221,12 @@ def test_standalone_runs_autolabel_and_predict_in_a_child_that_goes_when_idle(
         assert _loaded_ml(child)["torch"]
         assert _loaded_ml(process.pid) == {name: [] for name in ML_LIBRARIES}
         # Idle for OCULAB_INFERENCE_IDLE_SECONDS, it exits and frees its memory.
-        deadline = time.monotonic() + 60
-        while _inference_children(process.pid):
-            assert time.monotonic() < deadline, "the idle inference process did not exit"
-            time.sleep(0.2)
+        wait_until(
+            lambda: not _inference_children(process.pid),
+            60,
+            "the idle inference process did not exit",
+            0.2,
+        )
         # The next prediction starts a fresh one, which the server takes along when it stops.
         again = client.post(
             f"/api/models/{model_id}/predict",

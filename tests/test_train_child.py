@@ -16,7 +16,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
@@ -27,7 +26,8 @@ from fastapi import FastAPI
 
 from server.demo import shapes
 from server.training import tasks
-from tests.factories import Factory, wait_job
+from tests.factories import Factory
+from tests.helpers import wait_job, wait_until
 from workers import cpus
 
 if importlib.util.find_spec("ultralytics") is None:  # not importing it: workers configure it
@@ -367,11 +367,12 @@ def test_resume_trains_on_this_attempts_device_and_batch(tmp_path: Path) -> None
     env = child_env(tmp_path)
     child = start_child(child_spec(first, data, epochs=2, batch=4), env)
     try:
-        deadline = time.monotonic() + 300
-        while not (first / "resume-0001" / "last.pt").is_file():
+
+        def kept_first_epoch() -> bool:
             assert child.poll() is None, train_log(first)[-3000:]
-            assert time.monotonic() < deadline, train_log(first)[-3000:]
-            time.sleep(0.02)
+            return (first / "resume-0001" / "last.pt").is_file()
+
+        wait_until(kept_first_epoch, 300, lambda: train_log(first)[-3000:], 0.02)
     finally:
         os.killpg(child.pid, signal.SIGKILL)
         child.wait()
