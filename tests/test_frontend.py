@@ -167,6 +167,31 @@ def test_the_editor_page_names_its_code_data_and_thumbnail_up_front(
     assert html.count("index-abc123.js") == 1  # the entry is not named twice
 
 
+RUN_MANIFEST = {
+    "index.html": {"file": "assets/index-abc123.js", "isEntry": True},
+    "src/features/training/RunPage.tsx": {
+        "file": "assets/RunPage-123.js",
+        "isDynamicEntry": True,
+        "imports": ["index.html", "_uplot-456.js"],
+        "css": ["assets/uplot-aaa.css"],
+    },
+    "_uplot-456.js": {"file": "assets/uplot-456.js", "imports": ["index.html"]},
+}
+
+
+def test_a_training_run_page_names_its_code_and_data_up_front(
+    web: TestClient, app: FastAPI
+) -> None:
+    (app.state.web_dir / ".vite" / "manifest.json").write_text(json.dumps(RUN_MANIFEST))
+    head = web.get("/projects/3/training/77").text.split("</head>")[0]
+    for data in ("/api/jobs/77", "/api/jobs/77/metrics", "/api/me"):
+        assert f'<link rel="preload" as="fetch" crossorigin href="{data}">' in head
+    assert 'rel="modulepreload" crossorigin href="/assets/RunPage-123.js"' in head
+    assert 'rel="modulepreload" crossorigin href="/assets/uplot-456.js"' in head
+    assert 'href="/assets/uplot-aaa.css"' in head
+    assert "/api/images/" not in head
+
+
 @pytest.mark.parametrize(
     "path",
     [
@@ -176,6 +201,9 @@ def test_the_editor_page_names_its_code_data_and_thumbnail_up_front(
         "/projects/3/images/42/extra",
         "/projects/3/images/42%22%3E%3Cscript%3E",
         "/projects/3/images/" + "9" * 30,
+        "/projects/3/training",
+        "/projects/3/training/0",
+        "/projects/3/training/77/extra",
     ],
 )
 def test_other_addresses_get_the_plain_page(web: TestClient, path: str) -> None:

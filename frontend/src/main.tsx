@@ -14,7 +14,7 @@ const queryClient = createQueryClient();
 // renders: by the time a page's chunk has arrived, RequireAuth finds the answer
 // waiting instead of asking then. (The sign-in page needs no session.)
 if (window.location.pathname !== SIGN_IN_PATH) void queryClient.prefetchQuery(meQuery);
-const router = createRouter();
+const router = createRouter(queryClient);
 
 // Any 401 (the session expired or was ended elsewhere): forget what this user could
 // see and sign in again, then come back here.
@@ -27,10 +27,23 @@ onUnauthorized(() => {
 
 const root = document.getElementById("root");
 if (!root) throw new Error("index.html has no #root");
-createRoot(root).render(
-  <StrictMode>
-    <QueryClientProvider client={queryClient}>
-      <RouterProvider router={router} />
-    </QueryClientProvider>
-  </StrictMode>,
-);
+const render = () =>
+  createRoot(root).render(
+    <StrictMode>
+      <QueryClientProvider client={queryClient}>
+        <RouterProvider router={router} />
+      </QueryClientProvider>
+    </StrictMode>,
+  );
+// The first render waits for the first page's code and data (the router loads them;
+// until then there is nothing to show): React then renders and commits the page in
+// one go, rather than rendering an empty router, then the page in time slices with
+// the browser laying out and painting the half-done states in between.
+if (router.state.initialized) render();
+else {
+  const stop = router.subscribe((state) => {
+    if (!state.initialized) return;
+    stop();
+    render();
+  });
+}

@@ -1,3 +1,4 @@
+import type { QueryClient } from "@tanstack/react-query";
 import { createBrowserRouter, Navigate, type RouteObject } from "react-router";
 import { decoded, fetchEarly, thumbnailFile } from "../api/prefetch";
 import { AppShell } from "../components/AppShell";
@@ -6,11 +7,35 @@ import { RequireAdmin } from "../features/admin/RequireAdmin";
 import { RequireAuth } from "../features/auth/RequireAuth";
 import { SignInPage } from "../features/auth/SignInPage";
 import { SIGN_IN_PATH } from "../features/auth/next";
+import { meQuery } from "../features/auth/queries";
 
-export const routes: RouteObject[] = [
+// How long a route waits for data its page would otherwise show "Loading…" for: on a
+// slow server the page shows promptly, with its loading state.
+const DATA_WAIT_MS = 1500;
+
+function settledWithin(work: Promise<unknown>, ms: number): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    const done = () => {
+      clearTimeout(timer);
+      resolve();
+    };
+    work.then(done, done);
+  });
+}
+
+export const appRoutes = (queryClient: QueryClient): RouteObject[] => [
   { path: SIGN_IN_PATH, element: <SignInPage /> },
   {
     element: <RequireAuth />,
+    // The session (asked for since main.tsx started): a page opened by address renders
+    // once it is known, not first as "Loading…" (a render, layout and paint for
+    // nothing). Later navigations find it cached and do not wait; a failure (401) is
+    // RequireAuth's to show.
+    loader: async () => {
+      await settledWithin(queryClient.ensureQueryData(meQuery), DATA_WAIT_MS);
+      return null;
+    },
     children: [
       {
         element: <AppShell />,
@@ -81,12 +106,19 @@ export const routes: RouteObject[] = [
           },
           {
             path: "projects/:projectId/training/:jobId",
-            // The run and its epochs while the page's code (and uPlot) loads.
-            loader: ({ params }) => {
+            // The run and its epochs download while the page's code (and uPlot) loads
+            // (on a deep link the HTML names them, server/web/endpoints.py), and the page
+            // waits for them: its first render draws the charts, with no "Loading the
+            // run…" render, layout and paint before it. A failed GET does not fail the
+            // route: the page shows the error as it would have.
+            loader: async ({ params }) => {
               const id = Number(params.jobId);
               if (Number.isSafeInteger(id) && id > 0) {
                 fetchEarly(`/api/jobs/${id}`);
                 fetchEarly(`/api/jobs/${id}/metrics`);
+                // The page's own chunk, which `lazy` loads too: no extra download.
+                const { loadRun } = await import("../features/training/RunPage");
+                await settledWithin(loadRun(queryClient, id), DATA_WAIT_MS);
               }
               return null;
             },
@@ -162,6 +194,6 @@ export const routes: RouteObject[] = [
   },
 ];
 
-export function createRouter() {
-  return createBrowserRouter(routes);
+export function createRouter(queryClient: QueryClient) {
+  return createBrowserRouter(appRoutes(queryClient));
 }

@@ -1,7 +1,7 @@
 // A line chart drawn by uPlot (canvas): one per group of metrics. The plot is hidden
 // from assistive technology; the figure's caption names it, its description sums it up
 // in words, and the pages put the numbers in a table next to it.
-import { useEffect, useId, useRef } from "react";
+import { useEffect, useId, useLayoutEffect, useRef } from "react";
 import uPlot from "uplot";
 import "uplot/dist/uPlot.min.css";
 
@@ -44,7 +44,9 @@ export function Chart({ title, description, series, data, height = 240, yRange, 
   // A new plot only when the lines change (a run added to an overlay), not per epoch.
   const shape = JSON.stringify([series, yRange]);
 
-  useEffect(() => {
+  // Made before the browser paints: the page's first frame has its charts (no frame
+  // of empty figures, laid out and painted for nothing, before them).
+  useLayoutEffect(() => {
     const element = box.current;
     if (!canDraw || !element) return;
     const [lines, range] = JSON.parse(shape) as [Series[], [number, number] | undefined];

@@ -1,6 +1,6 @@
 // One training run: its state and parameters, and its per-epoch curves, first from
 // GET /metrics and then live from the job's event stream.
-import { useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
+import { type QueryClient, useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
 import { useCallback, useMemo, useRef } from "react";
 import { Link, useParams } from "react-router";
 import { errorMessage } from "../../api/errors";
@@ -152,6 +152,12 @@ function EpochTable({ epochs, ids }: { epochs: Epoch[]; ids: MetricId[] }) {
       </table>
     </div>
   );
+}
+
+/** The run and its epochs in the cache (the route waits for them: app/router.tsx). Never
+ * rejects: a failed GET is the page's to show. */
+export function loadRun(queryClient: QueryClient, jobId: number): Promise<unknown> {
+  return Promise.all([queryClient.prefetchQuery(jobQuery(jobId)), queryClient.prefetchQuery(metricsQuery(jobId))]);
 }
 
 export function RunPage() {
