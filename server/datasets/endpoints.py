@@ -31,8 +31,7 @@ async def import_dataset(
     storage: Storage = request.app.state.storage
     await commit_before_waiting(db)
     form = await receive_multipart(
-        request.headers.get("content-type"),
-        request.stream(),
+        request,
         storage,
         max_file_bytes=settings.max_import_bytes,
         max_files=1,

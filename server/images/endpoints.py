@@ -57,8 +57,7 @@ async def upload_images(
     intake = service.Intake(storage, settings)
     try:
         form = await receive_multipart(
-            request.headers.get("content-type"),
-            request.stream(),
+            request,
             storage,
             max_file_bytes=settings.max_upload_bytes,
             max_files=settings.max_files_per_request,

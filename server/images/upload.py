@@ -6,12 +6,13 @@ chunk, and a part over the per-file cap is drained and marked, not stored.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.requests import Request
 
 from server.kit.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 from server.kit.storage import HashingWriter, Storage
@@ -69,8 +70,7 @@ def multipart_doc(
 
 
 async def receive_multipart(
-    content_type: str | None,
-    stream: AsyncIterator[bytes],
+    request: Request,
     storage: Storage,
     *,
     max_file_bytes: int,
@@ -79,6 +79,8 @@ async def receive_multipart(
 ) -> ReceivedForm:
     """``on_file`` sees each file as soon as its part is complete (to start checking
     it while the rest arrives); an error it raises fails the request."""
+    content_type = request.headers.get("content-type")
+    stream = request.stream()
     if not content_type:
         raise UnsupportedMediaType("send the files as multipart/form-data")
     ctype, params = parse_options_header(content_type)

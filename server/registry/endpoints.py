@@ -57,8 +57,7 @@ async def upload_model(
     storage: Storage = request.app.state.storage
     await commit_before_waiting(db)
     form = await receive_multipart(
-        request.headers.get("content-type"),
-        request.stream(),
+        request,
         storage,
         max_file_bytes=settings.max_model_bytes,
         max_files=1,
@@ -152,8 +151,7 @@ async def predict(
     storage: Storage = request.app.state.storage
     await commit_before_waiting(db)
     form = await receive_multipart(
-        request.headers.get("content-type"),
-        request.stream(),
+        request,
         storage,
         max_file_bytes=settings.max_upload_bytes,
         max_files=settings.max_predict_images,
