@@ -5,6 +5,7 @@ the job machinery that runs the domains' tasks, and the runtime those tasks use.
 from __future__ import annotations
 
 import ast
+import functools
 from collections import defaultdict
 
 from tests.processes import REPO
@@ -29,26 +30,36 @@ def _node(module: str) -> str | None:
     return parts[1]
 
 
-def _graph() -> dict[str, dict[str, set[str]]]:
-    """node -> imported node -> the files that import it."""
-    edges: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+@functools.cache
+def _sources() -> dict[str, tuple[str, list[str]]]:
+    """Each file of ``server/`` and ``workers/`` by its dotted path (``.__init__`` kept):
+    its path, and every module name its imports mention (``from a import b`` mentions
+    ``a`` and ``a.b``, since b may be a module), TYPE_CHECKING imports too."""
+    found: dict[str, tuple[str, list[str]]] = {}
     for top in ("server", "workers"):
         for path in (REPO / top).rglob("*.py"):
             rel = path.relative_to(REPO)
-            source = _node(".".join(rel.with_suffix("").parts))
-            assert source is not None
+            names: list[str] = []
             for stmt in ast.walk(ast.parse(path.read_text())):
                 if isinstance(stmt, ast.ImportFrom) and stmt.module and stmt.level == 0:
-                    names = [stmt.module, *(f"{stmt.module}.{a.name}" for a in stmt.names)]
+                    names += [stmt.module, *(f"{stmt.module}.{a.name}" for a in stmt.names)]
                 elif isinstance(stmt, ast.Import):
-                    names = [a.name for a in stmt.names]
-                else:
-                    continue
-                for name in names:
-                    target = _node(name)
-                    # "from server import x" names x's package; "server" alone names none.
-                    if target and target != source and name.split(".")[0] in ("server", "workers"):
-                        edges[source][target].add(str(rel))
+                    names += [a.name for a in stmt.names]
+            found[".".join(rel.with_suffix("").parts)] = (str(rel), names)
+    return found
+
+
+def _graph() -> dict[str, dict[str, set[str]]]:
+    """node -> imported node -> the files that import it."""
+    edges: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+    for module, (rel, names) in _sources().items():
+        source = _node(module)
+        assert source is not None
+        for name in names:
+            target = _node(name)
+            # "from server import x" names x's package; "server" alone names none.
+            if target and target != source and name.split(".")[0] in ("server", "workers"):
+                edges[source][target].add(rel)
     return edges
 
 
@@ -106,24 +117,10 @@ def test_no_import_cycles_beyond_the_two_named_upward_imports() -> None:
 
 
 def _module_graph() -> dict[str, set[str]]:
-    """module -> the modules of ours it imports (TYPE_CHECKING imports too)."""
-    files = {}
-    for top in ("server", "workers"):
-        for path in (REPO / top).rglob("*.py"):
-            name = ".".join(path.relative_to(REPO).with_suffix("").parts)
-            files[name.removesuffix(".__init__")] = path
-    graph: dict[str, set[str]] = defaultdict(set)
-    for name, path in files.items():
-        for stmt in ast.walk(ast.parse(path.read_text())):
-            if isinstance(stmt, ast.ImportFrom) and stmt.module and stmt.level == 0:
-                names = [stmt.module, *(f"{stmt.module}.{a.name}" for a in stmt.names)]
-            elif isinstance(stmt, ast.Import):
-                names = [a.name for a in stmt.names]
-            else:
-                continue
-            # A package's __init__ is not an arrow to every module under it.
-            graph[name].update(n for n in names if n in files and n != name)
-    return graph
+    """module -> the modules of ours it imports."""
+    sources = {m.removesuffix(".__init__"): names for m, (_, names) in _sources().items()}
+    # A package's __init__ is not an arrow to every module under it.
+    return {m: {n for n in names if n in sources and n != m} for m, names in sources.items()}
 
 
 def test_no_module_imports_itself_back() -> None:
