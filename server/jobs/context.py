@@ -92,7 +92,7 @@ class LiveAttempts:
             return list(self._items.values())
 
 
-def _retrying(what: str, fn: Callable[[], T], gave_up: Callable[[], bool] | None = None) -> T:
+def retrying(what: str, fn: Callable[[], T], gave_up: Callable[[], bool] | None = None) -> T:
     """Calls ``fn`` until it returns, waiting out an unavailable database. Other errors,
     and ``gave_up()`` turning true, end the waiting. ``fn`` must be safe to run again:
     a commit interrupted by the outage may or may not have happened."""
@@ -206,7 +206,7 @@ class JobContext:
                 self._fence(db)
                 return result
 
-        return _retrying(f"job {self.job_id}", once, self._signals.lost.is_set)
+        return retrying(f"job {self.job_id}", once, self._signals.lost.is_set)
 
     def _raise_if_canceled(self) -> None:
         self._raise_if_lost()

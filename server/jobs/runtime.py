@@ -34,8 +34,8 @@ from server.jobs.context import (
     LiveAttempts,
     Release,
     WorkerIdentity,
-    _retrying,
     bound_idle_transaction,
+    retrying,
 )
 from server.jobs.kinds import JobKind
 from server.jobs.scheduler import release_job
@@ -109,7 +109,7 @@ def claim(
             )
             return job
 
-    return _retrying(f"job {job_id}: claim", once)
+    return retrying(f"job {job_id}: claim", once)
 
 
 def _owned_by(job: Job, worker: WorkerIdentity) -> sa.ColumnElement[bool]:
@@ -160,7 +160,7 @@ def _finish(
             events.wake_scheduler(db)
             return True
 
-    return _retrying(f"job {job.id}: recording {state.value}", once, signals.lost.is_set)
+    return retrying(f"job {job.id}: recording {state.value}", once, signals.lost.is_set)
 
 
 def _already(db: Session, job: Job, worker: WorkerIdentity, state: JobState) -> bool:
@@ -200,7 +200,7 @@ def _release(
             )
             events.wake_scheduler(db)
 
-    _retrying(f"job {job.id}: releasing", once, signals.lost.is_set)
+    retrying(f"job {job.id}: releasing", once, signals.lost.is_set)
 
 
 def execute(
