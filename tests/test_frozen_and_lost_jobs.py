@@ -193,19 +193,24 @@ def database(fresh_database_url: str) -> str:
 
 
 def _training_children(marker: str) -> list[int]:
-    """Live (not zombie) train_child processes whose spec lies under ``marker``."""
-    found = []
+    """Live (not zombie) train_child processes whose spec lies under ``marker``: the
+    training processes themselves, not what they fork (a fork has its parent's command
+    line until it execs, and data-loader workers keep it)."""
+    found: dict[int, int] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             with open(f"/proc/{entry}/cmdline", "rb") as fh:
                 cmdline = fh.read()
-        except OSError:
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                # pid (comm) state ppid ...: comm may hold spaces, so split after it.
+                ppid = int(fh.read().rsplit(b")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
             continue
         if b"workers.ml.train_child" in cmdline and marker.encode() in cmdline:
-            found.append(int(entry))
-    return found
+            found[int(entry)] = ppid
+    return [pid for pid, ppid in found.items() if ppid not in found]
 
 
 class ChildSampler:
@@ -215,6 +220,8 @@ class ChildSampler:
         self.marker = marker
         self.most = 0
         self.seen: set[int] = set()
+        # pid: (first, last) monotonic time it was seen alive, for the failure message.
+        self.lives: dict[int, tuple[float, float]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -222,8 +229,17 @@ class ChildSampler:
     def _run(self) -> None:
         while not self._stop.wait(0.1):
             alive = _training_children(self.marker)
+            now = time.monotonic()
+            for pid in alive:
+                self.lives[pid] = (self.lives.get(pid, (now, now))[0], now)
             self.seen.update(alive)
             self.most = max(self.most, len(alive))
+
+    def timeline(self, since: float) -> str:
+        return "; ".join(
+            f"pid {pid} alive {first - since:+.2f}..{last - since:+.2f} s"
+            for pid, (first, last) in sorted(self.lives.items(), key=lambda kv: kv[1])
+        )
 
     def stop(self) -> None:
         self._stop.set()
@@ -462,7 +478,10 @@ def test_frozen_gpu_worker_and_its_replacement_never_train_at_once(
     assert done.state == JobState.succeeded, c.logs()
     assert done.attempts == 2
     assert done.worker_id != frozen
-    assert sampler.most == 1, f"{sampler.most} training processes at once"
+    assert sampler.most == 1, (
+        f"{sampler.most} training processes at once (times from the freeze: "
+        f"{sampler.timeline(frozen_at)})\n{c.logs()}"
+    )
     assert len(sampler.seen) == 2
     # Every epoch reported once, in order; the frozen worker relayed nothing stale.
     assert c.reported_epochs(job_id) == list(range(1, epochs + 1))
@@ -478,7 +497,10 @@ def test_frozen_gpu_worker_and_its_replacement_never_train_at_once(
             .where(JobEvent.job_id == job_id, JobEvent.data["reason"].as_string().like("%lost%"))
         )
     assert lost == 1
-    print(f"\nfrozen worker: another started training the job {takeover:.1f} s after the freeze")
+    print(
+        f"\nfrozen worker: another started training the job {takeover:.1f} s after the "
+        f"freeze ({sampler.timeline(frozen_at)})"
+    )
 
 
 # --- a frozen standalone process ---------------------------------------------------------

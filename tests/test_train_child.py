@@ -29,6 +29,7 @@ from server.training import tasks
 from tests.factories import Factory
 from tests.helpers import wait_job, wait_until
 from workers import cpus
+from workers.ml.train_child import MEMORY_FRACTION_ENV
 
 if importlib.util.find_spec("ultralytics") is None:  # not importing it: workers configure it
     pytest.skip("the ml extra is not installed", allow_module_level=True)
@@ -262,16 +263,16 @@ def test_child_env_pins_the_slot_device_and_keeps_ultralytics_talking(
     monkeypatch.setenv("YOLO_VERBOSE", "False")  # as configure_offline leaves a worker
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
     monkeypatch.setenv("OCULAB_SECRET_KEY", "not for children")
-    monkeypatch.setenv(tasks.MEMORY_FRACTION_ENV, "0.25")
+    monkeypatch.setenv(MEMORY_FRACTION_ENV, "0.25")
     env = child_env(tmp_path)
     assert env["CUDA_VISIBLE_DEVICES"] == ""  # a CPU slot sees no GPU at all
     assert env["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
     assert env["YOLO_VERBOSE"] == "True"
     assert env["YOLO_OFFLINE"] == "1"
-    assert env[tasks.MEMORY_FRACTION_ENV] == "0.25"
+    assert env[MEMORY_FRACTION_ENV] == "0.25"
     assert "OCULAB_SECRET_KEY" not in env
-    monkeypatch.delenv(tasks.MEMORY_FRACTION_ENV)
-    assert tasks.MEMORY_FRACTION_ENV not in child_env(tmp_path)
+    monkeypatch.delenv(MEMORY_FRACTION_ENV)
+    assert MEMORY_FRACTION_ENV not in child_env(tmp_path)
 
 
 def test_describe_device_is_one_readable_line() -> None:
@@ -302,6 +303,7 @@ def test_describe_device_is_one_readable_line() -> None:
 # --- the child, for real -------------------------------------------------------------------
 
 
+@pytest.mark.no_database
 def test_training_never_tries_the_network(tmp_path: Path) -> None:
     data = shapes_dataset(tmp_path / "data")
     here = tmp_path / "run"
@@ -326,6 +328,7 @@ def test_training_never_tries_the_network(tmp_path: Path) -> None:
     assert not network.exists(), network.read_text()
 
 
+@pytest.mark.no_database
 def test_child_reports_the_device_it_trains_on(tmp_path: Path) -> None:
     data = shapes_dataset(tmp_path / "data")
     here = tmp_path / "run"
@@ -355,6 +358,7 @@ def test_child_reports_the_device_it_trains_on(tmp_path: Path) -> None:
     assert "Starting training" in train_log(here)
 
 
+@pytest.mark.no_database
 def test_resume_trains_on_this_attempts_device_and_batch(tmp_path: Path) -> None:
     """An attempt stopped after its first epoch on "GPU 0" with batch 4 is resumed on a
     CPU slot whose spec says batch 2: the resumed run uses the CPU and batch 2."""
@@ -403,6 +407,7 @@ def test_resume_trains_on_this_attempts_device_and_batch(tmp_path: Path) -> None
     assert done["batch"] == 2
 
 
+@pytest.mark.no_database
 def test_ultralytics_halves_the_batch_on_out_of_memory_and_the_child_reports_it(
     tmp_path: Path,
 ) -> None:
@@ -417,6 +422,7 @@ def test_ultralytics_halves_the_batch_on_out_of_memory_and_the_child_reports_it(
     assert done["batch"] == 2
 
 
+@pytest.mark.no_database
 def test_child_that_runs_out_of_memory_says_so(tmp_path: Path) -> None:
     data = shapes_dataset(tmp_path / "data")
     here = tmp_path / "run"
@@ -434,13 +440,14 @@ def test_child_that_runs_out_of_memory_says_so(tmp_path: Path) -> None:
     assert "OutOfMemoryError" in train_log(here)  # the traceback, for the job log
 
 
+@pytest.mark.no_database
 def test_a_bad_memory_fraction_is_refused(tmp_path: Path) -> None:
     here = tmp_path / "run"
-    env = child_env(tmp_path, None, **{tasks.MEMORY_FRACTION_ENV: "1.5"})
+    env = child_env(tmp_path, None, **{MEMORY_FRACTION_ENV: "1.5"})
     code = run_child(child_spec(here, tmp_path / "missing.yaml"), env)
     assert code == 2
     (error,) = of_type(here, "error")
-    assert tasks.MEMORY_FRACTION_ENV in error["message"]
+    assert MEMORY_FRACTION_ENV in error["message"]
 
 
 # --- through the job ------------------------------------------------------------------------

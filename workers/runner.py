@@ -26,7 +26,7 @@ from server import __version__
 from server.jobs.context import Attempt, LiveAttempts, WorkerIdentity, bound_idle_transaction
 from server.jobs.kinds import JobKind
 from server.jobs.runtime import execute
-from server.kit.db import utcnow
+from server.kit.db import database_unavailable, utcnow
 from server.kit.probe import Freshness
 from server.kit.storage import Storage
 from server.models.job import Job, JobState, WorkerRow
@@ -298,13 +298,31 @@ class Worker:
     def _beat(self) -> None:
         interval = self.settings.heartbeat_interval_seconds
         while not self._stop.wait(interval):
-            try:
-                self.heartbeat()
-            except Exception:
-                # Postgres may be restarting; the next beat tries again.
-                log.warning("heartbeat failed", exc_info=True)
+            self.beat_once()
 
-    def heartbeat(self) -> None:
+    def beat_once(self) -> None:
+        """One heartbeat, and what it tells the leases of the attempts' children
+        (``Attempt.heard``)."""
+        began = time.monotonic()
+        try:
+            heard = self.heartbeat()
+        except Exception as exc:
+            # Postgres may be restarting; the next beat tries again.
+            log.warning("heartbeat failed", exc_info=True)
+            if not database_unavailable(exc):
+                return
+            # An outage stops the reconciler too (it judges heartbeats only after
+            # watching them for a whole timeout once the database is back), so the
+            # attempts' children train on through it. Cut off from a database the
+            # reconciler still reaches, a worker cannot tell the difference: its child
+            # trains until the worker hears the job was taken, which costs GPU time, not
+            # results (each attempt writes to a folder of its own, and this one's writes
+            # are fenced).
+            heard = self.live.snapshot()
+        for attempt in heard:
+            attempt.heard(began)
+
+    def heartbeat(self) -> list[Attempt]:
         """Says this process is alive, and vouches for the attempts it really executes
         (not for every row that names this worker: an attempt whose execution ended
         without an outcome must go stale, so the reconciler re-queues it).
@@ -312,15 +330,17 @@ class Worker:
         A worker the reconciler retired while it could not beat (frozen, cut off from the
         database) is alive again and counts for admission; the attempts it held were
         re-queued meanwhile, and are told so here: each stops at once and writes nothing.
-        A requested cancel is passed on too, so a job stops even between progress calls."""
-        now = utcnow()
+        A requested cancel is passed on too, so a job stops even between progress calls.
+        Returns the attempts whose heartbeat it refreshed."""
         attempts = self.live.snapshot()
         gpus = gpu_info.telemetry(self.gpu_indices)
+        now = utcnow()
+        vouched: list[Attempt] = []
         with self.maker() as db, db.begin():
             # Row locks taken here are released if this process freezes mid-transaction.
             bound_idle_transaction(db, self.settings)
             if attempts:
-                self._vouch(db, attempts, now)
+                vouched = self._vouch(db, attempts, now)
             row = db.execute(
                 sa.select(WorkerRow.stopped_at, WorkerRow.draining).where(WorkerRow.id == self.id)
             ).first()
@@ -342,8 +362,10 @@ class Worker:
             self._pause_consumers()
         elif not draining and self._draining and not self._stop.is_set() and not self._done():
             self._resume_consumers()
+        return vouched
 
-    def _vouch(self, db: Session, attempts: list[Attempt], now: dt.datetime) -> None:
+    def _vouch(self, db: Session, attempts: list[Attempt], now: dt.datetime) -> list[Attempt]:
+        """Refreshes the heartbeat of the attempts still ours; returns those it refreshed."""
         rows = {
             job_id: (state, worker_id, number, cancel)
             for job_id, state, worker_id, number, cancel in db.execute(
@@ -368,7 +390,7 @@ class Worker:
                 attempt.cancel.set()
             owned.append(attempt)
         if not owned:
-            return
+            return []
         # SKIP LOCKED: a row locked by its attempt's own fenced write is refreshed when
         # that write commits; waiting for it would stall every other heartbeat.
         mine = (
@@ -380,12 +402,16 @@ class Worker:
             )
             .with_for_update(skip_locked=True)
         )
-        db.execute(
-            sa.update(Job)
-            .where(Job.id.in_(mine.scalar_subquery()))
-            .values(heartbeat_at=now)
-            .execution_options(synchronize_session=False)
+        refreshed = set(
+            db.scalars(
+                sa.update(Job)
+                .where(Job.id.in_(mine.scalar_subquery()))
+                .values(heartbeat_at=now)
+                .returning(Job.id)
+                .execution_options(synchronize_session=False)
+            )
         )
+        return [a for a in owned if a.job_id in refreshed]
 
     def _done(self) -> bool:
         """Whether this worker takes no more jobs (its --max-jobs are taken)."""

@@ -69,6 +69,22 @@ class Attempt:
     number: int
     lost: threading.Event = field(default_factory=threading.Event)
     cancel: threading.Event = field(default_factory=threading.Event)
+    # ``time.monotonic()`` just before the newest heartbeat of this attempt that ended:
+    # it reached the database for the attempt, or found the database unavailable (see
+    # ``heard``). What the attempt runs outside this process stops a lease after it
+    # (the training child's, server/training/tasks.py).
+    heard_at: float = field(default_factory=time.monotonic)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def heard(self, at: float) -> None:
+        """A heartbeat that began at ``at`` (monotonic) ended: it committed for this
+        attempt, or the database was unavailable. Not called for one that hangs, nor
+        for one that found the attempt lost: a worker frozen, starved or stuck in a
+        call stops moving ``heard_at``, and its attempt's child stops on its own well
+        before the reconciler gives the job to another attempt (a heartbeat timeout
+        after the newest heartbeat the database holds)."""
+        with self._lock:
+            self.heard_at = max(self.heard_at, at)
 
 
 class LiveAttempts:
@@ -150,6 +166,11 @@ class JobContext:
         assert self.signals is not None
         return self.signals
 
+    def heard_at(self) -> float:
+        """``time.monotonic()`` when this attempt's newest heartbeat began (see
+        ``Attempt.heard``)."""
+        return self._signals.heard_at
+
     def _owned(self) -> sa.ColumnElement[bool]:
         return sa.and_(
             Job.id == self.job_id,
@@ -162,14 +183,16 @@ class JobContext:
         if self._signals.lost.is_set():
             raise JobLost("this worker no longer owns the job")
 
-    def _fence(self, db: Session) -> None:
+    def _fence(self, db: Session) -> float:
         """The last statement of each of this attempt's transactions: refreshes the job's
         heartbeat and locks its row until the commit if this attempt still owns the job;
         raises JobLost otherwise, which rolls back everything the transaction wrote.
 
         Last, so the row stays locked for one round trip only: a worker frozen with the
         lock would keep the reconciler from giving its job to another attempt. A cancel
-        request it finds is passed on to ``progress``/``check_canceled``."""
+        request it finds is passed on to ``progress``/``check_canceled``. Returns when
+        the heartbeat was stamped (monotonic), for ``Attempt.heard`` once committed."""
+        stamped = time.monotonic()
         row = db.execute(
             sa.update(Job)
             .where(self._owned())
@@ -182,6 +205,19 @@ class JobContext:
             raise JobLost("this worker no longer owns the job")
         if row[0]:
             self._signals.cancel.set()
+        return stamped
+
+    @contextlib.contextmanager
+    def _fenced(self, *, bounded: bool) -> Iterator[Session]:
+        """A transaction whose last statement is the fence, and whose heartbeat counts
+        for the attempt's lease once it has committed. ``bounded``: our own short
+        transaction (see ``bound_idle_transaction``)."""
+        with self.sessionmaker() as db, db.begin():
+            if bounded:
+                bound_idle_transaction(db, self.settings)
+            yield db
+            stamped = self._fence(db)
+        self._signals.heard(stamped)
 
     @contextlib.contextmanager
     def session(self) -> Iterator[Session]:
@@ -189,9 +225,8 @@ class JobContext:
         only if this attempt still owns the job (JobLost otherwise). Not retried: a
         database error ends the attempt, which then goes back to the queue."""
         self._raise_if_lost()
-        with self.sessionmaker() as db, db.begin():
+        with self._fenced(bounded=False) as db:
             yield db
-            self._fence(db)
 
     def write(self, fn: Callable[[Session], T]) -> T:
         """Runs ``fn`` in a transaction that commits only while this attempt owns the
@@ -200,11 +235,8 @@ class JobContext:
 
         def once() -> T:
             self._raise_if_lost()
-            with self.sessionmaker() as db, db.begin():
-                bound_idle_transaction(db, self.settings)
-                result = fn(db)
-                self._fence(db)
-                return result
+            with self._fenced(bounded=True) as db:
+                return fn(db)
 
         return retrying(f"job {self.job_id}", once, self._signals.lost.is_set)
 
@@ -268,9 +300,8 @@ class JobContext:
         is not a reason to stop: the heartbeat tells the attempt once it answers again."""
         self._raise_if_canceled()
         try:
-            with self.sessionmaker() as db, db.begin():
-                bound_idle_transaction(db, self.settings)
-                self._fence(db)
+            with self._fenced(bounded=True):
+                pass
         except Exception as exc:
             if database_unavailable(exc):
                 return

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 import traceback
 from typing import Any, cast
 
@@ -218,11 +219,13 @@ def execute(
 ) -> JobState | None:
     """Runs one delivery of a job. Returns the final state, or None if skipped or lost.
     While it runs, the attempt is in ``live``: the worker's heartbeat vouches for it."""
+    # The claim stamps the job's first heartbeat after this.
+    claiming = time.monotonic()
     job = claim(maker, job_id, message_ref, worker, settings)
     if job is None:
         log.info("job %s: message %s skipped (not ours to run)", job_id, message_ref)
         return None
-    signals = Attempt(job.id, job.attempts)
+    signals = Attempt(job.id, job.attempts, heard_at=claiming)
     if live is not None:
         live.add(signals)
     try:

@@ -4,9 +4,10 @@ report every epoch, resume from the last checkpoint on redelivery, register the 
 Each attempt trains in a folder of its own (``runs/job-N/attempt-K``), resuming from the
 newest checkpoint an earlier attempt kept whole (``resume-EEEE/``, copied there by the
 child after each epoch), so two processes never write the same files. The child holds a
-lease its supervisor feeds through the child's stdin: a worker that is frozen (SIGSTOP,
-starved) stops feeding it and the child stops itself within ``heartbeat_timeout / 2``,
-before the reconciler can give the job to another attempt. Every write back to the
+lease its supervisor sends through the child's stdin, counted from the attempt's newest
+heartbeat: a worker that is frozen (SIGSTOP), starved or stuck stops extending it and the
+child stops itself ``heartbeat_timeout / 2`` after that heartbeat, before the reconciler
+can give the job to another attempt. Every write back to the
 database is fenced by the attempt (see ``JobContext.write``): an attempt that lost the
 job reports nothing more and stops its child.
 
@@ -28,6 +29,7 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -171,36 +173,54 @@ def loader_workers(gpu: bool, cpus: int) -> int:
 
 
 def lease_seconds(ctx: JobContext) -> float:
-    """How long the child trains on without hearing from its supervisor. Half the
-    heartbeat timeout: a new attempt starts no sooner than ``timeout - interval`` after
-    the worker's last heartbeat (and the interval is well under half the timeout), so
-    the child of a frozen worker is gone before another worker can resume the job."""
+    """How long after its attempt's newest heartbeat the child may train on: half the
+    heartbeat timeout. The reconciler gives the job to another attempt no sooner than a
+    whole timeout after that heartbeat was stamped, so the child of a worker that is
+    frozen, starved or stuck is gone first; the other half covers the child's exit and
+    the clocks of the reconciler's host and ours."""
     return max(1.0, ctx.settings.heartbeat_timeout_seconds / 2)
 
 
 class _Lease:
-    """Feeds the child's lease, a byte on its stdin every quarter lease, from a thread of
-    its own: a supervisor waiting out a database outage keeps its child training."""
+    """Tells the child until when it may train, on its stdin: a line with a deadline on
+    the ``time.monotonic()`` clock the child shares with us, the attempt's newest
+    heartbeat plus the lease, sent again each time a heartbeat moves it.
 
-    def __init__(self, child: subprocess.Popen[bytes], seconds: float) -> None:
+    Counted from the heartbeat (``Attempt.heard``), not from when this thread last ran:
+    a worker whose heartbeats stall (frozen, starved, stuck in a call) while this thread
+    still runs stops extending it, and the child stops on its own in time."""
+
+    def __init__(
+        self, child: subprocess.Popen[bytes], heard: Callable[[], float], seconds: float
+    ) -> None:
         assert child.stdin is not None
         self._pipe = child.stdin
         os.set_blocking(self._pipe.fileno(), False)
         self._stop = threading.Event()
         self._thread = threading.Thread(
-            target=self._feed, args=(seconds / 4,), name=f"lease-{child.pid}", daemon=True
+            target=self._feed,
+            args=(heard, seconds, min(0.2, seconds / 8)),
+            name=f"lease-{child.pid}",
+            daemon=True,
         )
         self._thread.start()
 
-    def _feed(self, every: float) -> None:
+    def _feed(self, heard: Callable[[], float], seconds: float, every: float) -> None:
         fd = self._pipe.fileno()
-        while not self._stop.wait(every):
-            try:
-                os.write(fd, b".")
-            except BlockingIOError:
-                continue  # the child is busy; its pipe holds thousands of beats
-            except OSError:
-                return  # the child is gone
+        sent = 0.0
+        while True:
+            deadline = heard() + seconds
+            if deadline > sent:
+                try:
+                    # Under PIPE_BUF bytes: written whole or not at all.
+                    os.write(fd, f"{deadline:.6f}\n".encode())
+                    sent = deadline
+                except BlockingIOError:
+                    pass  # the child has not read for a long while; try again
+                except OSError:
+                    return  # the child is gone
+            if self._stop.wait(every):
+                return
 
     def stop(self) -> None:
         self._stop.set()
@@ -231,7 +251,7 @@ def _supervise(
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    lease = _Lease(child, lease_seconds(ctx))
+    lease = _Lease(child, ctx.heard_at, lease_seconds(ctx))
     done: dict[str, Any] | None = None
     device: dict[str, Any] | None = None
     failure = ""

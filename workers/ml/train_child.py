@@ -5,7 +5,7 @@ JSON line per event to the spec's events file: each finished epoch with its loss
 metrics, then ``done`` with the best weights. Ultralytics' own output goes to stdout.
 Ultralytics saves ``last.pt`` after every epoch; the child then keeps a whole copy in
 ``resume-EEEE/``, the checkpoint a later attempt resumes from. It trains only while its
-supervisor feeds its lease (stdin).
+supervisor keeps extending its lease (stdin).
 
 Every checkpoint (the base model, ``last.pt`` on resume, and whatever ultralytics loads
 itself while training) is unpickled by the restricted loader of
@@ -64,22 +64,38 @@ def _die_with_parent() -> None:
 
 
 def _hold_lease(seconds: float | None) -> None:
-    """Trains only while the supervisor feeds our stdin. A worker frozen by SIGSTOP or
-    starved of CPU stops feeding it (and PDEATHSIG never fires for a frozen parent):
-    stop well before the reconciler can give the job to another worker, so two
-    processes never train the same job (server/training/tasks.py, ``lease_seconds``).
-    EOF means the supervisor is gone."""
+    """Trains only until the deadline its supervisor last sent on stdin (one line each, on
+    the ``time.monotonic()`` clock of this host), counted from the attempt's newest
+    heartbeat. A worker frozen by SIGSTOP, starved or stuck stops extending it (and
+    PDEATHSIG never fires for a frozen parent): stop before the reconciler can give the
+    job to another worker, so two processes never train the same job
+    (server/training/tasks.py, ``_Lease``). EOF means the supervisor is gone. Until the
+    first line, ``seconds`` from now."""
     if not seconds:
         return
     import select
     import threading
+    import time
 
     def watch() -> None:
         fd = sys.stdin.fileno()
+        deadline = time.monotonic() + seconds
+        pending = b""
         while True:
-            ready, _, _ = select.select([fd], [], [], seconds)
-            if not ready or not os.read(fd, 4096):
+            ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                if time.monotonic() >= deadline:
+                    os._exit(LEASE_EXPIRED_EXIT)
+                continue
+            chunk = os.read(fd, 4096)
+            if not chunk:
                 os._exit(LEASE_EXPIRED_EXIT)
+            *lines, pending = (pending + chunk).split(b"\n")
+            for line in lines:
+                try:
+                    deadline = float(line)
+                except ValueError:
+                    continue
 
     threading.Thread(target=watch, name="lease", daemon=True).start()
 
