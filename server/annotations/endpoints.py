@@ -10,8 +10,8 @@ from server.annotations.schemas import (
     EditorStart,
     ReviewAction,
 )
-from server.annotations.unit import run_for_image
-from server.images.auth import ImageAccess, ImageAnnotator, ImageViewer
+from server.images.auth import ImageAccess, ImageAnnotator
+from server.images.unit import run_for_image
 from server.kit.db import DB
 from server.kit.roles import Role
 from server.kit.schemas import PathId
@@ -20,7 +20,7 @@ from server.settings import Settings
 router = APIRouter(prefix="/api/images/{image_id}", tags=["annotations"])
 
 
-# The read and the save run in one worker-thread trip (server/annotations/unit.py): the
+# The read and the save run in one worker-thread trip (server/images/unit.py): the
 # body is validated before the caller is resolved (422 before 401/404 for a malformed
 # body), everything else as with the usual dependencies.
 @router.get("/annotations", operation_id="get_annotations", response_model=AnnotationsRead)
@@ -47,8 +47,10 @@ def review_image(body: ReviewAction, access: ImageAnnotator, db: DB) -> Annotati
     return service.review(db, access.image, access.access.user, body.action)
 
 
-@router.get("/editor", operation_id="get_editor_start")
-def get_editor_start(access: ImageViewer, db: DB) -> EditorStart:
+# Also in one worker-thread trip: on a deep link to the editor it is asked for at once
+# with the page's scripts, and the fewer trips it takes, the sooner they are served.
+@router.get("/editor", operation_id="get_editor_start", response_model=EditorStart)
+async def get_editor_start(image_id: PathId, request: Request) -> Response:
     """What the editor opens with: the image, its project (with the caller's role), its
     boxes and its previous/next images, as the four separate endpoints give them."""
-    return editor.start(db, access)
+    return await run_for_image(request, image_id, Role.viewer, editor.start)

@@ -8,13 +8,12 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from server.audit import service as audit
-from server.auth import service
+from server.auth import service, unit
 from server.auth.dependencies import (
     CSRF_COOKIE,
     CSRF_HEADER,
     SESSION_COOKIE,
     Client,
-    CurrentPrincipal,
     Principal,
     SettingsDep,
     resolve_principal,
@@ -24,6 +23,7 @@ from server.auth.schemas import AuthConfig, LocalLogin, LogoutRedirect, Me
 from server.kit.db import DB
 from server.kit.errors import NotFound, OculabError
 from server.kit.ratelimit import enforce
+from server.kit.schemas import from_row
 from server.models.auth import User
 from server.settings import Settings
 
@@ -75,16 +75,7 @@ def _set_session_cookies(
 
 
 def _me(user: User, via: str, csrf: str | None) -> Me:
-    return Me(
-        id=user.id,
-        username=user.username,
-        email=user.email,
-        display_name=user.display_name,
-        is_admin=user.is_admin,
-        is_local=user.is_local,
-        auth_method=via,
-        csrf_token=csrf,
-    )
+    return from_row(Me, user, auth_method=via, csrf_token=csrf)
 
 
 @router.get("/api/auth/config", operation_id="auth_config")
@@ -255,10 +246,14 @@ def local_login(
     return _me(user, "session", new.session.csrf_token)
 
 
-@router.get("/api/me", operation_id="me")
-def me(principal: CurrentPrincipal) -> Me:
-    csrf = principal.login_session.csrf_token if principal.login_session else None
-    return _me(principal.user, principal.via, csrf)
+# In one worker-thread trip (server/auth/unit.py): every page asks for it as it opens.
+@router.get("/api/me", operation_id="me", response_model=Me)
+async def me(request: Request) -> Response:
+    def answer(db: Session, principal: Principal) -> bytes:
+        csrf = principal.login_session.csrf_token if principal.login_session else None
+        return _me(principal.user, principal.via, csrf).model_dump_json().encode()
+
+    return Response(await unit.in_one_trip(request, answer), media_type="application/json")
 
 
 def _record_failure(

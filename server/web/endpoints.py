@@ -202,7 +202,9 @@ def _index(request: Request, client_path: str = "") -> Response:
     index = _file_in(root, "index.html")
     if index is None:
         return HTMLResponse(NOT_BUILT, status_code=503, headers=HTML_HEADERS)
-    html = index.read_bytes()
+    # Read through the same mtime-keyed cache as the assets: every client route is
+    # answered with it, on the event loop.
+    html = _bytes(index) or index.read_bytes()
     hints = _route_hints(root, client_path)
     if hints is not None and b"</head>" in html:
         html = html.replace(b"</head>", hints + b"</head>", 1)
