@@ -12,7 +12,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 
 .PHONY: help install lock run test lint typecheck pytest services bench clean \
-	frontend openapi frontend-test frontend-typecheck frontend-unit frontend-e2e chromium
+	frontend openapi frontend-test frontend-lint frontend-typecheck frontend-unit frontend-e2e chromium
 .PHONY: images bundle lock-images lock-worker
 
 # The web app (frontend/): built by Vite into the Python package, where the API serves it.
@@ -26,7 +26,7 @@ CHROMIUM ?= /usr/bin/chromium
 
 help:
 	@echo "make run      install, build the web app if stale, start Oculab on http://$(HOST):$(PORT)"
-	@echo "make test     ruff, mypy, pytest (SQLite and PostgreSQL) and the web app's checks"
+	@echo "make test     ruff, mypy, pytest (SQLite and PostgreSQL) and the web app's checks (ESLint first)"
 	@echo "make frontend build the web app (frontend/ -> server/web/static/) when stale"
 	@echo "make openapi  regenerate the web app's typed API client after an endpoint change"
 	@echo "make install  create $(VENV) with every extra (ml, dev)"
@@ -100,6 +100,10 @@ frontend: $(WEB_BUILD)
 openapi: install $(NODE_MODULES)
 	$(NPM) run gen:api
 
+# ESLint (frontend/eslint.config.js): typescript-eslint, the rules of hooks, jsx-a11y.
+frontend-lint: $(NODE_MODULES)
+	$(NPM) run lint
+
 frontend-typecheck: $(NODE_MODULES)
 	$(NPM) run typecheck
 
@@ -120,7 +124,7 @@ frontend-e2e: install frontend chromium services
 	CHROMIUM_PATH=$(CHROMIUM) $(NPM) run e2e -- -c playwright.server.config.ts
 	$(BIN)/python bench/web_bundle.py
 
-frontend-test: frontend-typecheck frontend-unit frontend-e2e
+frontend-test: frontend-lint frontend-typecheck frontend-unit frontend-e2e
 
 bench: install services
 	$(BIN)/python bench/api.py

@@ -36,12 +36,10 @@ def _settings(mode: Mode) -> Settings:
     try:
         return Settings(mode=mode)
     except ValidationError as exc:
-        messages = "; ".join(
-            (f"{'.'.join(str(p) for p in err['loc'])}: " if err["loc"] else "")
-            + err["msg"].removeprefix("Value error, ")
-            for err in exc.errors()
-        )
-        raise SystemExit(f"oculab: configuration error: {messages}") from None
+        from server.kit.errors import validation_problems
+
+        problems = validation_problems(exc)
+        raise SystemExit(f"oculab: configuration error: {problems}") from None
 
 
 def _serve(
@@ -59,16 +57,23 @@ def _serve(
     app = create_app(settings, run_jobs=run_jobs, demo_owner=demo_owner)
     if settings.metrics_port is not None:
         _serve_metrics(app.state.registry, host, settings.metrics_port)
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        # create_app applies OCULAB_FORWARDED_ALLOW_IPS itself; uvicorn's own default
-        # would trust X-Forwarded-For from any local process.
-        proxy_headers=False,
-        log_level=settings.log_level,
-        access_log=False,
-    )
+    try:
+        uvicorn.run(
+            app,
+            host=host,
+            port=port,
+            # create_app applies OCULAB_FORWARDED_ALLOW_IPS itself; uvicorn's own default
+            # would trust X-Forwarded-For from any local process.
+            proxy_headers=False,
+            log_level=settings.log_level,
+            access_log=False,
+        )
+    finally:
+        from server.images import decoding
+
+        # The upload decoders and the thumbnail renderer stop with the server rather
+        # than a second later, when their parent watch notices it gone.
+        decoding.shutdown()
 
 
 def _serve_metrics(registry: CollectorRegistry, host: str, port: int) -> None:
@@ -184,7 +189,8 @@ def cmd_demo(args: argparse.Namespace) -> None:
     admin_id, password = _bootstrap_standalone(settings)
     if password is not None:
         print(f"local admin: admin / {password}   (printed once; keep it)")
-    plan = DemoPlan(epochs=args.epochs)
+    given = {"epochs": args.epochs, "imgsz": args.imgsz, "warmup_epochs": args.warmup_epochs}
+    plan = DemoPlan(**{key: value for key, value in given.items() if value is not None})
     try:
         with standalone_jobs(settings) as machinery:
             report = run_demo(
@@ -398,16 +404,13 @@ def cmd_scheduler(args: argparse.Namespace) -> None:
                 "pass another --health-port, or 0 for none"
             ) from None
 
+    from server.kit.db import is_postgresql
     from workers.machinery import scheduler_process
 
     process = scheduler_process(settings)
     scheduler = process.scheduler
     stop = _stop_on_signals()
-    listen_url = (
-        settings.resolved_database_url
-        if process.machinery.engine.dialect.name == "postgresql"
-        else None
-    )
+    listen_url = settings.resolved_database_url if is_postgresql(process.machinery.engine) else None
     if probe is not None:
         threading.Thread(target=probe.serve_forever, daemon=True, name="healthz").start()
         log.info("serving /healthz on port %s", args.health_port)
@@ -553,7 +556,14 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         help="run the whole loop on synthetic data, offline, and report (standalone data dir)",
     )
-    p.add_argument("--epochs", type=int, default=50)
+    # Defaults (None) are the demo plan's own: 50 epochs at 160 px, 3 warm-up epochs.
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--imgsz", type=int, help="training image size")
+    p.add_argument(
+        "--warmup-epochs",
+        type=float,
+        help="learning-rate warm-up (0 learns fastest in a short run)",
+    )
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("worker", help="run jobs from one or more pools (server mode)")

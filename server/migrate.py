@@ -28,7 +28,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 import migrations
-from server.kit.db import make_engine
+from server.kit.db import is_postgresql, make_engine
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +194,7 @@ def upgrade(url: str, script_location: str = SCRIPT_LOCATION) -> SchemaStatus:
     engine = make_engine(url, pool_size=1)
     try:
         with engine.connect() as connection:
-            postgres = connection.dialect.name == "postgresql"
+            postgres = is_postgresql(connection)
             if postgres:
                 _lock(connection)
             try:

@@ -200,3 +200,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         skip = pytest.mark.skip(reason="needs a CUDA GPU")
         for item in gpu_items:
             item.add_marker(skip)
+    if BACKEND == "postgres":
+        # make test runs the suite once per database; these would only repeat themselves.
+        once = pytest.mark.skip(reason="touches no database: runs on the SQLite pass")
+        for item in items:
+            if item.get_closest_marker("no_database"):
+                item.add_marker(once)

@@ -6,8 +6,8 @@ import os
 import time
 from typing import Any
 
+from server.jobs.context import JobContext, JobFailed
 from server.jobs.kinds import JobKind
-from server.jobs.runtime import JobContext, JobFailed
 
 SIDE_EFFECTS = "side-effects.log"
 

@@ -48,7 +48,9 @@ def test_admin_creates_a_local_account_that_can_log_in(admin: ApiClient, app: Fa
         ({"username": "root", "password": "long enough"}, 409),
     ],
 )
-def test_bad_user_creation(admin: ApiClient, factory: Factory, body: dict, status: int) -> None:
+def test_bad_user_creation(
+    admin: ApiClient, factory: Factory, body: dict[str, object], status: int
+) -> None:
     before = factory.count(User)
     assert admin.post("/api/admin/users", json=body).status_code == status
     assert factory.count(User) == before

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from server.models.annotation import Annotation
@@ -145,12 +147,16 @@ def test_nan_and_infinity_are_refused(alice: ApiClient, image_id: int) -> None:
         {"base_revision": 0, "boxes": [], "force": True},
     ],
 )
-def test_bad_annotation_envelopes_are_422(alice: ApiClient, image_id: int, body: dict) -> None:
+def test_bad_annotation_envelopes_are_422(
+    alice: ApiClient, image_id: int, body: dict[str, object]
+) -> None:
     response = alice.put(f"/api/images/{image_id}/annotations", json=body)
     assert response.status_code == 422
 
 
-def test_too_many_boxes_is_422(make_app, factory_for) -> None:
+def test_too_many_boxes_is_422(
+    make_app: Callable[..., FastAPI], factory_for: Callable[[FastAPI], Factory]
+) -> None:
     app = make_app(max_boxes_per_image=3)
     f = factory_for(app)
     alice = f.client(f.user("alice"))
@@ -217,7 +223,7 @@ def test_accept_all_accepts_every_prediction(
 
 
 @pytest.mark.parametrize("body", [{"action": "approve"}, {}, {"action": "accept_all", "x": 1}])
-def test_bad_review_action_is_422(alice: ApiClient, image_id: int, body: dict) -> None:
+def test_bad_review_action_is_422(alice: ApiClient, image_id: int, body: dict[str, object]) -> None:
     response = alice.post(f"/api/images/{image_id}/review", json=body)
     assert response.status_code == 422
     assert alice.get(f"/api/images/{image_id}/annotations").json()["revision"] == 0

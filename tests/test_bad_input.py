@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from fastapi import FastAPI
 
@@ -29,7 +29,7 @@ def test_oversized_chunked_json_body_is_413(
     f = factory_for(app)
     alice = f.client(f.user("alice"))
 
-    def chunks():  # no Content-Length: the cap must hold while streaming
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the cap must hold while streaming
         yield b'{"name": "x", "description": "'
         for _ in range(100):
             yield b"y" * 100
@@ -61,7 +61,8 @@ def test_non_utf8_json_is_400(alice: ApiClient) -> None:
 
 
 def test_wrong_json_types_are_422(alice: ApiClient) -> None:
-    for body in ([], "name", 42, None, {"name": 5}, {"name": ["a"]}):
+    bodies: tuple[object, ...] = ([], "name", 42, None, {"name": 5}, {"name": ["a"]})
+    for body in bodies:
         response = alice.post("/api/projects", json=body)
         assert response.status_code == 422, body
 

@@ -464,6 +464,7 @@ def _materialise(evil: Evil, tmp_path: Path) -> tuple[Path, Path]:
 # --- 1. the corpus is real: an unrestricted load runs every live payload -------------
 
 
+@pytest.mark.no_database
 def test_corpus_payloads_run_when_loaded_unrestricted(tmp_path: Path) -> None:
     assert len(CORPUS) >= 20
     cases = {evil.name: _materialise(evil, tmp_path) for evil in CORPUS}
@@ -883,6 +884,7 @@ def test_inspection_child_has_no_network_and_drops_root(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.no_database
 def test_regenerating_the_allowlist_finds_no_missing_pair() -> None:
     """Builds every detection architecture ultralytics ships and a trained checkpoint;
     an ultralytics upgrade that needs new pairs fails here with what to regenerate."""

@@ -283,3 +283,36 @@ def test_migrate_check_reports_whether_the_schema_is_current(
     )
     assert after.returncode == 0, after.stderr
     assert "schema at" in after.stdout
+
+
+@pytest.mark.parametrize(
+    ("flags", "reason"),
+    [
+        (["--imgsz", "33"], "imgsz"),
+        (["--epochs", "0"], "epochs"),
+        (["--warmup-epochs", "-1"], "warmup_epochs"),
+    ],
+)
+@pytest.mark.no_database  # the demo's own standalone SQLite, whatever the test database
+def test_demo_refuses_a_plan_the_api_would_refuse(
+    tmp_path: Path, flags: list[str], reason: str
+) -> None:
+    """The demo's training run is held to the train endpoint's rules, before anything
+    is created: no project, no job."""
+    import sqlite3
+
+    data = tmp_path / "data"
+    done = subprocess.run(
+        [*OCULAB, "demo", *flags],
+        env=_env(OCULAB_DATA_DIR=str(data), OCULAB_FSYNC="false"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert f"oculab demo: the demo cannot train with {reason}" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+    with sqlite3.connect(data / "oculab.db") as conn:
+        assert conn.execute("SELECT count(*) FROM projects").fetchone() == (0,)
+        assert conn.execute("SELECT count(*) FROM jobs").fetchone() == (0,)

@@ -103,7 +103,7 @@ def save_boxes(client: ApiClient, image_id: int, boxes: list[dict[str, Any]]) ->
 
 
 def leftovers(data_dir: Path) -> list[Path]:
-    found = []
+    found: list[Path] = []
     for folder in ("tmp", "imports"):
         if (data_dir / folder).exists():
             found.extend((data_dir / folder).iterdir())

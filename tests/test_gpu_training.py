@@ -21,6 +21,7 @@ from server.training import tasks
 from tests.factories import Factory, labeled_shapes_project
 from tests.helpers import wait_job
 from workers import cpus
+from workers.ml.train_child import MEMORY_FRACTION_ENV
 
 pytestmark = pytest.mark.gpu
 
@@ -104,7 +105,7 @@ def test_training_that_runs_out_of_gpu_memory_fails_saying_what_ran_out(
     import torch
 
     total = torch.cuda.get_device_properties(0).total_memory
-    monkeypatch.setenv(tasks.MEMORY_FRACTION_ENV, f"{0.25 * GIB / total:.6f}")
+    monkeypatch.setenv(MEMORY_FRACTION_ENV, f"{0.25 * GIB / total:.6f}")
     owner, job = _train(
         gpu_app,
         {"epochs": 1, "imgsz": 640, "batch": 64, "val_fraction": 0.25, "warmup_epochs": 0.0},
@@ -128,7 +129,7 @@ def test_out_of_gpu_memory_in_the_first_epoch_halves_the_batch_and_records_it(
 
     total = torch.cuda.get_device_properties(0).total_memory
     # yolo11n at 640 needs several GiB at batch 64 and well under 4 at batch 8.
-    monkeypatch.setenv(tasks.MEMORY_FRACTION_ENV, f"{4 * GIB / total:.6f}")
+    monkeypatch.setenv(MEMORY_FRACTION_ENV, f"{4 * GIB / total:.6f}")
     owner, job = _train(
         gpu_app,
         {"epochs": 1, "imgsz": 640, "batch": 64, "val_fraction": 0.25, "warmup_epochs": 0.0},

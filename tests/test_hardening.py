@@ -19,7 +19,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from server.datasets import yolo
-from server.jobs.runtime import JobFailed
+from server.jobs.context import JobFailed
 from server.models.audit import AuditEvent
 from server.models.image import Image
 from server.models.job import Job
@@ -220,6 +220,49 @@ def test_unknown_usernames_cost_an_argon2_verification_too(
     assert all(h.startswith("$argon2id$") for h in verified)
     # Same cost parameters, so the same time.
     assert verified[0].split("$")[3] == verified[1].split("$")[3]
+
+
+_CONCURRENT_VERIFIES = """
+import threading
+from server.auth import passwords
+
+def peak_mib():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM"):
+            return int(line.split()[1]) / 1024
+
+stored = passwords.hash_password("correct horse")
+before = peak_mib()
+threads = [
+    threading.Thread(target=passwords.verify_password, args=(stored, "wrong"))
+    for _ in range(8)
+]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+print(peak_mib() - before)
+"""
+
+
+def test_a_burst_of_sign_ins_does_not_take_64_mib_each() -> None:
+    """Argon2id holds 64 MiB per hash while it lets go of the GIL: eight sign-ins at
+    once must not cost eight times that (at most MAX_CONCURRENT_HASHES run at once; the
+    first hash's 64 MiB is in ``before`` already)."""
+    import subprocess
+    import sys
+
+    from server.auth.passwords import MAX_CONCURRENT_HASHES
+
+    done = subprocess.run(
+        [sys.executable, "-c", _CONCURRENT_VERIFIES],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    grown = float(done.stdout)
+    assert grown < (MAX_CONCURRENT_HASHES - 1) * 64 + 48, done.stdout
 
 
 @pytest.mark.usefixtures("window_start")

@@ -5,6 +5,8 @@ import shutil
 from fastapi.testclient import TestClient
 
 from server import __version__
+from server.settings import Settings
+from tests.factories import ApiClient
 
 
 def test_health_answers_without_auth(client: TestClient) -> None:
@@ -19,7 +21,9 @@ def test_ready_reports_each_dependency(client: TestClient) -> None:
     assert response.json()["checks"] == {"database": "ok", "storage": "ok"}
 
 
-def test_ready_is_503_when_storage_cannot_be_written(client: TestClient, settings) -> None:
+def test_ready_is_503_when_storage_cannot_be_written(
+    client: TestClient, settings: Settings
+) -> None:
     tmp = settings.data_dir / "tmp"
     shutil.rmtree(tmp)
     tmp.write_text("not a directory")  # even root cannot create files under a file
@@ -31,7 +35,7 @@ def test_ready_is_503_when_storage_cannot_be_written(client: TestClient, setting
     assert body["checks"]["storage"].startswith("unavailable")
 
 
-def test_metrics_count_requests_by_route_template(client: TestClient, alice) -> None:
+def test_metrics_count_requests_by_route_template(client: TestClient, alice: ApiClient) -> None:
     project = alice.project()
     alice.get(f"/api/projects/{project['id']}")
     alice.get("/api/projects/999999")

@@ -10,6 +10,7 @@ from PIL import Image as PILImage
 
 from server.images import decoding
 from server.models.image import Image
+from server.settings import Settings
 from tests.factories import (
     ApiClient,
     Factory,
@@ -29,7 +30,7 @@ def _leftovers(data_dir: Path) -> list[Path]:
     return [p for p in (data_dir / "tmp").iterdir()] if (data_dir / "tmp").exists() else []
 
 
-def test_upload_many_files_reports_each(alice: ApiClient, settings) -> None:
+def test_upload_many_files_reports_each(alice: ApiClient, settings: Settings) -> None:
     project = alice.project()
     response = alice.upload(
         project["id"],
@@ -66,7 +67,7 @@ def test_reupload_is_a_duplicate_with_the_same_id(alice: ApiClient, factory: Fac
     assert factory.count(Image) == 1
 
 
-def test_same_bytes_in_two_projects_share_one_blob(alice: ApiClient, settings) -> None:
+def test_same_bytes_in_two_projects_share_one_blob(alice: ApiClient, settings: Settings) -> None:
     p1, p2 = alice.project("one"), alice.project("two")
     a = alice.image(p1["id"], seed=5)
     b = alice.image(p2["id"], seed=5)
@@ -94,7 +95,13 @@ def test_same_bytes_in_two_projects_share_one_blob(alice: ApiClient, settings) -
     ],
 )
 def test_non_images_are_rejected_from_content(
-    alice: ApiClient, factory: Factory, settings, name: str, data: bytes, status: int, reason: str
+    alice: ApiClient,
+    factory: Factory,
+    settings: Settings,
+    name: str,
+    data: bytes,
+    status: int,
+    reason: str,
 ) -> None:
     project = alice.project()
     response = alice.upload(project["id"], (name, data))
@@ -107,7 +114,7 @@ def test_non_images_are_rejected_from_content(
     assert _leftovers(settings.data_dir) == []
 
 
-def test_truncated_jpeg_is_rejected(alice: ApiClient, factory: Factory, settings) -> None:
+def test_truncated_jpeg_is_rejected(alice: ApiClient, factory: Factory, settings: Settings) -> None:
     project = alice.project()
     data = noisy_jpeg()
     response = alice.upload(project["id"], ("cut.jpg", data[: len(data) // 2]))
@@ -117,7 +124,9 @@ def test_truncated_jpeg_is_rejected(alice: ApiClient, factory: Factory, settings
     assert _blobs(settings.data_dir) == []
 
 
-def test_png_decompression_bomb_is_rejected(alice: ApiClient, factory: Factory, settings) -> None:
+def test_png_decompression_bomb_is_rejected(
+    alice: ApiClient, factory: Factory, settings: Settings
+) -> None:
     project = alice.project()
     bomb = png_bomb(14000, 14000)
     assert len(bomb) < 1_000_000
@@ -128,7 +137,9 @@ def test_png_decompression_bomb_is_rejected(alice: ApiClient, factory: Factory, 
     assert _blobs(settings.data_dir) == []
 
 
-def test_pixel_cap_follows_setting(make_app: Callable[..., FastAPI], factory_for) -> None:
+def test_pixel_cap_follows_setting(
+    make_app: Callable[..., FastAPI], factory_for: Callable[[FastAPI], Factory]
+) -> None:
     app = make_app(max_image_pixels=1000)
     alice = factory_for(app).client(factory_for(app).user("alice"))
     project = alice.project()
@@ -140,7 +151,7 @@ def test_pixel_cap_follows_setting(make_app: Callable[..., FastAPI], factory_for
 
 
 def test_oversized_file_is_rejected_without_storing(
-    make_app: Callable[..., FastAPI], factory_for, settings
+    make_app: Callable[..., FastAPI], factory_for: Callable[[FastAPI], Factory], settings: Settings
 ) -> None:
     app = make_app(max_upload_bytes=50_000)
     f = factory_for(app)
@@ -162,7 +173,7 @@ def test_oversized_file_is_rejected_without_storing(
 
 
 def test_request_over_the_total_cap_is_413(
-    make_app: Callable[..., FastAPI], factory_for, settings
+    make_app: Callable[..., FastAPI], factory_for: Callable[[FastAPI], Factory], settings: Settings
 ) -> None:
     app = make_app(max_request_bytes=20_000)
     f = factory_for(app)
@@ -190,7 +201,12 @@ def test_request_over_the_total_cap_is_413(
     ],
 )
 def test_malformed_upload_requests(
-    alice: ApiClient, factory: Factory, settings, content_type: str | None, body: bytes, status: int
+    alice: ApiClient,
+    factory: Factory,
+    settings: Settings,
+    content_type: str | None,
+    body: bytes,
+    status: int,
 ) -> None:
     project = alice.project()
     headers = {"content-type": content_type} if content_type else {}
@@ -237,7 +253,7 @@ def test_file_is_served_with_fixed_type_and_nosniff(alice: ApiClient) -> None:
     assert "sandbox" in response.headers["content-security-policy"]
 
 
-def test_thumbnail_is_generated_once_and_cached(alice: ApiClient, settings) -> None:
+def test_thumbnail_is_generated_once_and_cached(alice: ApiClient, settings: Settings) -> None:
     project = alice.project()
     item = alice.upload(project["id"], ("big.jpg", noisy_jpeg((640, 480)))).json()["items"][0]
     thumb = settings.data_dir / "thumbs" / item["sha256"][:2] / f"{item['sha256']}.jpg"
@@ -305,7 +321,7 @@ def test_bad_list_parameters_are_422(alice: ApiClient, params: dict[str, object]
 
 
 def test_bad_split_on_upload_is_422_and_stores_nothing(
-    alice: ApiClient, factory: Factory, settings
+    alice: ApiClient, factory: Factory, settings: Settings
 ) -> None:
     project = alice.project()
     response = alice.upload(project["id"], ("a.png", png_bytes(1)), split="everything")

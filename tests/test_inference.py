@@ -268,6 +268,7 @@ def environ_of(pid: int) -> dict[str, str]:
     return dict(item.decode().split("=", 1) for item in raw if b"=" in item)
 
 
+@pytest.mark.no_database
 def test_the_inference_process_answers_in_order_and_stays_warm(
     weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -318,6 +319,7 @@ def test_the_inference_process_answers_in_order_and_stays_warm(
     assert children.pids() == []
 
 
+@pytest.mark.no_database
 def test_an_idle_inference_process_exits(weights: Path, tmp_path: Path) -> None:
     children = inference.Children()
     try:
@@ -333,6 +335,7 @@ def test_an_idle_inference_process_exits(weights: Path, tmp_path: Path) -> None:
         children.stop_all()
 
 
+@pytest.mark.no_database
 def test_a_job_that_ends_early_leaves_the_process_clean_for_the_next(
     weights: Path, tmp_path: Path
 ) -> None:
@@ -353,6 +356,7 @@ def test_a_job_that_ends_early_leaves_the_process_clean_for_the_next(
         children.stop_all()
 
 
+@pytest.mark.no_database
 def test_weights_the_loader_refuses_fail_the_job_not_the_process(
     weights: Path, tmp_path: Path
 ) -> None:
@@ -370,6 +374,7 @@ def test_weights_the_loader_refuses_fail_the_job_not_the_process(
         children.stop_all()
 
 
+@pytest.mark.no_database
 def test_a_killed_inference_process_ends_the_session_with_why(
     weights: Path, tmp_path: Path
 ) -> None:
@@ -392,6 +397,7 @@ def test_a_killed_inference_process_ends_the_session_with_why(
         children.stop_all()
 
 
+@pytest.mark.no_database
 def test_a_process_that_died_while_idle_is_replaced_for_the_next_job(
     weights: Path, tmp_path: Path
 ) -> None:

@@ -10,6 +10,7 @@ import random
 import signal
 import subprocess
 import sys
+import time
 from functools import partial
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from PIL import Image as PILImage
 from server.images import decoding, processing
 from server.kit.storage import Storage
 from server.models.image import Image
+from server.settings import Settings
 from tests.factories import ApiClient, Factory, noisy_jpeg, png_bomb, png_bytes
 from tests.helpers import wait_until
 
@@ -64,7 +66,7 @@ def test_truncated_jpeg_fails_even_at_the_smallest_dct_scale(
 
 
 def test_a_request_of_good_and_bad_files_stores_only_the_good_ones(
-    alice: ApiClient, factory: Factory, settings
+    alice: ApiClient, factory: Factory, settings: Settings
 ) -> None:
     project = alice.project()
     good = _jpeg(seed=1)
@@ -141,7 +143,7 @@ def test_duplicates_within_one_request_get_the_first_ones_id(
 
 
 def test_all_files_rejected_is_a_4xx_with_every_reason(
-    alice: ApiClient, factory: Factory, settings
+    alice: ApiClient, factory: Factory, settings: Settings
 ) -> None:
     project = alice.project()
     data = noisy_jpeg()
@@ -159,7 +161,9 @@ def test_all_files_rejected_is_a_4xx_with_every_reason(
     assert _files(settings.data_dir / "tmp") == []
 
 
-def test_a_thumbnail_that_is_not_ready_is_rendered_on_demand(alice: ApiClient, settings) -> None:
+def test_a_thumbnail_that_is_not_ready_is_rendered_on_demand(
+    alice: ApiClient, settings: Settings
+) -> None:
     project = alice.project()
     item = alice.upload(project["id"], ("p.jpg", _jpeg(seed=3))).json()["items"][0]
     thumb = Storage(settings.data_dir).thumbnail_path(item["sha256"])
@@ -181,6 +185,7 @@ def test_uploads_survive_decode_workers_that_die(alice: ApiClient, factory: Fact
     assert alice.upload(project["id"], ("warm.png", png_bytes(10))).status_code == 201
     pool = decoding.shared_pool()
     for process in list(pool._processes.values()):
+        assert process.pid is not None
         os.kill(process.pid, signal.SIGKILL)
     response = alice.upload(
         project["id"],
@@ -236,19 +241,27 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def test_pool_children_exit_when_the_server_is_killed(tmp_path: Path) -> None:
+def _pool_owner(script: str, tmp_path: Path) -> tuple[subprocess.Popen[str], list[int]]:
+    """A process running ``script`` (given an image's path), which starts the decode
+    and thumbnail pools and prints their children's pids; and those pids."""
     image = tmp_path / "a.png"
     image.write_bytes(png_bytes(1))
     owner = subprocess.Popen(
-        [sys.executable, "-c", _POOL_OWNER, str(image)],
+        [sys.executable, "-c", script, str(image)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
     )
+    assert owner.stdout is not None
+    children = [int(pid) for pid in owner.stdout.readline().split()]
+    assert len(children) >= 2, owner.stderr.read() if owner.stderr else ""
+    return owner, children
+
+
+def test_pool_children_exit_when_the_server_is_killed(tmp_path: Path) -> None:
+    owner, children = _pool_owner(_POOL_OWNER, tmp_path)
     try:
-        assert owner.stdout is not None
-        children = [int(pid) for pid in owner.stdout.readline().split()]
-        assert len(children) >= 2
         assert all(_alive(pid) for pid in children)
     finally:
         owner.kill()
@@ -259,6 +272,39 @@ def test_pool_children_exit_when_the_server_is_killed(tmp_path: Path) -> None:
         "pool children outlived their parent",
         0.1,
     )
+
+
+_INTERRUPTED_OWNER = """
+import sys
+from server.images import decoding, processing
+check = [processing.Check(sys.argv[1], 10_000_000)]
+pool = decoding.shared_pool()
+pool.submit(processing.check_files, check).result()
+decoding._thumbnail_pool().submit(processing.render_thumbnails, ".", [], 1).result()
+print(*[p.pid for p in pool._processes.values()],
+      *[p.pid for p in decoding._thumbnail_pool()._processes.values()], flush=True)
+sys.stdin.readline()
+[verdict] = decoding.shared_pool().submit(processing.check_files, check).result()
+print(decoding.shared_pool() is pool, verdict.rejected, flush=True)
+decoding.shutdown()
+"""
+
+
+def test_ctrl_c_in_the_terminal_leaves_the_pool_children_to_their_parent(
+    tmp_path: Path,
+) -> None:
+    """Ctrl-C signals the terminal's whole process group: the server stops its pools
+    itself, so a child neither dies with a KeyboardInterrupt traceback nor breaks the
+    pool under uploads still in flight."""
+    owner, children = _pool_owner(_INTERRUPTED_OWNER, tmp_path)
+    for pid in children:
+        os.kill(pid, signal.SIGINT)
+    time.sleep(0.5)
+    assert all(_alive(pid) for pid in children)
+    out, err = owner.communicate("go\n", timeout=60)
+    assert owner.returncode == 0, err
+    assert out.split() == ["True", "None"]  # the same pool decoded the file again
+    assert "KeyboardInterrupt" not in err
 
 
 # A script without an ``if __name__ == "__main__"`` guard, as people write them: a spawn

@@ -20,6 +20,7 @@ from server.jobs import service as jobs
 from server.kit.db import utcnow
 from server.models.auth import User
 from server.models.job import Job, JobEvent, JobState, Quota, WorkerRow
+from server.settings import Settings
 from tests.factories import Factory
 from tests.helpers import wait_job
 from tests.jobkinds import completions
@@ -120,7 +121,7 @@ def test_cancel_while_queued_means_it_never_runs(f: Factory) -> None:
     assert alice.post(f"/api/jobs/{job_id}/cancel").status_code == 409
 
 
-def test_cancel_while_running_stops_at_the_next_progress(f: Factory, settings) -> None:
+def test_cancel_while_running_stops_at_the_next_progress(f: Factory, settings: Settings) -> None:
     alice = f.client(f.user("alice"))
     job_id = submit(f, "test.sleep_count", alice.user_id, seconds=30)
     wait_job(alice, job_id, 20, states={"running"})
@@ -168,7 +169,7 @@ def test_fair_order_prefers_the_least_recently_served_user() -> None:
         job(7, 2, priority=5),
     ]
     now = utcnow()
-    served = {1: now, 2: now - dt.timedelta(minutes=5)}
+    served: dict[int | None, dt.datetime] = {1: now, 2: now - dt.timedelta(minutes=5)}
     order = [j.id for j in sched.fair_order(waiting, served)]
     # Priority beats everything; then never-served user 3, then user 2 (served longer
     # ago) before user 1.
@@ -273,6 +274,12 @@ def test_admin_reprioritises_a_waiting_job(f: Factory) -> None:
     assert admin.post(f"/api/admin/jobs/{first}/priority", json={"priority": 1}).status_code == 409
 
 
+def _span(job: Job) -> tuple[dt.datetime, dt.datetime]:
+    assert job.started_at is not None
+    assert job.finished_at is not None
+    return job.started_at, job.finished_at
+
+
 def test_quotas_cap_a_users_concurrent_jobs(f: Factory) -> None:
     admin = f.client(f.user("root", is_admin=True))
     alice = f.client(f.user("alice"))
@@ -287,7 +294,7 @@ def test_quotas_cap_a_users_concurrent_jobs(f: Factory) -> None:
     for job_id in ids:
         wait_job(alice, job_id, 20)
     with f.sessionmaker() as db:
-        spans = sorted((j.started_at, j.finished_at) for j in db.scalars(sa.select(Job)))
+        spans = sorted(_span(j) for j in db.scalars(sa.select(Job)))
     for (_, end), (start, _) in itertools.pairwise(spans):
         assert start >= end  # never two at once, although two slots were free
     for bad in (

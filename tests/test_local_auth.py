@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 
 import pytest
 import sqlalchemy as sa
@@ -44,7 +45,9 @@ def test_login_sets_httponly_lax_cookie_and_me_works(app: FastAPI, factory: Fact
     assert "auth.login" in _actions(factory)
 
 
-def test_cookie_is_secure_behind_https_public_url(make_app, factory_for) -> None:
+def test_cookie_is_secure_behind_https_public_url(
+    make_app: Callable[..., FastAPI], factory_for: Callable[[FastAPI], Factory]
+) -> None:
     app = make_app(public_url="https://oculab.example.org")
     factory_for(app).user("carol", password=PASSWORD)
     response = TestClient(app).post(
@@ -63,7 +66,9 @@ def test_cookie_is_secure_behind_https_public_url(make_app, factory_for) -> None
         ({"username": "carol", "password": PASSWORD, "remember": True}, 422),
     ],
 )
-def test_failed_logins(app: FastAPI, factory: Factory, body: dict, status: int) -> None:
+def test_failed_logins(
+    app: FastAPI, factory: Factory, body: dict[str, object], status: int
+) -> None:
     factory.user("carol", password=PASSWORD)
     response = TestClient(app).post("/api/auth/local/login", json=body)
     assert response.status_code == status
@@ -74,7 +79,9 @@ def test_failed_logins(app: FastAPI, factory: Factory, body: dict, status: int) 
         assert "auth.login_failed" in _actions(factory)
 
 
-def test_login_is_rate_limited(make_app, factory_for) -> None:
+def test_login_is_rate_limited(
+    make_app: Callable[..., FastAPI], factory_for: Callable[[FastAPI], Factory]
+) -> None:
     app = make_app(login_rate_limit_per_minute=3)
     factory_for(app).user("carol", password=PASSWORD)
     http = TestClient(app)
@@ -95,7 +102,9 @@ def test_login_is_rate_limited(make_app, factory_for) -> None:
     assert int(blocked.headers["retry-after"]) >= 1
 
 
-def test_disabled_local_accounts_answer_404(make_app, factory_for) -> None:
+def test_disabled_local_accounts_answer_404(
+    make_app: Callable[..., FastAPI], factory_for: Callable[[FastAPI], Factory]
+) -> None:
     app = make_app(local_accounts=False)
     factory_for(app).user("carol", password=PASSWORD)
     response = TestClient(app).post(
@@ -125,6 +134,7 @@ def test_cookie_write_without_csrf_token_is_403(carol: ApiClient, factory: Facto
 
 def test_logout_ends_the_session_server_side(carol: ApiClient, factory: Factory) -> None:
     cookie = carol.http.cookies.get("oculab_session")
+    assert cookie is not None
     assert carol.post("/auth/logout").status_code == 204
     # Replaying the old cookie after logout does not work.
     replay = TestClient(carol.http.app, cookies={"oculab_session": cookie})

@@ -55,7 +55,7 @@ def _start_provider(token_max_age: int) -> Iterator[str]:
                 raise RuntimeError("the OIDC provider did not start")
             return False
 
-        wait_until(serving, 30, "the OIDC provider did not start", 0.1)
+        wait_until(serving, 120, "the OIDC provider did not start", 0.1)
         yield base
     finally:
         proc.terminate()

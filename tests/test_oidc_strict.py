@@ -117,8 +117,10 @@ def _run_provider(script: Path, tmp: Path) -> Iterator[StrictProvider]:
                 )
             return False
 
+        # Generous: on a busy two-core runner node's import and RSA key generation have
+        # taken over 30 s; a provider that cannot start fails fast through proc.poll().
         wait_until(
-            serving, 30, lambda: f"the strict OIDC provider did not start:\n{log_path.read_text()}"
+            serving, 120, lambda: f"the strict OIDC provider did not start:\n{log_path.read_text()}"
         )
         yield StrictProvider(issuer)
     finally:

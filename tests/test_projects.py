@@ -4,6 +4,7 @@ import pytest
 
 from server.models.audit import AuditEvent
 from server.models.project import Membership, Project
+from server.settings import Settings
 from tests.factories import ApiClient, Factory
 
 
@@ -161,7 +162,7 @@ def factory_audit_actions(factory: Factory) -> list[tuple[str]]:
     import sqlalchemy as sa
 
     with factory.sessionmaker() as db:
-        return [tuple(r) for r in db.execute(sa.select(AuditEvent.action).order_by(AuditEvent.id))]
+        return [(a,) for a in db.scalars(sa.select(AuditEvent.action).order_by(AuditEvent.id))]
 
 
 @pytest.mark.parametrize(
@@ -177,7 +178,12 @@ def factory_audit_actions(factory: Factory) -> list[tuple[str]]:
     ],
 )
 def test_bad_member_requests(
-    alice: ApiClient, bob: ApiClient, user_id: object, body: dict, status: int, factory: Factory
+    alice: ApiClient,
+    bob: ApiClient,
+    user_id: object,
+    body: dict[str, object],
+    status: int,
+    factory: Factory,
 ) -> None:
     project = alice.project()
     target = bob.user_id if user_id is None else user_id
@@ -187,7 +193,7 @@ def test_bad_member_requests(
 
 
 def test_delete_project_removes_everything_and_is_audited(
-    alice: ApiClient, factory: Factory, settings
+    alice: ApiClient, factory: Factory, settings: Settings
 ) -> None:
     project = alice.project()
     image = alice.image(project["id"])

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy.orm import Session
 
-from server.jobs.runtime import JobFailed
+from server.jobs.context import JobFailed
 from server.models.job import Job
 from server.models.registered_model import ModelState
 from server.registry.service import ready_model_for_job

@@ -15,10 +15,12 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
 import httpx
+import httpx2
 import psycopg
 import pytest
 import redis
@@ -95,7 +97,8 @@ def _holder(client: redis.Redis, message_id: str) -> str | None:
     prefix = "dramatiq:__acks__."
     for key in client.scan_iter(match=f"{prefix}*.cpu"):
         if client.sismember(key, message_id):
-            return key.decode()[len(prefix) : -len(".cpu")]
+            consumer: str = key.decode()  # redis-py types its replies as Any
+            return consumer[len(prefix) : -len(".cpu")]
     return None
 
 
@@ -171,14 +174,15 @@ def test_an_idle_worker_takes_the_next_job_instead_of_it_waiting_behind_a_long_o
     c.wait_for_workers(2)
     done = {j.id: j for j in c.wait([long_job, short], timeout=60)}
     assert all(j.state == JobState.succeeded for j in done.values()), c.logs()
-    assert done[long_job].worker_id is not None
-    assert str(busy.pid) in done[long_job].worker_id
+    long_done, short_done = done[long_job], done[short]
+    assert long_done.worker_id is not None
+    assert str(busy.pid) in long_done.worker_id
     # The short job did not wait in the busy worker's prefetch: the idle one ran it.
-    assert done[short].worker_id is not None
-    assert str(idle.pid) in done[short].worker_id, c.logs()
-    assert done[short].finished_at is not None
-    assert done[long_job].finished_at is not None
-    assert done[short].finished_at < done[long_job].finished_at
+    assert short_done.worker_id is not None
+    assert str(idle.pid) in short_done.worker_id, c.logs()
+    assert short_done.finished_at is not None
+    assert long_done.finished_at is not None
+    assert short_done.finished_at < long_done.finished_at
 
 
 # --- item 8: slots of several pools, metrics ports ---------------------------------------
@@ -208,6 +212,10 @@ def _metrics_port(log: str) -> int | None:
     return int(found.group(1)) if found else None
 
 
+def _logged_metrics_port(log: Path) -> int | None:
+    return _metrics_port(log.read_text(errors="replace"))
+
+
 @server_mode
 @pytest.mark.slow
 def test_a_second_worker_on_a_host_serves_metrics_on_a_port_of_its_own(
@@ -225,7 +233,7 @@ def test_a_second_worker_on_a_host_serves_metrics_on_a_port_of_its_own(
     }
     ports = [
         wait_until(
-            lambda path=path: _metrics_port(path.read_text(errors="replace")),
+            partial(_logged_metrics_port, path),
             20,
             lambda: "metrics port logged\n" + c.logs(),
         )
@@ -288,7 +296,7 @@ def _checkpoint(url: str) -> None:
         conn.execute("CHECKPOINT")
 
 
-def _assert_unavailable(response: httpx.Response) -> None:
+def _assert_unavailable(response: httpx2.Response) -> None:
     assert response.status_code == 503, response.text
     assert int(response.headers["Retry-After"]) > 0
     assert "database" in response.json()["detail"]
@@ -352,7 +360,7 @@ def test_a_request_stuck_behind_a_lock_answers_503_instead_of_hanging(
     factory = factory_for(app)
     alice = factory.client(factory.user("alice"))
     alice.project()
-    answers: list[httpx.Response] = []
+    answers: list[httpx2.Response] = []
     with psycopg.connect(database_url) as blocker:
         # Whatever holds the table (a migration, a runaway transaction), a request gives
         # up after the statement timeout instead of tying up a worker thread.

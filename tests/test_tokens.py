@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from collections.abc import Callable
 
 import pytest
 import sqlalchemy as sa
@@ -87,12 +88,16 @@ def test_cannot_revoke_someone_elses_token(carol: ApiClient, bob: ApiClient) -> 
         {},
     ],
 )
-def test_bad_token_requests_are_422(carol: ApiClient, factory: Factory, body: dict) -> None:
+def test_bad_token_requests_are_422(
+    carol: ApiClient, factory: Factory, body: dict[str, object]
+) -> None:
     assert carol.post("/api/tokens", json=body).status_code == 422
     assert factory.count(ApiToken) == 0
 
 
-def test_token_creation_is_rate_limited(make_app, factory_for) -> None:
+def test_token_creation_is_rate_limited(
+    make_app: Callable[..., FastAPI], factory_for: Callable[[FastAPI], Factory]
+) -> None:
     app = make_app(token_rate_limit_per_minute=2)
     f = factory_for(app)
     f.user("carol", password=PASSWORD)

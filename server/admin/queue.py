@@ -26,6 +26,7 @@ from server.jobs.schemas import QuotaPut, QuotaRead
 from server.jobs.stream import format_sse
 from server.kit.db import utcnow
 from server.kit.errors import Conflict, NotFound, Unprocessable
+from server.kit.schemas import ReadSchema, from_row
 from server.models.auth import User
 from server.models.job import Job, JobState, Quota, WorkerRow
 from server.models.project import Project
@@ -43,7 +44,7 @@ class PoolSummary(BaseModel):
     per_user_limit: int
 
 
-class QueuedJob(BaseModel):
+class QueuedJob(ReadSchema):
     """One line of the queue: what the wall screen shows, without params or results."""
 
     id: int
@@ -70,7 +71,10 @@ class QueuedJob(BaseModel):
     cancel_requested: bool
 
 
-class WorkerSummary(BaseModel):
+class WorkerSummary(ReadSchema):
+    """A live worker: one whose heartbeat is within the timeout and that has not
+    stopped (a lost worker's jobs are requeued and it leaves the view)."""
+
     id: str
     hostname: str
     pools: list[str]
@@ -78,7 +82,6 @@ class WorkerSummary(BaseModel):
     gpus: list[dict[str, Any]]
     started_at: dt.datetime
     last_heartbeat: dt.datetime
-    alive: bool
     draining: bool
     current_jobs: list[int]
     version: str = Field(description="The Oculab version the worker runs.")
@@ -129,18 +132,18 @@ def view(db: Session, settings: Settings) -> QueueView:
             Job.id,
             Job.kind,
             Job.project_id,
-            Project.name,
+            Project.name.label("project_name"),
             Job.state,
             Job.pool,
             Job.priority,
             Job.progress,
             Job.message,
-            Job.worker_id,
-            Job.gpu_index,
+            Job.worker_id.label("worker"),
+            Job.gpu_index.label("gpu"),
             Job.attempts,
             Job.max_attempts,
             Job.created_by,
-            User.username,
+            User.username.label("created_by_name"),
             Job.created_at,
             Job.started_at,
             Job.admitted_at,
@@ -169,34 +172,14 @@ def view(db: Session, settings: Settings) -> QueueView:
         places.update({job.id: index for index, job in enumerate(ordered_waiting, start=1)})
 
     def line(row: Any, position: int | None) -> QueuedJob:
-        return QueuedJob(
-            id=row.id,
-            kind=row.kind,
-            project_id=row.project_id,
-            project_name=row.name,
-            state=row.state,
-            pool=row.pool,
-            priority=row.priority,
-            position=position,
-            progress=row.progress,
-            message=row.message,
-            worker=row.worker_id,
-            gpu=row.gpu_index,
-            attempts=row.attempts,
-            max_attempts=row.max_attempts,
-            created_by=row.created_by,
-            created_by_name=row.username,
-            created_at=row.created_at,
-            started_at=row.started_at,
-            cancel_requested=row.cancel_requested,
-        )
+        return from_row(QueuedJob, row, position=position)
 
     by_pool: dict[str, list[Any]] = defaultdict(list)
     running_by_worker: dict[str, list[int]] = defaultdict(list)
     for row in active:
         by_pool[row.pool].append(row)
-        if row.state == JobState.running and row.worker_id:
-            running_by_worker[row.worker_id].append(row.id)
+        if row.state == JobState.running and row.worker:
+            running_by_worker[row.worker].append(row.id)
 
     ordered: list[QueuedJob] = []
     pools: list[PoolSummary] = []
@@ -227,7 +210,7 @@ def view(db: Session, settings: Settings) -> QueueView:
     for row in active:
         entry = usage.setdefault(
             row.created_by,
-            UserUsage(user_id=row.created_by, username=row.username, running={}, queued={}),
+            UserUsage(user_id=row.created_by, username=row.created_by_name, running={}, queued={}),
         )
         bucket = entry.running if row.state == JobState.running else entry.queued
         bucket[row.pool] = bucket.get(row.pool, 0) + 1
@@ -239,22 +222,7 @@ def view(db: Session, settings: Settings) -> QueueView:
         pools=pools,
         jobs=ordered,
         workers=[
-            WorkerSummary(
-                id=w.id,
-                hostname=w.hostname,
-                pools=w.pools,
-                slots=w.slots,
-                gpus=w.gpus,
-                started_at=w.started_at,
-                last_heartbeat=w.last_heartbeat,
-                alive=True,
-                draining=w.draining,
-                current_jobs=running_by_worker.get(w.id, []),
-                version=w.version,
-                torch_version=w.torch_version,
-                cuda_version=w.cuda_version,
-                driver_version=w.driver_version,
-            )
+            from_row(WorkerSummary, w, current_jobs=running_by_worker.get(w.id, []))
             for w in workers
         ],
         users=sorted(usage.values(), key=lambda u: (u.username or "", u.user_id or 0)),

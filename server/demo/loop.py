@@ -13,16 +13,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy.orm import Session, sessionmaker
 
+from server.autolabel import service as autolabel
+from server.autolabel.schemas import AutolabelRequest
 from server.datasets import service as datasets
 from server.datasets.boxes import to_yolo_line
 from server.demo import shapes
 from server.images import service as images
 from server.images.upload import ReceivedFile, ReceivedForm
-from server.jobs import service as jobs
 from server.jobs.kinds import JobKind
-from server.kit.errors import OculabError
+from server.kit.errors import OculabError, validation_problems
 from server.kit.roles import Role
 from server.kit.storage import HashingWriter, Storage
 from server.models.auth import User
@@ -34,6 +36,8 @@ from server.projects.auth import ProjectAccess
 from server.projects.schemas import ProjectCreate
 from server.registry import service as models
 from server.settings import Settings
+from server.training import service as training
+from server.training.schemas import TrainRequest
 
 PROJECT_NAME = "Demo: shapes"
 
@@ -46,6 +50,7 @@ class DemoPlan:
     epochs: int = 50
     imgsz: int = 160
     batch: int = 16
+    warmup_epochs: float = 3.0
 
 
 @dataclass
@@ -114,9 +119,29 @@ class DemoRunner:
         assert project is not None
         return ProjectAccess(project=project, role=Role.owner, user=owner)
 
+    def _train_request(self) -> TrainRequest:
+        """The run the demo trains, held to the API's rules: a plan from the command
+        line (``oculab demo --imgsz 33``) is refused before anything is made."""
+        plan = self.plan
+        try:
+            return TrainRequest(
+                base="yolo11n.yaml",
+                epochs=plan.epochs,
+                imgsz=plan.imgsz,
+                batch=plan.batch,
+                warmup_epochs=plan.warmup_epochs,
+                val_fraction=0.0,
+                seed=0,
+                only_reviewed=True,
+                name="shapes-demo",
+            )
+        except ValidationError as exc:
+            raise DemoFailed(f"the demo cannot train with {validation_problems(exc)}") from None
+
     def run(self) -> DemoReport:
         report = DemoReport()
         plan = self.plan
+        train_request = self._train_request()
         started = time.monotonic()
 
         with self.maker() as db, db.begin():
@@ -154,24 +179,9 @@ class DemoRunner:
 
         stage = time.monotonic()
         with self.maker() as db, db.begin():
-            owner = db.get(User, self.owner_id)
-            train = jobs.submit(
-                db,
-                self.settings,
-                self.kinds,
-                kind="training.train",
-                user=owner,
-                project_id=report.project_id,
-                params={
-                    "base": "yolo11n.yaml",
-                    "epochs": plan.epochs,
-                    "imgsz": plan.imgsz,
-                    "batch": plan.batch,
-                    "val_fraction": 0.0,
-                    "seed": 0,
-                    "only_reviewed": True,
-                    "name": "shapes-demo",
-                },
+            access = self._access(db, report.project_id)
+            train = training.submit(
+                db, self.settings, self.kinds, access.project, access.user, train_request
             )
             train_id = train.id
         result = self._wait(train_id, "training")
@@ -201,20 +211,13 @@ class DemoRunner:
                 fresh,
                 split=None,
             )
-            owner = db.get(User, self.owner_id)
-            labeling = jobs.submit(
+            labeling = autolabel.submit(
                 db,
                 self.settings,
                 self.kinds,
-                kind="autolabel.run",
-                user=owner,
-                project_id=report.project_id,
-                params={
-                    "model_id": report.model_id,
-                    "conf": 0.1,
-                    "iou": 0.7,
-                    "statuses": ["unlabeled"],
-                },
+                access.project,
+                access.user,
+                AutolabelRequest(model_id=report.model_id, conf=0.1, iou=0.7, status="unlabeled"),
             )
             labeling_id = labeling.id
         labeled = self._wait(labeling_id, "auto-labeling")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import sys
 import threading
 import time
@@ -117,7 +118,12 @@ class _LazyPool:
 def _outlive_no_parent(parent: int) -> None:
     """A child's watch on its parent: a pool's children wait on a pipe whose writing
     end they hold themselves, so a parent that dies without shutting the pool down
-    (SIGKILL, or SIGTERM re-raised by uvicorn) would leave them running forever."""
+    (SIGKILL, or SIGTERM re-raised by uvicorn) would leave them running forever.
+
+    Ctrl-C in a terminal signals the whole process group: the parent stops the pool
+    itself as it shuts down, so a child ignores SIGINT instead of dying mid-task with
+    a KeyboardInterrupt traceback (and breaking the pool for uploads still in flight)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def watch() -> None:
         while os.getppid() == parent:

@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from server.jobs import events
 from server.jobs.kinds import JobKind, time_limit_ms
-from server.kit.db import DbTimeouts, libpq_url, pg_connect_args, utcnow
+from server.kit.db import DbTimeouts, is_postgresql, libpq_url, pg_connect_args, utcnow
 from server.kit.probe import Freshness
 from server.models.job import INTERACTIVE_PRIORITY, Job, JobState, Quota, WorkerRow
 from server.settings import Settings
@@ -373,7 +373,7 @@ class Scheduler:
         return admissions
 
     def _lock(self, db: Session) -> bool:
-        if db.get_bind().dialect.name != "postgresql":
+        if not is_postgresql(db):
             return True  # SQLite: BEGIN IMMEDIATE already serialises writers
         return bool(db.scalar(sa.select(sa.func.pg_try_advisory_xact_lock(_LOCK_KEY))))
 

@@ -200,9 +200,10 @@ def get_db(request: Request) -> Iterator[Session]:
 DB = Annotated[Session, Depends(get_db, scope="function")]
 
 
-def is_postgresql(session: Session) -> bool:
+def is_postgresql(bind: Session | sa.Engine | sa.Connection) -> bool:
     """PostgreSQL, or else SQLite (standalone): the only two backends Oculab runs on."""
-    return session.get_bind().dialect.name == "postgresql"
+    dialect = bind.get_bind().dialect if isinstance(bind, Session) else bind.dialect
+    return dialect.name == "postgresql"
 
 
 def dialect_insert(session: Session, table: Any) -> Any:

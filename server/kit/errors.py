@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from server.kit.db import database_unavailable
@@ -83,6 +84,16 @@ class ServiceUnavailable(OculabError):
 
 def _location(loc: tuple[Any, ...] | list[Any]) -> str:
     return ".".join(str(part) for part in loc)
+
+
+def validation_problems(exc: ValidationError) -> str:
+    """A model's validation errors on one line, for a person at a terminal: each
+    field's location and message ("imgsz: Input should be ...")."""
+    return "; ".join(
+        (f"{_location(err['loc'])}: " if err["loc"] else "")
+        + err["msg"].removeprefix("Value error, ")
+        for err in exc.errors()
+    )
 
 
 def install_error_handlers(app: FastAPI) -> None:

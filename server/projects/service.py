@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import TypeVar
+
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
@@ -8,6 +10,7 @@ from server.blobs import service as blobs
 from server.kit.errors import Conflict, NotFound, Unprocessable
 from server.kit.pagination import decode_cursor, page
 from server.kit.roles import Role
+from server.kit.schemas import from_row
 from server.kit.storage import Storage
 from server.models.annotation import Annotation
 from server.models.auth import User
@@ -25,21 +28,17 @@ from server.projects.schemas import (
     class_colors,
 )
 
+P = TypeVar("P", bound=ProjectRead)
+
 
 def read(project: Project, role: Role) -> ProjectRead:
-    return ProjectRead.model_validate({**_columns(project), "role": role})
+    return _read(ProjectRead, project, role=role)
 
 
-def _columns(project: Project) -> dict[str, object]:
-    return {
-        "id": project.id,
-        "name": project.name,
-        "description": project.description,
-        "classes": project.classes,
-        "class_colors": class_colors(project.classes, project.class_colors or []),
-        "created_at": project.created_at,
-        "updated_at": project.updated_at,
-    }
+def _read(schema: type[P], project: Project, **extra: object) -> P:
+    # Classes without a colour of their own get the palette's.
+    colors = class_colors(project.classes, project.class_colors or [])
+    return from_row(schema, project, class_colors=colors, **extra)
 
 
 def create(db: Session, user: User, body: ProjectCreate, ip: str | None) -> ProjectRead:
@@ -88,12 +87,11 @@ def list_visible(
     return page(
         rows,
         limit,
-        lambda row: ProjectDetail.model_validate(
-            {
-                **_columns(row[0]),
-                "role": Role.owner if user.is_admin else row[1],
-                **counts.get(row[0].id, {}),
-            }
+        lambda row: _read(
+            ProjectDetail,
+            row[0],
+            role=Role.owner if user.is_admin else row[1],
+            **counts.get(row[0].id, {}),
         ),
     )
 
@@ -121,7 +119,7 @@ def _image_counts(db: Session, project_ids: list[int]) -> dict[int, dict[str, ob
 
 def detail(db: Session, access: ProjectAccess) -> ProjectDetail:
     counts = _image_counts(db, [access.project.id]).get(access.project.id, {})
-    return ProjectDetail.model_validate({**_columns(access.project), "role": access.role, **counts})
+    return _read(ProjectDetail, access.project, role=access.role, **counts)
 
 
 def update(db: Session, access: ProjectAccess, body: ProjectUpdate, ip: str | None) -> ProjectRead:
@@ -203,13 +201,8 @@ def list_members(db: Session, project_id: int) -> list[MemberRead]:
 
 
 def _member(membership: Membership, user: User) -> MemberRead:
-    return MemberRead(
-        user_id=user.id,
-        username=user.username,
-        display_name=user.display_name,
-        email=user.email,
-        role=membership.role,
-        source=membership.source,
+    return from_row(
+        MemberRead, user, user_id=user.id, role=membership.role, source=membership.source
     )
 
 

@@ -149,7 +149,7 @@ def list_models(
     if before is not None:
         stmt = stmt.where(RegisteredModel.id < before)
     return page(
-        list(db.execute(stmt).tuples()),
+        list(db.execute(stmt).all()),
         limit,
         lambda row: _as_read(row[0], bool(row[1])),
     )
