@@ -23,10 +23,14 @@ import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+
+import httpx
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -141,16 +145,40 @@ def stop(process: subprocess.Popen[Any], timeout: float = 15) -> None:
         process.wait()
 
 
-def healthy(port: int, host: str = HOST) -> bool:
-    """Whether ``GET /api/health`` answers 200 (http.client: polled often, kept light)."""
+def healthy(port: int, host: str = HOST, path: str = "/api/health") -> bool:
+    """Whether ``GET path`` answers 200 (http.client: polled often, kept light)."""
     connection = http.client.HTTPConnection(host, port, timeout=2)
     try:
-        connection.request("GET", "/api/health")
+        connection.request("GET", path)
         return connection.getresponse().status == 200
     except OSError:
         return False
     finally:
         connection.close()
+
+
+def expect(response: httpx.Response, *statuses: int) -> Any:
+    """The response's JSON (None when empty), or a BenchError naming the request."""
+    if response.status_code not in statuses:
+        raise BenchError(
+            f"{response.request.method} {response.request.url} -> {response.status_code}: "
+            f"{response.text[:500]}"
+        )
+    return response.json() if response.content else None
+
+
+def run_together(loops: Sequence[Callable[[threading.Barrier], object]]) -> float:
+    """Runs each loop on a thread of its own, all let go at once (a loop waits on the
+    barrier it is given before its first request); the seconds until the last ends."""
+    start_line = threading.Barrier(len(loops) + 1)
+    threads = [threading.Thread(target=loop, args=(start_line,), daemon=True) for loop in loops]
+    for thread in threads:
+        thread.start()
+    start_line.wait()
+    start = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - start
 
 
 # --- /proc (Linux) -------------------------------------------------------------------------

@@ -37,6 +37,7 @@ import json
 import os
 import random
 import sys
+from pathlib import Path
 from typing import Any
 
 from PIL import Image, ImageDraw, ImageFilter
@@ -132,6 +133,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 "dragRuns": args.drag_runs,
                 "dragBox": seeded[-1],
                 "screenshot": str(SHOTS / "bench-ui-editor.png"),
+                "trace": str(Path(args.trace).resolve()) if args.trace else None,
             },
         )
 
@@ -142,6 +144,11 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--drag-ms", type=int, default=3000)
     parser.add_argument("--drag-runs", type=int, default=3)
+    parser.add_argument(
+        "--trace",
+        help="also record a Chrome trace (JSON, for chrome://tracing or Perfetto) of one "
+        "more cold open into this file",
+    )
     parser.add_argument("--chromium", default=os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"))
     args = parser.parse_args()
     try:

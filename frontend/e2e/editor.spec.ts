@@ -227,10 +227,10 @@ test("the server stops mid-edit: the edit waits in the browser and is saved when
       (id) =>
         new Promise<number>((done, fail) => {
           const open = indexedDB.open("oculab-editor");
-          open.onerror = () => fail(open.error);
+          open.onerror = () => fail(open.error ?? new Error("indexedDB.open failed"));
           open.onsuccess = () => {
             const get = open.result.transaction("pending").objectStore("pending").get(id);
-            get.onsuccess = () => done((get.result?.boxes ?? []).length);
+            get.onsuccess = () => done(((get.result as { boxes?: unknown[] } | undefined)?.boxes ?? []).length);
           };
         }),
       imageId,
@@ -400,7 +400,7 @@ test("edits kept for closed images are saved when the app starts; a conflict sta
         open.onupgradeneeded = () => {
           open.result.createObjectStore("pending", { keyPath: "imageId" }).createIndex("project", "projectId");
         };
-        open.onerror = () => fail(open.error);
+        open.onerror = () => fail(open.error ?? new Error("indexedDB.open failed"));
         open.onsuccess = () => {
           const tx = open.result.transaction("pending", "readwrite");
           for (const edit of edits) tx.objectStore("pending").put(edit);
@@ -408,7 +408,7 @@ test("edits kept for closed images are saved when the app starts; a conflict sta
             open.result.close();
             done();
           };
-          tx.onerror = () => fail(tx.error);
+          tx.onerror = () => fail(tx.error ?? new Error("transaction failed"));
         };
       }),
     {
@@ -439,4 +439,67 @@ test("edits kept for closed images are saved when the app starts; a conflict sta
   await expectSaved(page);
   expect((await annotations(page.request, stale)).boxes.map((b) => b.class_id).sort()).toEqual([1, 2]);
   await expect(notice).toBeHidden();
+});
+
+test("opened by address, the first frame is painted before the editor renders, where and as the editor paints it", async ({
+  browser,
+  baseURL,
+}) => {
+  const state = await session(browser, baseURL ?? "");
+  const problems: string[] = [];
+  const page = await newPage(browser, baseURL ?? "", state, problems);
+  const { projectId, imageIds } = await seedProject(page.request, { prefix: "Early frame" });
+  const imageId = imageIds[0] as number;
+  await predict(page.request, imageId, [
+    { class_id: 0, x: 0.1, y: 0.1, w: 0.3, h: 0.3, confidence: 0.93 },
+    { class_id: 1, x: 0.5, y: 0.4, w: 0.2, h: 0.4, confidence: 0.6 },
+    { class_id: 2, x: 0.7, y: 0.7, w: 0.1, h: 0.1, confidence: 0.1 }, // under the threshold
+  ]);
+  // Each first-frame canvas as it appears (painted by then): where, and its pixels.
+  await page.addInitScript(() => {
+    const seen: { early: boolean; rect: number[]; pixels: number[] }[] = [];
+    (window as unknown as { __frames: typeof seen }).__frames = seen;
+    new MutationObserver(() => {
+      for (const canvas of document.querySelectorAll<HTMLCanvasElement>("canvas.first-frame")) {
+        if (canvas.dataset.seen) continue;
+        canvas.dataset.seen = "1";
+        const r = canvas.getBoundingClientRect();
+        const data = canvas.getContext("2d")?.getImageData(0, 0, canvas.width, canvas.height).data ?? [];
+        seen.push({ early: canvas.closest(".early-frame") !== null, rect: [r.x, r.y, r.width, r.height], pixels: Array.from(data) });
+      }
+    }).observe(document, { childList: true, subtree: true });
+  });
+  await openEditor(page, projectId, imageId);
+  const frames = await page.evaluate(() => (window as unknown as { __frames: { early: boolean; rect: number[]; pixels: number[] }[] }).__frames);
+  expect(frames.map((f) => f.early)).toEqual([true, false]);
+  const [early, editor] = frames as [(typeof frames)[0], (typeof frames)[0]];
+  expect(early.rect).toEqual(editor.rect);
+  expect(early.pixels.length).toBe(editor.pixels.length);
+  const differing = early.pixels.filter((v, i) => Math.abs(v - (editor.pixels[i] ?? 0)) > 2).length;
+  expect(differing / early.pixels.length).toBeLessThan(0.001);
+  // The first ready mark is the early frame's, the second the editor's; no early frame
+  // is left in the page, and none is painted on a move to the next image in the app.
+  expect(await page.evaluate(() => performance.getEntriesByName("oculab:editor-ready").length)).toBe(2);
+  await expect(page.locator(".early-frame")).toHaveCount(0);
+  await expect(page.getByTestId("box-counts")).toContainText("3 boxes");
+  await screenshot(page, "editor-after-early-frame");
+
+  // Where the editor's bar may wrap, no early frame: only the editor's own.
+  const narrow = await page.context().browser()!.newContext({ baseURL, storageState: state, viewport: { width: 760, height: 700 } });
+  const small = await narrow.newPage();
+  await small.addInitScript(() => {
+    const seen: boolean[] = [];
+    (window as unknown as { __early: boolean[] }).__early = seen;
+    new MutationObserver(() => {
+      for (const canvas of document.querySelectorAll<HTMLCanvasElement>("canvas.first-frame:not([data-seen])")) {
+        canvas.dataset.seen = "1";
+        seen.push(canvas.closest(".early-frame") !== null);
+      }
+    }).observe(document, { childList: true, subtree: true });
+  });
+  await openEditor(small, projectId, imageId);
+  expect(await small.evaluate(() => (window as unknown as { __early: boolean[] }).__early)).toEqual([false]);
+  await narrow.close();
+  expect(problems).toEqual([]);
+  await page.context().close();
 });

@@ -6,6 +6,7 @@ import { expect, type Page, test as base } from "@playwright/test";
 export const SCREENSHOTS = "test-results/screenshots";
 
 export const test = base.extend<{ problems: string[] }>({
+  // eslint-disable-next-line no-empty-pattern -- Playwright reads a fixture's dependencies from this pattern
   baseURL: async ({}, use) => {
     const url = process.env.OCULAB_E2E_URL;
     if (!url) throw new Error("OCULAB_E2E_URL is unset: run through playwright.config.ts");

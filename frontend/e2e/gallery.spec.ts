@@ -64,8 +64,8 @@ test("upload a folder and dropped files: per-file results, a rejected non-image,
   );
   await expect(page.getByRole("radio", { name: "All (4)" })).toBeChecked();
 
-  // 25 files into the train split make two batches; the first request to arrive fails
-  // (the network drops it), the other goes through; "Retry failed" sends the rest.
+  // 25 files into the train split make five batches of 5; the first request to arrive
+  // fails (the network drops it), the others go through; "Retry failed" sends the rest.
   await uploads.getByRole("button", { name: "Close" }).click();
   await page.getByLabel("into split").selectOption("train");
   let dropped = false;
@@ -93,6 +93,31 @@ test("upload a folder and dropped files: per-file results, a rejected non-image,
   await expect(page.getByText("25 of 25 images loaded")).toBeVisible();
   await expect(page.getByRole("radio", { name: "All (25)" })).toBeChecked();
   await screenshot(page, "gallery-upload-retried");
+});
+
+test("a batch the server finds too large for one request is split and sent again", async ({ page }) => {
+  await signInAsAdmin(page);
+  const project = await createProject(page, unique("Split"));
+  await page.goto(`/projects/${project.id}`);
+  // The first request to arrive (of three batches: 5, 5 and 2 files) is answered as the
+  // server answers a body over OCULAB_MAX_REQUEST_BYTES; its halves go through.
+  let refused = 0;
+  await page.route(/\/api\/projects\/\d+\/images$/, async (route) => {
+    if (refused === 0) {
+      refused += 1;
+      await route.fulfill({ status: 413, json: { detail: "request body too large (limit 1000 bytes)" } });
+    } else {
+      await route.continue();
+    }
+  });
+  await page.getByLabel("Upload files").setInputFiles(
+    Array.from({ length: 12 }, (_, i) => ({ name: `split_${i}.png`, mimeType: "image/png", buffer: png(300 + i) })),
+  );
+  const uploads = page.getByRole("region", { name: "Uploads" });
+  await expect(uploads.getByText("12 of 12 files done: 12 created · 0 duplicates · 0 rejected · 0 failed")).toBeVisible();
+  await expect(uploads.getByRole("button", { name: /^Retry failed/ })).toBeHidden();
+  expect(refused).toBe(1);
+  await expect(page.getByRole("radio", { name: "All (12)" })).toBeChecked();
 });
 
 test("import a YOLO zip: the job's counts and per-line issues; then export and download", async ({

@@ -9,7 +9,7 @@ export function freePort(): Promise<number> {
     server.once("error", fail);
     server.listen(0, "127.0.0.1", () => {
       const address = server.address();
-      server.close(() => (typeof address === "object" && address ? done(address.port) : fail()));
+      server.close(() => (typeof address === "object" && address ? done(address.port) : fail(new Error("no port assigned"))));
     });
   });
 }

@@ -23,7 +23,7 @@ test("sign in through the real OpenID provider and come back to the page asked f
   await expect(page).toHaveURL(/\/projects\/new$/);
   await expect(page.getByRole("heading", { name: "New project" })).toBeVisible();
   await expect(page.getByText(`Signed in as ${IDP_USER.name}`)).toBeVisible();
-  const me = await (await page.request.get("/api/me")).json();
+  const me: unknown = await (await page.request.get("/api/me")).json();
   expect(me).toMatchObject({ username: IDP_USER.preferred_username, is_local: false, email: IDP_USER.email });
   await screenshot(page, "signin-sso-done");
   await context.close();

@@ -138,13 +138,14 @@ async function openInApp(page) {
   );
 }
 
-/** Each request's start and end, the images decoded, the frames (ms from navigation start). */
+/** Each request's start, first byte and end, the marks (ms from navigation start). */
 function timeline(page) {
   return page.evaluate(() => [
     ...performance
       .getEntriesByType("resource")
       .filter((e) => /\/api\/|\/assets\//.test(e.name))
-      .map((e) => `${new URL(e.name).pathname} ${Math.round(e.startTime)}-${Math.round(e.responseEnd)}`),
+      // start, first byte, end
+      .map((e) => `${new URL(e.name).pathname} ${[e.startTime, e.responseStart, e.responseEnd].map(Math.round).join("-")}`),
     ...performance.getEntriesByType("mark").map((m) => `${m.name} ${Math.round(m.startTime)}`),
   ]);
 }
@@ -216,6 +217,18 @@ try {
     await context.close();
   }
   out.open_cold_server = serverDelta(serverBefore, await serverTimes());
+  if (cfg.trace) {
+    // One more cold open, traced (not counted): where its main thread spent the time.
+    const context = await newContext(browser);
+    const page = await context.newPage();
+    await browser.startTracing(page, {
+      path: cfg.trace,
+      categories: ["devtools.timeline", "blink.user_timing", "v8.execute", "loading", "disabled-by-default-devtools.timeline", "disabled-by-default-v8.cpu_profiler"],
+    });
+    await openOnce(page, cfg.imageIds[0]);
+    await browser.stopTracing();
+    await context.close();
+  }
   const mid = (pick) => round(median(coldCounts.map(pick)));
   const spread = (values) => ({ median: round(median(values)), min: round(Math.min(...values)), max: round(Math.max(...values)) });
   out.open_cold_spread = spread(cold.map((r) => r.first));

@@ -15,7 +15,7 @@ export class ApiError extends Error {
 
 function detailOf(status: number, body: unknown): string {
   if (body && typeof body === "object" && "detail" in body) {
-    const detail = (body as { detail: unknown }).detail;
+    const detail = body.detail;
     if (typeof detail === "string") return detail;
   }
   if (status >= 500) return "The server had a problem; try again in a moment.";

@@ -76,6 +76,28 @@ export function thumbnailFile(imageId: number): HTMLImageElement {
   return cached(thumbnails, imageId, thumbnailUrl(imageId));
 }
 
+/** The image's thumbnail if it is here already, downloaded (not necessarily decoded). */
+export function thumbnailIfLoaded(imageId: number): HTMLImageElement | null {
+  const img = thumbnails.get(imageId);
+  return img?.complete && img.naturalWidth > 0 ? img : null;
+}
+
+/**
+ * The thumbnail once its bytes are in, or it failed (never rejects; a failed one has
+ * no `naturalWidth`). Not its
+ * `decode()`: that promise is settled with a rendering frame, which a busy main thread
+ * delays by a hundred milliseconds, while drawing a 256-pixel JPEG that is not decoded
+ * yet costs well under a millisecond.
+ */
+export function thumbnailLoaded(imageId: number): Promise<HTMLImageElement> {
+  const img = thumbnailFile(imageId);
+  if (img.complete) return Promise.resolve(img);
+  return new Promise((resolve) => {
+    img.addEventListener("load", () => resolve(img), { once: true });
+    img.addEventListener("error", () => resolve(img), { once: true });
+  });
+}
+
 const decodes = new WeakMap<HTMLImageElement, Promise<void>>();
 /**
  * The image decoded (one decode per element, shared): a second `decode()` of the same
@@ -92,7 +114,15 @@ export function decoded(img: HTMLImageElement): Promise<void> {
   return done;
 }
 
-const early = new Map<string, { at: number; response: Promise<Response> }>();
+interface Early {
+  at: number;
+  response: Promise<Response>;
+  // Set by `settleEarly`: the body read, and once it is, its JSON (undefined: failed).
+  read?: Promise<void>;
+  done?: boolean;
+  value?: unknown;
+}
+const early = new Map<string, Early>();
 // An early answer nobody took soon is stale: the page asks again instead.
 const EARLY_TTL_MS = 10_000;
 
@@ -107,16 +137,60 @@ export function fetchEarly(path: string): void {
   while (early.size > KEEP) early.delete(early.keys().next().value as string);
 }
 
-/** The JSON of an early GET of `path` if one was started lately and succeeded (used once). */
-export async function takeEarly<T>(path: string): Promise<T | undefined> {
+function readBody(kept: Early): Promise<void> {
+  kept.read ??= kept.response
+    .then((response) => (response.ok ? response.json() : undefined))
+    .then(
+      (value: unknown) => {
+        kept.value = value;
+        kept.done = true;
+      },
+      () => {
+        kept.done = true;
+      },
+    );
+  return kept.read;
+}
+
+/**
+ * Waits until the early GET of `path` (if one was started) is in and parsed, so that
+ * the page's first render can take it with `takeEarlyNow` instead of rendering
+ * "Loading…" first. Never rejects.
+ */
+export function settleEarly(path: string): Promise<void> {
+  const kept = early.get(path);
+  return kept ? readBody(kept) : Promise.resolve();
+}
+
+function fresh(path: string): Early | undefined {
   const kept = early.get(path);
   if (!kept) return undefined;
+  if (performance.now() - kept.at < EARLY_TTL_MS) return kept;
   early.delete(path);
-  if (performance.now() - kept.at >= EARLY_TTL_MS) return undefined;
-  try {
-    const response = await kept.response;
-    return response.ok ? ((await response.json()) as T) : undefined;
-  } catch {
-    return undefined;
-  }
+  return undefined;
+}
+
+/** The JSON of an early GET of `path` if it is already in and succeeded, left for the
+ * page to take. */
+export function peekEarly<T>(path: string): T | undefined {
+  const kept = fresh(path);
+  return kept?.done ? (kept.value as T | undefined) : undefined;
+}
+
+/** The JSON of an early GET of `path` if it is already in (see `settleEarly`) and
+ * succeeded (used once). */
+export function takeEarlyNow<T>(path: string): T | undefined {
+  const kept = fresh(path);
+  if (!kept?.done) return undefined;
+  early.delete(path);
+  return kept.value as T | undefined;
+}
+
+/** The JSON of an early GET of `path` if one was started lately and succeeded (used once). */
+export async function takeEarly<T>(path: string): Promise<T | undefined> {
+  const kept = fresh(path);
+  if (!kept) return undefined;
+  early.delete(path);
+  await readBody(kept);
+  return kept.value as T | undefined;
 }

@@ -1,12 +1,24 @@
 import type { QueryClient } from "@tanstack/react-query";
 import { createBrowserRouter, Navigate, type RouteObject } from "react-router";
-import { decoded, fetchEarly, thumbnailFile } from "../api/prefetch";
+import {
+  decoded,
+  fetchEarly,
+  peekEarly,
+  settleEarly,
+  thumbnailFile,
+  thumbnailIfLoaded,
+  thumbnailLoaded,
+} from "../api/prefetch";
 import { AppShell } from "../components/AppShell";
 import { NotFoundPage } from "../components/NotFoundPage";
 import { RequireAdmin } from "../features/admin/RequireAdmin";
 import { RequireAuth } from "../features/auth/RequireAuth";
 import { SignInPage } from "../features/auth/SignInPage";
 import { SIGN_IN_PATH } from "../features/auth/next";
+// In the entry (a few KB): chunks of their own would be more requests in an opening.
+import type { EditorStart } from "../features/editor/api";
+import { paintEarlyFrame } from "../features/editor/earlyFrame";
+import { startKeptEdit } from "../features/editor/keptEdit";
 import { meQuery } from "../features/auth/queries";
 
 // How long a route waits for data its page would otherwise show "Loading…" for: on a
@@ -62,17 +74,31 @@ export const appRoutes = (queryClient: QueryClient): RouteObject[] => [
           {
             // The box editor: Konva loads with this route only, never with sign-in.
             path: "projects/:projectId/images/:imageId",
-            // The thumbnail (the editor's preview) and the editor's start (image,
-            // project, boxes, neighbours: one request) download while the editor's
-            // code loads, without waiting for the session check (a 401 falls back to
-            // the client, which signs in). The full file waits for the start's answer.
-            loader: ({ params }) => {
+            // The thumbnail (the editor's preview), the editor's start (image, project,
+            // boxes, neighbours: one request) and the edit this browser kept for the
+            // image download and are read while the editor's code loads, without
+            // waiting for the session check (a 401 falls back to the client, which
+            // signs in), and the route waits for them: the editor's first render is the
+            // editor, with no "Loading image…" render, layout and paint before it. The
+            // full file waits for the first frame.
+            loader: async ({ params }) => {
               const id = Number(params.imageId);
               if (Number.isSafeInteger(id) && id > 0) {
                 performance.mark("oculab:editor-route");
+                const start = `/api/images/${id}/editor`;
+                fetchEarly(start);
                 // The preview decodes now, not once the editor has mounted.
                 decoded(thumbnailFile(id)).catch(() => undefined);
-                fetchEarly(`/api/images/${id}/editor`);
+                const kept = startKeptEdit(id);
+                await settledWithin(Promise.all([settleEarly(start), thumbnailLoaded(id), kept.edit]), DATA_WAIT_MS);
+                // Opened by address: the first frame now, before React renders the page
+                // (earlyFrame.ts). Not over an edit kept in this browser: that is what the
+                // editor will show.
+                const opening = peekEarly<EditorStart>(start);
+                const preview = thumbnailIfLoaded(id);
+                if (opening?.image.project_id === Number(params.projectId) && preview && kept.settled?.edit === null) {
+                  paintEarlyFrame(opening, preview);
+                }
               }
               return null;
             },

@@ -14,7 +14,7 @@ export function AppShell() {
     mutationFn: () => signOut(queryClient),
     onSuccess: (redirect) => {
       if (redirect) window.location.assign(redirect);
-      else navigate(SIGN_IN_PATH, { replace: true });
+      else void navigate(SIGN_IN_PATH, { replace: true });
     },
   });
   const user = me.data;

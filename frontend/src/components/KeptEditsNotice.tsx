@@ -21,7 +21,7 @@ export function KeptEditsNotice({ load = loadSaver }: { load?: () => Promise<Sta
     let live = true;
     let stop: (() => void) | undefined;
     // After the page has what it needs: opening an image is not slowed down by this.
-    const begin = () =>
+    const begin = () => {
       load()
         .then((start) => {
           if (!live) return;
@@ -31,6 +31,7 @@ export function KeptEditsNotice({ load = loadSaver }: { load?: () => Promise<Sta
           });
         })
         .catch(() => undefined);
+    };
     const cancel =
       typeof requestIdleCallback === "function"
         ? ((handle) => () => cancelIdleCallback(handle))(requestIdleCallback(begin, { timeout: 2000 }))

@@ -55,7 +55,6 @@ function queueView(): QueueView {
         gpus: [{ index: 0, name: "H100", utilization: 87, memory_used: 40 * 2 ** 30, memory_total: 80 * 2 ** 30 }],
         started_at: NOW,
         last_heartbeat: "2026-01-01T11:59:00Z",
-        alive: true,
         draining: false,
         current_jobs: [9],
         version: "0.1.0",

@@ -195,9 +195,10 @@ export function QueuePage() {
       ),
     onSettled: () => queryClient.invalidateQueries({ queryKey: queueKey }),
   });
+  const { mutate: drainWorker } = drain;
   const onDrain = useCallback(
-    (worker: WorkerSummary, draining: boolean) => drain.mutate({ worker, draining }),
-    [drain.mutate],
+    (worker: WorkerSummary, draining: boolean) => drainWorker({ worker, draining }),
+    [drainWorker],
   );
   const view = query.data;
   const jobs = useMemo(

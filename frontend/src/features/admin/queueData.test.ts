@@ -28,7 +28,6 @@ function view(gpus: Record<string, unknown>[], stamp = "2026-01-01T00:00:00Z"): 
         gpus,
         started_at: stamp,
         last_heartbeat: stamp,
-        alive: true,
         draining: false,
         current_jobs: [],
         version: "0.1.0",

@@ -40,7 +40,7 @@ export function SignInPage() {
       unwrap(await api.POST("/api/auth/local/login", { body: { username, password } })),
     onSuccess: (user) => {
       queryClient.setQueryData(keys.me, user);
-      navigate(next, { replace: true });
+      void navigate(next, { replace: true });
     },
     onError: () => setPassword(""),
   });

@@ -12,7 +12,7 @@ export async function signOut(queryClient: QueryClient): Promise<string | null> 
   queryClient.clear();
   const body: unknown = result.data;
   if (body && typeof body === "object" && "redirect" in body) {
-    const redirect = (body as { redirect: unknown }).redirect;
+    const redirect = body.redirect;
     if (typeof redirect === "string") return redirect;
   }
   return null;

@@ -4,7 +4,7 @@
 import { useQuery, useQueryClient } from "@tanstack/react-query";
 import { useCallback, useEffect, useState, useSyncExternalStore } from "react";
 import { Link, useNavigate } from "react-router";
-import { type FullImage, prefetchFile, sizeOf } from "../../api/prefetch";
+import { type FullImage, prefetchFile } from "../../api/prefetch";
 import { keys } from "../../api/keys";
 import {
   type Annotations,
@@ -16,6 +16,7 @@ import {
 } from "./api";
 import { type EditorBox, withIds } from "./boxes";
 import { ConflictDialog } from "./ConflictDialog";
+import { drawnSize } from "./earlyFrame";
 import { EditorCanvas } from "./EditorCanvas";
 import { EditorPanel } from "./EditorPanel";
 import { HelpDialog } from "./HelpDialog";
@@ -49,19 +50,6 @@ const SAVE_TEXT: Record<SyncState["status"], string> = {
   conflict: "Someone else saved this image",
   refused: "Not saved",
 };
-
-/**
- * The image's size as drawn: the file's own, or (from the preview) the stored size,
- * turned when the preview is turned (EXIF orientation applies to both as displayed).
- */
-function drawnSize(image: ImageInfo, file: FullImage | null, preview: HTMLImageElement | null) {
-  if (file && sizeOf(file).width > 0) return sizeOf(file);
-  const turned =
-    preview && preview.naturalWidth > 0 && (preview.naturalWidth > preview.naturalHeight) !== (image.width > image.height);
-  return turned && image.width !== image.height
-    ? { width: image.height, height: image.width }
-    : { width: image.width, height: image.height };
-}
 
 export function Editor({ project, image, file, preview, annotations, pending, onPainted }: Props) {
   const readOnly = project.role === "viewer";
@@ -151,7 +139,7 @@ export function Editor({ project, image, file, preview, annotations, pending, on
       const target = neighbors.data?.[which];
       if (target) {
         setNotice(null);
-        navigate(`/projects/${project.id}/images/${target}`);
+        void navigate(`/projects/${project.id}/images/${target}`);
       } else {
         setNotice(
           which === "next_unreviewed"

@@ -57,11 +57,11 @@ export function EditorCanvas({ store, image, full, size, colors, classNames, rea
     if (!element) return;
     const measure = () => {
       const next = { width: element.clientWidth, height: element.clientHeight };
-      store.getState().setViewport(next);
-      if (!fitted.current && next.width > 0 && next.height > 0) {
-        fitted.current = true;
-        store.getState().setView(fitView(size, next));
-      }
+      const fit = !fitted.current && next.width > 0 && next.height > 0;
+      if (fit) fitted.current = true;
+      // One update: inside a layout effect each store update renders (and the first
+      // frame paints) at once, so the size and the fit must not come one by one.
+      store.getState().setViewport(next, fit ? fitView(size, next) : undefined);
     };
     measure();
     const observer = new ResizeObserver(measure);
@@ -154,6 +154,7 @@ export function EditorCanvas({ store, image, full, size, colors, classNames, rea
       role="application"
       aria-label="Image canvas"
       aria-roledescription="annotation canvas"
+      // eslint-disable-next-line jsx-a11y/no-noninteractive-tabindex -- the canvas takes the editor's keyboard shortcuts
       tabIndex={0}
       style={{ cursor }}
       onContextMenu={(event) => event.preventDefault()}

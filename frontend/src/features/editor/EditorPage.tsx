@@ -8,12 +8,12 @@ import { useCallback, useEffect, useRef, useState } from "react";
 import { useParams } from "react-router";
 import { ApiError } from "../../api/errors";
 import { keys } from "../../api/keys";
-import { decoded, type FullImage, fullImage, thumbnailFile } from "../../api/prefetch";
+import { type FullImage, fullImage, takeEarlyNow, thumbnailIfLoaded, thumbnailLoaded } from "../../api/prefetch";
 import { ErrorMessage } from "../../components/ErrorMessage";
 import { useTitle } from "../../components/useTitle";
-import { editorStartQuery, neighborsQuery } from "./api";
+import { type EditorStart, editorStartPath, editorStartQuery, neighborsQuery } from "./api";
 import { Editor } from "./Editor";
-import { offlineStore } from "./localStore";
+import { type KeptRead, takeKeptEdit } from "./keptEdit";
 import type { PendingEdit } from "./offline";
 
 // The editor's code has arrived (the bench's breakdown of an opening).
@@ -25,35 +25,44 @@ type Loaded<T> = { image: T | null; error: Error | null };
 const FILE_ERROR = "The image file could not be loaded.";
 
 /**
- * The thumbnail once its bytes are in (the router asked for it already). Not awaiting
- * its `decode()`: that promise is settled with a rendering frame, which a busy main
- * thread delays by a hundred milliseconds, while drawing a 256-pixel JPEG that is not
- * decoded yet costs well under a millisecond.
+ * The thumbnail once its bytes are in (the router asked for it already; when they are
+ * in before the first render, that render has it). Not awaiting its `decode()`: that
+ * promise is settled with a rendering frame, which a busy main thread delays by a
+ * hundred milliseconds, while drawing a 256-pixel JPEG that is not decoded yet costs
+ * well under a millisecond.
  */
-function whenLoaded(img: HTMLImageElement): Promise<void> {
-  if (img.complete) return img.naturalWidth > 0 ? Promise.resolve() : decoded(img);
-  return new Promise((resolve, reject) => {
-    img.addEventListener("load", () => resolve(), { once: true });
-    img.addEventListener("error", () => reject(new Error(FILE_ERROR)), { once: true });
-  });
-}
-
 function usePreview(imageId: number): Loaded<HTMLImageElement> {
   const [state, setState] = useState<Loaded<HTMLImageElement> & { id: number }>({ id: imageId, image: null, error: null });
   useEffect(() => {
+    if (thumbnailIfLoaded(imageId)) {
+      // Rendered with it already: no second render for the same image.
+      performance.mark("oculab:preview-loaded");
+      return;
+    }
     let live = true;
-    const img = thumbnailFile(imageId);
-    whenLoaded(img)
-      .then(() => {
-        performance.mark("oculab:preview-loaded");
-        if (live) setState({ id: imageId, image: img, error: null });
-      })
-      .catch(() => live && setState({ id: imageId, image: null, error: new Error(FILE_ERROR) }));
+    void thumbnailLoaded(imageId).then((img) => {
+      const usable = img.naturalWidth > 0;
+      if (usable) performance.mark("oculab:preview-loaded");
+      if (live) setState({ id: imageId, image: usable ? img : null, error: usable ? null : new Error(FILE_ERROR) });
+    });
     return () => {
       live = false;
     };
   }, [imageId]);
-  return state.id === imageId ? state : { image: null, error: null };
+  if (state.id === imageId && (state.image || state.error)) return state;
+  return { image: thumbnailIfLoaded(imageId), error: null };
+}
+
+/**
+ * The editor's start as the route left it (its early GET, in and parsed before the first
+ * render), taken once per image shown; undefined when it was not in time.
+ */
+function useEarlyStart(imageId: number): EditorStart | undefined {
+  const taken = useRef<{ id: number; data: EditorStart | undefined } | null>(null);
+  if (taken.current?.id !== imageId) {
+    taken.current = { id: imageId, data: takeEarlyNow<EditorStart>(editorStartPath(imageId)) };
+  }
+  return taken.current.data;
 }
 
 /**
@@ -84,33 +93,24 @@ function useFullImage(imageId: number, painted: boolean): Loaded<FullImage> {
   return state.id === imageId ? state : { image: null, error: null };
 }
 
-/** The edit this browser kept for the image after an outage, if any (null: none). */
-function readPending(imageId: number): Promise<PendingEdit | null> {
-  const store = offlineStore();
-  if (!store) return Promise.resolve(null);
-  return store.get(imageId).then(
-    (edit) => edit ?? null,
-    () => null,
-  );
-}
-
 /**
- * The kept edit, read once per image shown. The read starts while the page renders, not
- * after its first commit: in a new browser profile, opening IndexedDB is what an
- * opening waits for last.
+ * The kept edit, read once per image shown: the read the route started (see
+ * keptEdit.ts), taken as it is, so that when it is already in the first render has it.
  */
 function usePending(imageId: number) {
   const [pending, setPending] = useState<{ id: number; edit: PendingEdit | null } | null>(null);
-  const read = useRef<{ id: number; edit: Promise<PendingEdit | null> } | null>(null);
-  if (read.current?.id !== imageId) read.current = { id: imageId, edit: readPending(imageId) };
+  const read = useRef<{ id: number; read: KeptRead } | null>(null);
+  if (read.current?.id !== imageId) read.current = { id: imageId, read: takeKeptEdit(imageId) };
+  const current = read.current.read;
   useEffect(() => {
+    if (current.settled) return;
     let live = true;
-    const edit = read.current?.id === imageId ? read.current.edit : readPending(imageId);
-    void edit.then((kept) => live && setPending({ id: imageId, edit: kept }));
+    void current.edit.then((kept) => live && setPending({ id: imageId, edit: kept }));
     return () => {
       live = false;
     };
-  }, [imageId]);
+  }, [imageId, current]);
+  if (current.settled) return { id: imageId, edit: current.settled.edit };
   return pending?.id === imageId ? pending : null;
 }
 
@@ -120,13 +120,14 @@ export function EditorPage() {
   const imageId = Number(params.imageId);
   const valid = [projectId, imageId].every((n) => Number.isSafeInteger(n) && n > 0);
   const queryClient = useQueryClient();
-  const start = useQuery({ ...editorStartQuery(imageId), enabled: valid });
+  const early = useEarlyStart(imageId);
+  const start = useQuery({ ...editorStartQuery(imageId), enabled: valid && early === undefined });
   const pending = usePending(valid ? imageId : 0);
   const preview = usePreview(imageId);
   const [painted, setPainted] = useState<number | null>(null);
   // Without a preview (its thumbnail failed) nothing waits for a first frame.
   const file = useFullImage(imageId, painted === imageId || preview.error !== null);
-  const data = start.data;
+  const data = early ?? start.data;
   const belongs = data !== undefined && data.image.project_id === projectId;
   useTitle(data ? data.image.filename : "Editor");
 

@@ -24,6 +24,7 @@ export function HelpDialog({ readOnly, onClose }: { readOnly: boolean; onClose: 
         </tbody>
       </table>
       <div className="actions">
+        {/* eslint-disable-next-line jsx-a11y/no-autofocus -- a modal dialog moves focus into itself */}
         <button type="button" className="primary" onClick={onClose} autoFocus>
           Close
         </button>

@@ -298,7 +298,7 @@ export function KonvaCanvas({ kit, store, image, size, colors, classNames, readO
       window.addEventListener("mousemove", onMove);
       window.addEventListener("mouseup", onUp);
     },
-    [onMove, onUp, pointerOf, readOnly, size, store],
+    [container, onMove, onUp, pointerOf, readOnly, size, space, store],
   );
 
   useEffect(

@@ -56,6 +56,9 @@ export function sameBox(a: BoxData, b: BoxData): boolean {
   );
 }
 
+/** The confidence under which an opened editor hides predictions (its slider's start). */
+export const DEFAULT_THRESHOLD = 0.25;
+
 /** What the editor shows of a prediction under the threshold: nothing. */
 export function isShown(box: BoxData, threshold: number): boolean {
   return box.status !== "predicted" || (box.confidence ?? 1) >= threshold;

@@ -104,3 +104,23 @@ describe("edits kept in IndexedDB", () => {
     expect(await store.all()).toHaveLength(2);
   });
 });
+
+describe("a browser that never kept an edit", () => {
+  it("reads without creating the database; the first kept edit creates it", async () => {
+    const name = `test-${++dbCounter}`;
+    const store = openOfflineStore(name);
+    stores.push(store);
+    const listed = async () => (await indexedDB.databases()).some((d) => d.name === name);
+    expect(await store.get(1)).toBeUndefined();
+    expect(await store.all()).toEqual([]);
+    await store.markSaved(1, 5, 4, []);
+    await store.discard(1);
+    expect(await listed()).toBe(false);
+    await store.put(edit(1, 5));
+    expect(await listed()).toBe(true);
+    // Another tab's store (its own handle) finds it.
+    const other = openOfflineStore(name);
+    stores.push(other);
+    expect((await other.get(1))?.updatedAt).toBe(5);
+  });
+});

@@ -39,6 +39,21 @@ export interface OfflineStore {
   close(): void;
 }
 
+/**
+ * Whether the database may exist: false only when the browser lists its databases and
+ * this one is not among them. Reading needs no database that was never written to, and
+ * opening it would create it: in a new browser profile that creation is the slowest
+ * thing an opening of the editor waits for.
+ */
+async function mayExist(name: string): Promise<boolean> {
+  if (typeof indexedDB.databases !== "function") return true;
+  try {
+    return (await indexedDB.databases()).some((database) => database.name === name);
+  } catch {
+    return true;
+  }
+}
+
 export function openOfflineStore(name = DB_NAME): OfflineStore {
   let db: Promise<IDBPDatabase<Schema>> | null = null;
   const open = () => {
@@ -50,6 +65,9 @@ export function openOfflineStore(name = DB_NAME): OfflineStore {
     });
     return db;
   };
+  // For reads and removals: the database once it has been opened here or exists, else
+  // null (nothing was ever kept in this browser).
+  const existing = async () => (db !== null || (await mayExist(name)) ? open() : null);
   return {
     async put(edit) {
       const database = await open();
@@ -60,13 +78,14 @@ export function openOfflineStore(name = DB_NAME): OfflineStore {
       await tx.done;
     },
     async get(imageId) {
-      return (await open()).get("pending", imageId);
+      return (await existing())?.get("pending", imageId);
     },
     async all() {
-      return (await open()).getAll("pending");
+      return (await existing())?.getAll("pending") ?? [];
     },
     async markSaved(imageId, updatedAt, revision, savedBoxes) {
-      const database = await open();
+      const database = await existing();
+      if (!database) return; // nothing was kept
       const tx = database.transaction("pending", "readwrite");
       const current = await tx.store.get(imageId);
       if (current && current.updatedAt <= updatedAt) await tx.store.delete(imageId);
@@ -76,7 +95,7 @@ export function openOfflineStore(name = DB_NAME): OfflineStore {
       await tx.done;
     },
     async discard(imageId) {
-      await (await open()).delete("pending", imageId);
+      await (await existing())?.delete("pending", imageId);
     },
     close() {
       void db?.then((database) => database.close());

@@ -2,7 +2,7 @@
 // and the first frame (drawn before Konva has loaded) paint with the same code, so the
 // hand-over between them shows no change.
 import { type EditorBox, isShown } from "./boxes";
-import { type Size, toPixels } from "./geometry";
+import { type Size, toPixels, type View } from "./geometry";
 import { showsLabel } from "./labels";
 
 export const FALLBACK = "#ff9800";
@@ -140,4 +140,48 @@ export function paintedBoxes(
     painted.push({ ...boxLook(box, false, colors, classNames), id: box.id, x: px.x, y: px.y, w: px.width, h: px.height });
   }
   return painted;
+}
+
+/** What a plain-canvas frame of the editor shows. */
+export interface Frame {
+  image: CanvasImageSource;
+  /** The image's drawn size, in its own pixels. */
+  size: Size;
+  /** The canvas's size, in CSS pixels. */
+  viewport: Size;
+  view: View;
+  boxes: readonly EditorBox[];
+  selected: ReadonlySet<string>;
+  threshold: number;
+  colors: readonly string[];
+  classNames: readonly string[];
+}
+
+/**
+ * The editor's picture on a plain canvas, as the Konva stage draws it: a bitmap of the
+ * device's pixels, the image at the view, the shown boxes in one pass and the selected
+ * ones above them. The editor's first frame (FirstFrame.tsx) and the early frame the
+ * route paints before React (earlyFrame.ts) both paint with this, so the hand-over
+ * between them shows no change.
+ */
+export function paintFrame(canvas: HTMLCanvasElement, ctx: CanvasRenderingContext2D, frame: Frame): void {
+  const { image, size, viewport, view, boxes, selected, colors, classNames } = frame;
+  const ratio = window.devicePixelRatio || 1;
+  const width = Math.floor(viewport.width * ratio);
+  const height = Math.floor(viewport.height * ratio);
+  if (canvas.width !== width || canvas.height !== height) {
+    canvas.width = width;
+    canvas.height = height;
+  } else {
+    ctx.setTransform(1, 0, 0, 1, 0, 0);
+    ctx.clearRect(0, 0, width, height);
+  }
+  ctx.setTransform(ratio * view.scale, 0, 0, ratio * view.scale, ratio * view.x, ratio * view.y);
+  ctx.drawImage(image, 0, 0, size.width, size.height);
+  paintAll(ctx, paintedBoxes(boxes, selected, frame.threshold, colors, classNames, size), view.scale);
+  for (const box of boxes) {
+    if (!selected.has(box.id)) continue;
+    const px = toPixels(box, size);
+    paintBox(ctx, px.x, px.y, px.width, px.height, boxLook(box, true, colors, classNames), view.scale, px.y, true);
+  }
 }

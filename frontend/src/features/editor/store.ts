@@ -2,7 +2,7 @@
 // selection, the tool, the class to draw, the view and the threshold. Server state
 // stays in TanStack Query and ImageSync; this holds only what the user is doing.
 import { createStore, type StoreApi } from "zustand/vanilla";
-import type { BoxData, EditorBox } from "./boxes";
+import { type BoxData, DEFAULT_THRESHOLD, type EditorBox } from "./boxes";
 import type { Size, View } from "./geometry";
 import { canRedo, canUndo, createHistory, type History, record, redo, undo } from "./history";
 
@@ -26,7 +26,8 @@ export interface EditorState {
   setClass(classId: number): void;
   setThreshold(threshold: number): void;
   setView(view: View): void;
-  setViewport(size: Size): void;
+  /** The canvas's size, and with `view` the view to show in it, in one update. */
+  setViewport(size: Size, view?: View): void;
   setHelp(open: boolean): void;
 }
 
@@ -42,7 +43,7 @@ function prune(selected: ReadonlySet<string>, boxes: EditorBox[]): ReadonlySet<s
   return kept.length === selected.size ? selected : new Set(kept);
 }
 
-export function createEditorStore(boxes: EditorBox[], threshold = 0.25): EditorStore {
+export function createEditorStore(boxes: EditorBox[], threshold = DEFAULT_THRESHOLD): EditorStore {
   return createStore<EditorState>()((set, get) => ({
     history: createHistory(boxes),
     selected: EMPTY,
@@ -87,9 +88,11 @@ export function createEditorStore(boxes: EditorBox[], threshold = 0.25): EditorS
     setView(view) {
       set({ view });
     },
-    setViewport(viewport) {
+    setViewport(viewport, view) {
       const old = get().viewport;
-      if (old.width !== viewport.width || old.height !== viewport.height) set({ viewport });
+      const resized = old.width !== viewport.width || old.height !== viewport.height;
+      if (view) set(resized ? { viewport, view } : { view });
+      else if (resized) set({ viewport });
     },
     setHelp(help) {
       set({ help });

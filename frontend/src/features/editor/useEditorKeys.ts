@@ -34,18 +34,18 @@ function typing(target: EventTarget | null): boolean {
 }
 
 export function zoomBy(store: EditorStore, factor: number): void {
-  const { view, viewport, setView } = store.getState();
-  setView(zoomAround(view, { x: viewport.width / 2, y: viewport.height / 2 }, factor));
+  const state = store.getState();
+  state.setView(zoomAround(state.view, { x: state.viewport.width / 2, y: state.viewport.height / 2 }, factor));
 }
 
 export function fit(store: EditorStore, image: Size): void {
-  const { viewport, setView } = store.getState();
-  setView(fitView(image, viewport));
+  const state = store.getState();
+  state.setView(fitView(image, state.viewport));
 }
 
 export function oneToOne(store: EditorStore): void {
-  const { view, viewport, setView } = store.getState();
-  setView(actualSize(view, viewport));
+  const state = store.getState();
+  state.setView(actualSize(state.view, state.viewport));
 }
 
 export function useEditorKeys(options: Options): void {
@@ -111,7 +111,10 @@ export function useEditorKeys(options: Options): void {
       switch (key) {
         case "Delete":
         case "Backspace":
-          if (state.selected.size) done(), edit(removeBoxes(boxes, state.selected), new Set());
+          if (state.selected.size) {
+            done();
+            edit(removeBoxes(boxes, state.selected), new Set());
+          }
           return;
         case "Escape":
           return state.select(new Set());

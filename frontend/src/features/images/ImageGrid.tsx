@@ -121,6 +121,7 @@ export function ImageGrid({ projectId, status, split, total }: Props) {
         className="grid-scroller"
         role="region"
         aria-label="Images"
+        // eslint-disable-next-line jsx-a11y/no-noninteractive-tabindex -- a scrollable region: focusable so keyboard users can scroll it
         tabIndex={0}
       >
         <div className="grid-inner" style={{ height: virtualizer.getTotalSize() }}>

@@ -153,7 +153,7 @@ export function ImportDialog({ projectId, open, onClose }: { projectId: number; 
       }
     >
       {phase.kind === "choose" && (
-        <form onSubmit={submit} className="stack">
+        <form onSubmit={(event) => void submit(event)} className="stack">
           <label className="field">
             <span>Dataset zip</span>
             <input

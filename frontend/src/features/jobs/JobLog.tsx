@@ -118,6 +118,7 @@ export const JobLog = forwardRef<JobLogHandle, { jobId: number }>(function JobLo
         role="log"
         aria-label="Job log"
         // Focusable so keyboard users can scroll it.
+        // eslint-disable-next-line jsx-a11y/no-noninteractive-tabindex -- a scrollable log
         tabIndex={0}
         onScroll={(event) => {
           const bottom = atBottom(event.currentTarget);

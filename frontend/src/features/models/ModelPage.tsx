@@ -123,7 +123,7 @@ export function ModelPage() {
               <dl className="facts">
                 {hyperparams.map(([key, value]) => (
                   <Row key={key} label={key}>
-                    {typeof value === "object" ? JSON.stringify(value) : String(value)}
+                    {typeof value === "string" ? value : JSON.stringify(value)}
                   </Row>
                 ))}
               </dl>

@@ -20,9 +20,11 @@ function Outcome({ uploaded }: { uploaded: Uploaded }) {
   const done = isFinished(job.data);
   const model = useQuery({ ...modelQuery(uploaded.model.id), enabled: done });
   const refresh = useRefreshModels(uploaded.model.project_id);
+  const modelId = uploaded.model.id;
+  // Once, when the inspection ends: refresh is stable and the model is this dialog's.
   useEffect(() => {
-    if (done) refresh(uploaded.model.id);
-  }, [done]); // once, when the inspection ends
+    if (done) refresh(modelId);
+  }, [done, refresh, modelId]);
   const m = model.data;
   return (
     <div className="stack">
@@ -105,7 +107,7 @@ export function UploadDialog({ projectId, open, onClose }: { projectId: number; 
           </div>
         </div>
       ) : (
-        <form className="stack" onSubmit={submit}>
+        <form className="stack" onSubmit={(event) => void submit(event)}>
           <p className="muted">
             YOLO detection weights saved by ultralytics (<code>.pt</code>). Files that could run code when loaded are
             refused.

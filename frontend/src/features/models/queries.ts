@@ -1,6 +1,7 @@
 // The registry's server state: a project's models, one model, the project (for the
 // caller's role and the promoted model), and a job followed live.
 import { queryOptions, useQuery, useQueryClient } from "@tanstack/react-query";
+import { useCallback } from "react";
 import { api, type Schemas } from "../../api/client";
 import { unwrap } from "../../api/errors";
 import { keys } from "../../api/keys";
@@ -53,13 +54,17 @@ export function useLiveJob(jobId: number | null) {
 }
 
 /** After a promotion or an upload: the list, the model and the project (its default). */
+// Stable across renders, so an effect can depend on it without running on every render.
 export function useRefreshModels(projectId: number) {
   const queryClient = useQueryClient();
-  return (modelId?: number) => {
-    void queryClient.invalidateQueries({ queryKey: modelKeys.list(projectId) });
-    void queryClient.invalidateQueries({ queryKey: keys.project(projectId), exact: true });
-    if (modelId !== undefined) void queryClient.invalidateQueries({ queryKey: modelKeys.one(modelId) });
-  };
+  return useCallback(
+    (modelId?: number) => {
+      void queryClient.invalidateQueries({ queryKey: modelKeys.list(projectId) });
+      void queryClient.invalidateQueries({ queryKey: keys.project(projectId), exact: true });
+      if (modelId !== undefined) void queryClient.invalidateQueries({ queryKey: modelKeys.one(modelId) });
+    },
+    [queryClient, projectId],
+  );
 }
 
 export function metricOf(model: Model, name: string): number | null {

@@ -19,7 +19,7 @@ export function DeleteProject({ project }: { project: Project }) {
     onSuccess: () => {
       queryClient.removeQueries({ queryKey: keys.project(project.id) });
       void queryClient.invalidateQueries({ queryKey: keys.projects });
-      navigate("/projects", { replace: true });
+      void navigate("/projects", { replace: true });
     },
   });
   const matches = typed.trim() === project.name;

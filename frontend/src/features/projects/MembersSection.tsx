@@ -147,7 +147,7 @@ function MemberRow({
       if (self) {
         queryClient.removeQueries({ queryKey: keys.project(project.id) });
         await queryClient.invalidateQueries({ queryKey: keys.projects });
-        navigate("/projects", { replace: true });
+        void navigate("/projects", { replace: true });
       } else {
         await refresh();
       }

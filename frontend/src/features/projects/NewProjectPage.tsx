@@ -31,7 +31,7 @@ export function NewProjectPage() {
       ),
     onSuccess: async (project) => {
       await queryClient.invalidateQueries({ queryKey: keys.projects });
-      navigate(`/projects/${project.id}`);
+      void navigate(`/projects/${project.id}`);
     },
   });
 
@@ -52,6 +52,7 @@ export function NewProjectPage() {
             maxLength={200}
             value={name}
             onChange={(e) => setName(e.target.value)}
+            // eslint-disable-next-line jsx-a11y/no-autofocus -- the page is this one form; its first field is where typing starts
             autoFocus
           />
         </label>

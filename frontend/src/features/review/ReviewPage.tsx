@@ -125,7 +125,7 @@ export function ReviewPage() {
     [act, canReview, current, move],
   );
   const open = useCallback(() => {
-    if (current) navigate(`/projects/${projectId}/images/${current.id}`);
+    if (current) void navigate(`/projects/${projectId}/images/${current.id}`);
   }, [current, navigate, projectId]);
 
   const handlers = useRef({ decide, open, move });

@@ -38,7 +38,7 @@ function CopyField({ label, value, multiline = false }: { label: string; value: 
         ) : (
           <input id={id} ref={field} readOnly value={value} spellCheck={false} onFocus={(e) => e.target.select()} />
         )}
-        <button type="button" onClick={async () => setCopied(await copyText(value, field.current))}>
+        <button type="button" onClick={() => void copyText(value, field.current).then(setCopied)}>
           Copy {label.toLowerCase()}
         </button>
       </div>

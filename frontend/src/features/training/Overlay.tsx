@@ -34,6 +34,7 @@ export function Overlay({ runs, metric, onMetric, onDraw }: Props) {
   const { key, label } = METRICS[metric];
   // Recomputed only when a run's epochs change, not on every render of the page.
   const version = results.map((r) => r.dataUpdatedAt).join(",");
+  // eslint-disable-next-line react-hooks/exhaustive-deps -- version stands for loaded, a new array each render
   const data = useMemo(() => overlayColumns(loaded, key), [key, version]);
   const drawnRuns = loaded.length;
   // A run keeps its colour while others load or are added.

@@ -39,6 +39,8 @@ import "./training.css";
 // How many of the latest epochs the table lists (the charts show them all).
 const TABLE_EPOCHS = 10;
 const SCORE_RANGE: [number, number] = [0, 1];
+// One empty list while the metrics load, so the charts' memos keep their values.
+const NO_EPOCHS: Epoch[] = [];
 
 const STYLE: Record<MetricId, Omit<Series, "label">> = {
   trainBox: { color: "#2563eb" },
@@ -191,7 +193,7 @@ export function RunPage() {
   });
   useTitle(job.data ? `${runName(job.data)} · Training` : "Training run");
 
-  const epochs = metrics.data ?? [];
+  const epochs = metrics.data ?? NO_EPOCHS;
   const reported = useMemo(() => reportedKeys(epochs), [epochs]);
   const charts = useMemo(
     () =>

@@ -142,7 +142,7 @@ export function TrainDialog({ projectId, open, onClose }: Props) {
     onSuccess: (job) => {
       void queryClient.invalidateQueries({ queryKey: runsQuery(projectId).queryKey });
       onClose();
-      navigate(`/projects/${projectId}/training/${job.id}`);
+      void navigate(`/projects/${projectId}/training/${job.id}`);
     },
   });
 

@@ -6,6 +6,7 @@ import { json, mockApi, renderRoutes } from "../../test/render";
 // uPlot reads the pixel ratio when it loads; jsdom has no matchMedia (nor canvas: the
 // charts render their captions and descriptions only).
 vi.hoisted(() => {
+  // eslint-disable-next-line @typescript-eslint/unbound-method -- `??=` tests the method, never calls it
   window.matchMedia ??= ((query: string) => ({
     matches: false,
     media: query,

@@ -58,11 +58,13 @@ export function UploadPanel({ session, projectId }: { session: UploadSession; pr
   const scroller = useRef<HTMLDivElement | null>(null);
 
   // The queue mutates its files in place; `version` says when to look again.
+  // eslint-disable-next-line react-hooks/exhaustive-deps -- version invalidates the in-place queue
   const counts = useMemo(() => queue?.counts(), [queue, version]);
   const rows = useMemo(
     () =>
       (queue?.files ?? []).filter((f) => !problemsOnly || f.status === "rejected" || f.status === "failed"),
-      [queue, version, problemsOnly],
+    // eslint-disable-next-line react-hooks/exhaustive-deps -- version invalidates the in-place queue
+    [queue, version, problemsOnly],
   );
   const failed = queue?.failedBatches ?? [];
   const virtualizer = useVirtualizer({
@@ -145,7 +147,14 @@ export function UploadPanel({ session, projectId }: { session: UploadSession; pr
             <input type="checkbox" checked={problemsOnly} onChange={(e) => setProblemsOnly(e.target.checked)} />
             Show only rejected and failed files
           </label>
-          <div ref={scroller} className="upload-list-scroller" tabIndex={0} role="region" aria-label="Uploaded files">
+          <div
+            ref={scroller}
+            className="upload-list-scroller"
+            // eslint-disable-next-line jsx-a11y/no-noninteractive-tabindex -- a scrollable region: focusable so keyboard users can scroll it
+            tabIndex={0}
+            role="region"
+            aria-label="Uploaded files"
+          >
             <ul className="upload-list" aria-label="Files" style={{ height: virtualizer.getTotalSize() }}>
               {virtualizer.getVirtualItems().map((item) => {
                 const file = rows[item.index];

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { type SentItem, type Sender, UploadError, UploadQueue } from "./batcher";
+import { batchSizeFor, type SentItem, type Sender, UploadError, UploadQueue } from "./batcher";
 import type { FoundFile } from "./walk";
 
 function files(n: number, size = 10, prefix = "img"): FoundFile[] {
@@ -41,11 +41,21 @@ function manualSender() {
 const tick = () => new Promise((r) => setTimeout(r, 0));
 
 describe("the upload queue", () => {
-  it("batches 20 files per request and never more than 3 requests at once", async () => {
+  it("sizes batches for about four rounds of requests, within 5..100 files", () => {
+    expect(batchSizeFor(2000)).toBe(100);
+    expect(batchSizeFor(1200)).toBe(100);
+    expect(batchSizeFor(600)).toBe(50);
+    expect(batchSizeFor(130)).toBe(11);
+    expect(batchSizeFor(30)).toBe(5);
+    expect(batchSizeFor(1)).toBe(5);
+    expect(batchSizeFor(130, 1)).toBe(33);
+  });
+
+  it("batches by the size for its files and never sends more than 3 requests at once", async () => {
     const sender = manualSender();
     const queue = new UploadQueue({ send: sender.send });
     queue.add(files(130));
-    expect(queue.batches.map((b) => b.files.length)).toEqual([20, 20, 20, 20, 20, 20, 10]);
+    expect(queue.batches.map((b) => b.files.length)).toEqual([11, 11, 11, 11, 11, 11, 11, 11, 11, 11, 11, 9]);
     expect(sender.pending).toHaveLength(3);
     while (sender.pending.length > 0) {
       const next = sender.pending.shift();
@@ -55,6 +65,44 @@ describe("the upload queue", () => {
     await queue.whenSettled();
     expect(sender.max()).toBe(3);
     expect(queue.counts()).toMatchObject({ total: 130, created: 130, failed: 0, queued: 0 });
+  });
+
+  it("splits a batch the server finds too large for one request until each part fits", async () => {
+    // The server takes at most 3 files' worth per request; one file is too large alone.
+    const sent: string[][] = [];
+    const accepted: string[][] = [];
+    const send: Sender = async (batch) => {
+      sent.push(batch.map((f) => f.name));
+      const bytes = batch.reduce((n, f) => n + f.size, 0);
+      if (bytes > 30 && batch.length > 1) throw new UploadError("request body too large", 413);
+      accepted.push(batch.map((f) => f.name));
+      return batch.map((f) =>
+        f.size > 30
+          ? { filename: f.name, status: "rejected" as const, reason: "file too large" }
+          : { filename: f.name, status: "created" as const, image_id: 1 },
+      );
+    };
+    const queue = new UploadQueue({ send, batchSize: 8, concurrency: 1 });
+    queue.add([...files(6, 10, "a"), ...files(1, 40, "big"), ...files(1, 10, "b")]);
+    await queue.whenSettled();
+    expect(queue.counts()).toMatchObject({ total: 8, created: 7, rejected: 1, failed: 0, queued: 0 });
+    expect(queue.files.find((f) => f.path === "set/big0.png")?.reason).toBe("file too large");
+    expect(queue.failedBatches).toEqual([]);
+    // Every file went through exactly once in a request that fitted.
+    expect(accepted.flat().sort()).toEqual(queue.files.map((f) => f.file.name).sort());
+    expect(sent[0]).toHaveLength(8);
+  });
+
+  it("fails a single file whose request alone is too large, with the server's words", async () => {
+    const send: Sender = async () => {
+      throw new UploadError("request body too large (limit 10 bytes)", 413);
+    };
+    const queue = new UploadQueue({ send, batchSize: 4, concurrency: 2 });
+    queue.add(files(3));
+    await queue.whenSettled();
+    expect(queue.counts()).toMatchObject({ total: 3, failed: 3 });
+    expect(queue.failedBatches.map((b) => b.files.length)).toEqual([1, 1, 1]);
+    expect(queue.files[0]?.reason).toBe("request body too large (limit 10 bytes)");
   });
 
   it("records the server's answer per file: created, duplicate, rejected with its reason", async () => {

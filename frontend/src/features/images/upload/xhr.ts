@@ -59,7 +59,7 @@ export function postForm(
 export function detailOf(response: XhrResponse): string {
   const body = response.body;
   if (body && typeof body === "object" && "detail" in body) {
-    const detail = (body as { detail: unknown }).detail;
+    const detail = body.detail;
     if (typeof detail === "string") return detail;
   }
   if (response.status >= 500) return "The server had a problem; try again in a moment.";
