@@ -73,6 +73,8 @@ def _assemble(
     storage = Storage(settings.data_dir, fsync=settings.fsync)
     if files:
         storage.ensure_layout()
+        # A process killed mid-request or mid-job leaves its temp files behind.
+        storage.sweep_temp()
     waker = Waker() if wakes else None
     maker = make_sessionmaker(engine, info={WAKER_KEY: waker} if waker is not None else None)
     return Machinery(settings, engine, maker, timeouts, storage, load_kinds(settings), waker)

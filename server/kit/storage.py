@@ -11,13 +11,23 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
+import shutil
 import threading
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO
+
+log = logging.getLogger(__name__)
+
+# What tmp/ holds lives for a request or a step of a job (an upload's files, an export's
+# spool, a training snapshot being linked): untouched for this long, it was left by a
+# process that died mid-way, and nothing will ever use or remove it.
+STALE_TEMP_SECONDS = 24 * 3600
 
 
 class Storage:
@@ -31,6 +41,32 @@ class Storage:
     def ensure_layout(self) -> None:
         for sub in ("blobs", "thumbs", "tmp"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
+
+    def sweep_temp(self, older_than: float = STALE_TEMP_SECONDS) -> int:
+        """Removes what tmp/ holds that nothing has written to for ``older_than``
+        seconds (a folder counts as written while any folder in it is); returns how
+        many entries went. Safe while other processes share the folder: their entries
+        are in use, so recent."""
+        cutoff = time.time() - older_than
+        removed = 0
+        try:
+            entries = list(os.scandir(self.tmp_dir))
+        except FileNotFoundError:
+            return 0
+        for entry in entries:
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    if _newest_folder_mtime(entry.path) < cutoff:
+                        shutil.rmtree(entry.path)
+                        removed += 1
+                elif entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                    os.unlink(entry.path)
+                    removed += 1
+            except OSError:
+                continue  # gone meanwhile, or not ours to remove: the next start tries again
+        if removed:
+            log.info("removed %d stale entries from %s", removed, self.tmp_dir)
+        return removed
 
     def blob_path(self, sha256: str) -> Path:
         # One join, not four: exports resolve this once per image.
@@ -170,6 +206,16 @@ def _fsync(path: Path) -> None:
 def _fsync_all(paths: Sequence[Path]) -> None:
     for path in paths:
         _fsync(path)
+
+
+def _newest_folder_mtime(top: str) -> float:
+    """The latest mtime of ``top`` and the folders under it: adding a file to a folder
+    touches the folder, so a tree being filled is recent."""
+    newest = os.stat(top).st_mtime
+    for folder, subfolders, _files in os.walk(top):
+        for name in subfolders:
+            newest = max(newest, os.stat(os.path.join(folder, name)).st_mtime)
+    return newest
 
 
 def _complete(final: Path, tmp: Path) -> bool:
