@@ -95,8 +95,9 @@ def test_yaml_aliases_are_refused_before_anything_is_built() -> None:
     started = time.monotonic()
     with pytest.raises(JobFailed, match="aliases are not allowed"):
         yolo._names_from_yaml("data.yaml", BILLION_LAUGHS.encode())
-    # The old parser took 12 s and 0.9 GB here; refusing at the first alias is instant.
-    assert time.monotonic() - started < 2
+    # The old parser took 12 s and 0.9 GB here; refusing at the first alias is instant
+    # (bounded loosely: a loaded CI machine is slow).
+    assert time.monotonic() - started < 6
 
 
 @pytest.mark.parametrize(

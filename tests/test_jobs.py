@@ -127,9 +127,11 @@ def test_cancel_while_running_stops_at_the_next_progress(f: Factory, settings: S
     wait_job(alice, job_id, 20, states={"running"})
     started = time.monotonic()
     assert alice.post(f"/api/jobs/{job_id}/cancel").status_code == 200
-    body = wait_job(alice, job_id, 5)
+    body = wait_job(alice, job_id, 15)
     assert body["state"] == "canceled"
-    assert time.monotonic() - started < 3
+    # Well before the job's 30 s: it stopped at a progress report, not at its end (a
+    # generous bound, as a loaded CI machine is slow).
+    assert time.monotonic() - started < 15
     assert job_id not in completions(settings.data_dir)
     # The slot is free again.
     again = submit(f, "test.sleep_count", alice.user_id, seconds=0.05)
