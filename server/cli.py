@@ -334,9 +334,9 @@ def _worker_health(process: WorkerProcess | None) -> tuple[bool, dict[str, Any]]
     if process is None:
         return False, {"status": "starting", "heartbeat_age_s": None}
     worker = process.worker
-    age = worker.beat.age()
-    return worker.beat.fresh(), {
-        "status": "ok" if worker.beat.fresh() else "stale",
+    fresh, age = worker.beat.reading()
+    return fresh, {
+        "status": "ok" if fresh else "stale",
         "worker": worker.id,
         "heartbeat_age_s": round(age, 3) if age is not None else None,
         "stale_after_s": worker.beat.limit_seconds,

@@ -165,6 +165,18 @@ def test_freshness_goes_stale_after_its_limit() -> None:
     assert fresh.age() == 0
 
 
+def test_a_freshness_reading_judges_by_the_age_it_reports() -> None:
+    # A clock that moves on every read, across the limit between two reads: a verdict
+    # and an age read apart would disagree (a 503 whose body shows a fresh age).
+    ticks = iter([0.0, 29.9995, 30.0005, 30.0015])
+    fresh = Freshness(30, clock=lambda: next(ticks))
+    fresh.mark()
+    assert fresh.reading() == (True, 29.9995)
+    stale, age = fresh.reading()
+    assert not stale
+    assert age == pytest.approx(30.0005)
+
+
 def test_scheduler_healthz_reports_its_role_and_goes_503_while_wedged(
     processes: Callable[..., Processes], database_url: str
 ) -> None:

@@ -292,13 +292,13 @@ class Scheduler:
         """For ``GET /healthz``: healthy while the loop ticked within
         OCULAB_SCHEDULER_STALE_SECONDS; a tick wedged on a lock or a dead connection
         makes it 503, so that Kubernetes restarts this scheduler."""
-        age = self.ticked.age()
+        fresh, age = self.ticked.reading()
         body: dict[str, Any] = {
             "role": "leader" if self.leader else "standby",
             "last_tick_age_s": round(age, 3) if age is not None else None,
             "stale_after_s": self.ticked.limit_seconds,
         }
-        return self.ticked.fresh(), body
+        return fresh, body
 
     def wake(self) -> None:
         self._wake.set()

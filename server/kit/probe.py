@@ -33,8 +33,13 @@ class Freshness:
         return None if self._last is None else self.clock() - self._last
 
     def fresh(self) -> bool:
+        return self.reading()[0]
+
+    def reading(self) -> tuple[bool, float | None]:
+        """Whether fresh, and the age it was judged by: one clock reading for both, so
+        a probe's status and the age in its body always agree."""
         age = self.age()
-        return age is not None and age <= self.limit_seconds
+        return age is not None and age <= self.limit_seconds, age
 
 
 def handler(check: Check, other: type[BaseHTTPRequestHandler] | None = None) -> type:
