@@ -4,6 +4,7 @@
 // "curves drawn" mark. Prints one line of JSON.
 //   node frontend/scripts/bench-run.mjs '<json config>'
 import { chromium } from "@playwright/test";
+import { nextMark, reportMarks } from "./marks.mjs";
 
 const cfg = JSON.parse(process.argv[2] ?? "{}");
 const ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"];
@@ -18,14 +19,15 @@ const round = (v) => Math.round(v * 10) / 10;
 async function newContext(browser) {
   const context = await browser.newContext({ baseURL: cfg.url, viewport: VIEWPORT });
   await context.addCookies(cfg.cookies.map((c) => ({ ...c, url: cfg.url })));
+  await reportMarks(context);
   return context;
 }
 
 /** Navigation start → the mark the page sets once uPlot has drawn everything. */
 async function open(page, path, mark) {
+  const drawn = nextMark(page, mark);
   await page.goto(path);
-  await page.waitForFunction((name) => performance.getEntriesByName(name).length > 0, mark, { timeout: 60_000 });
-  return page.evaluate((name) => performance.getEntriesByName(name)[0].startTime, mark);
+  return drawn;
 }
 
 async function measure(browser, path, mark, screenshot) {
@@ -65,14 +67,10 @@ try {
     await page.goto(`/projects/${cfg.projectId}/training`);
     const link = page.locator(`a[href="${runPath}"]`).first();
     await link.waitFor();
-    await page.evaluate(() => performance.clearMarks("oculab:run-curves-drawn"));
+    const marked = nextMark(page, "oculab:run-curves-drawn");
     const clicked = await page.evaluate(() => performance.now());
     await link.click();
-    await page.waitForFunction(() => performance.getEntriesByName("oculab:run-curves-drawn").length > 0, null, {
-      timeout: 60_000,
-    });
-    const drawn = await page.evaluate(() => performance.getEntriesByName("oculab:run-curves-drawn")[0].startTime);
-    inApp.push(drawn - clicked);
+    inApp.push((await marked) - clicked);
     await context.close();
   }
   out.run_in_app_ms = { median: round(median(inApp)), all: inApp.map(round) };
