@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: help install lock run test lint typecheck pytest services bench clean \
+.PHONY: help install lock run test lint typecheck pytest pytest-sqlite pytest-postgres services bench clean \
 	frontend openapi frontend-test frontend-lint frontend-typecheck frontend-unit frontend-e2e chromium
 .PHONY: images bundle lock-images lock-worker
 
@@ -75,8 +75,17 @@ typecheck: install
 	$(BIN)/mypy
 
 # pytest's own exit codes (5 = nothing collected) fail the target like any other.
+# The two passes run at once: each keeps a CPU busy only about 80% of the time (it waits
+# on the processes, timers and disk its tests use), so together they take some 11
+# minutes instead of 18 on two cores. Each has Redis databases of its own
+# (tests/helpers.py); their outputs come one after the other.
 pytest: install services
+	@$(MAKE) --no-print-directory -j2 --output-sync=target pytest-sqlite pytest-postgres
+
+pytest-sqlite: install services
 	OCULAB_TEST_DATABASE=sqlite $(BIN)/pytest
+
+pytest-postgres: install services
 	OCULAB_TEST_DATABASE=postgres $(BIN)/pytest
 
 test: lint typecheck pytest frontend-test

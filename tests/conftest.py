@@ -54,11 +54,17 @@ def engine(database_url: str) -> Iterator[sa.Engine]:
 def _empty_tables(engine: sa.Engine) -> None:
     tables = [t.name for t in Base.metadata.sorted_tables]
     with engine.begin() as conn:
+        # DELETE rather than TRUNCATE on PostgreSQL too: a test leaves a few rows, and
+        # TRUNCATE gives every table a new file (21 ms a test here, against 2.3 ms).
+        for name in reversed(tables):
+            conn.execute(sa.text(f"DELETE FROM {name}"))
         if engine.dialect.name == "postgresql":
-            conn.execute(sa.text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
-        else:
-            for name in reversed(tables):
-                conn.execute(sa.text(f"DELETE FROM {name}"))
+            # Ids start at 1 again, as they do on SQLite once a table is empty.
+            sequences = conn.scalars(
+                sa.text("SELECT sequencename FROM pg_sequences WHERE schemaname = current_schema()")
+            )
+            for sequence in sequences.all():
+                conn.execute(sa.text(f'ALTER SEQUENCE "{sequence}" RESTART'))
 
 
 @pytest.fixture(autouse=True)

@@ -6,7 +6,8 @@ Where shared test code lives (test modules import from these, never from each ot
   HTTP API on top of it. ``BACKEND`` is the database under test
   (``OCULAB_TEST_DATABASE``); ``scratch_database`` makes an empty throwaway database on
   it, and ``create_database``/``drop_database`` do the same by name on any PostgreSQL
-  server (a throwaway cluster's). ``free_port`` for servers the tests start.
+  server (a throwaway cluster's). ``free_port`` for servers the tests start;
+  ``redis_url`` for the Redis databases of the pass.
 - tests/conftest.py: the fixtures: the session database, settings, apps (``make_app``;
   ``make_running_app`` with the lifespan entered, for in-process job workers), clients
   and factories.
@@ -32,6 +33,9 @@ import psycopg
 
 BACKEND = os.environ.get("OCULAB_TEST_DATABASE", "sqlite")
 PG_BASE = os.environ.get("OCULAB_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432")
+# `make test` runs the SQLite and the PostgreSQL pass at once, and tests flush the Redis
+# databases they use: each pass has databases of its own.
+_REDIS_FIRST_DB = 12 if BACKEND == "postgres" else 8
 
 T = TypeVar("T")
 
@@ -120,6 +124,14 @@ def scratch_database(directory: Path, prefix: str) -> Iterator[str]:
 
 
 # --- ports -------------------------------------------------------------------------------
+
+
+def redis_url(slot: int) -> str:
+    """The URL of the pass's Redis database number ``slot`` (0 to 3), on the Redis at
+    127.0.0.1:6379."""
+    if not 0 <= slot <= 3:
+        raise ValueError(f"no Redis database slot {slot}")
+    return f"redis://127.0.0.1:6379/{_REDIS_FIRST_DB + slot}"
 
 
 def free_port() -> int:
