@@ -3,6 +3,7 @@
 // frame times while a box is dragged. Prints one line of JSON.
 //   node frontend/scripts/bench-ui.mjs '<json config>'
 import { chromium } from "@playwright/test";
+import { nextMark, reportMarks } from "./marks.mjs";
 
 const cfg = JSON.parse(process.argv[2] ?? "{}");
 const ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"];
@@ -27,6 +28,7 @@ async function newContext(browser) {
       for (const e of list.getEntries()) window.__longTasks.push([e.startTime, e.duration]);
     }).observe({ type: "longtask" });
   });
+  await reportMarks(context);
   return context;
 }
 
@@ -96,20 +98,11 @@ const INTERACTIVE = "oculab:editor-interactive";
  * taking input.
  */
 async function openOnce(page, imageId) {
+  // Reported by the page (marks.mjs): nothing is evaluated in it while it opens.
+  const marks = Promise.all([READY, FULL, INTERACTIVE].map((name) => nextMark(page, name)));
   await page.goto(editorUrl(imageId));
-  await page.waitForFunction(
-    (names) => names.every((n) => performance.getEntriesByName(n).length > 0),
-    [READY, FULL, INTERACTIVE],
-    { timeout: 60_000 },
-  );
-  return page.evaluate(
-    ([ready, full, interactive]) => ({
-      first: performance.getEntriesByName(ready)[0].startTime,
-      full: performance.getEntriesByName(full)[0].startTime,
-      interactive: performance.getEntriesByName(interactive)[0].startTime,
-    }),
-    [READY, FULL, INTERACTIVE],
-  );
+  const [first, full, interactive] = await marks;
+  return { first, full, interactive };
 }
 
 /** A click on "Next image" → the next image's first frame and full-resolution frame. */
