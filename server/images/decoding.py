@@ -9,9 +9,9 @@ and nothing else: not the parent's ``__main__`` (see ``_BareSpawnContext``):
   validates the files of a request while the request waits. A child that dies (a decoder crash, the
   OOM killer) breaks the pool: the files it held are checked again one at a time in a
   fresh pool, so only a file that kills its decoder on its own is rejected for it;
-- the thumbnail pool, one child at the lowest CPU priority, renders the thumbnails of
-  new blobs after the response: it takes only CPU time nothing else wants. Until it
-  gets to one, the thumbnail endpoint renders it on demand.
+- the thumbnail pool, as many children at the lowest CPU priority, renders the
+  thumbnails of new blobs after the response: it takes only CPU time nothing else
+  wants. Until it gets to one, the thumbnail endpoint renders it on demand.
 """
 
 from __future__ import annotations
@@ -165,7 +165,10 @@ def _thumbnail_child(parent: int) -> None:
             os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
 
 
-_thumbnails = _LazyPool(lambda: 1, _thumbnail_child)
+# One child per usable CPU, as for decoding: at the idle priority they take only CPU
+# nothing else wants, so once an upload's responses are out every idle core renders
+# (a 2,000-image upload's thumbnails were done 4 s after its last response with one).
+_thumbnails = _LazyPool(lambda: min(usable(), MAX_DECODERS), _thumbnail_child)
 _thumbnail_pool = _thumbnails.get
 
 
@@ -185,12 +188,13 @@ def render_later(root: Path, blobs: Sequence[tuple[Path, Path]], size: int) -> l
 
 
 def drain_thumbnails() -> None:
-    """Waits until the thumbnails queued so far are on disk (its one child works in
-    order); for tests that look at the storage folders."""
+    """Waits until the thumbnails queued so far are on disk, for tests that look at the
+    storage folders (the pool starts afresh on its next use)."""
     pool = _thumbnails.current()
     if pool is not None:
         with contextlib.suppress(BrokenProcessPool, RuntimeError):
-            pool.submit(int).result()
+            pool.shutdown(wait=True)
+        _thumbnails.discard(pool)
 
 
 _CRASHED = RejectedImage("the image could not be decoded (its decoder crashed)")
