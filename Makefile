@@ -78,8 +78,9 @@ typecheck: install
 # The two passes run at once: each keeps a CPU busy only about 80% of the time (it waits
 # on the processes, timers and disk its tests use), so together they take some 11
 # minutes instead of 18 on two cores. Each has Redis databases of its own
-# (tests/helpers.py); their outputs come one after the other.
-pytest: install services
+# (tests/helpers.py); their outputs come one after the other. `install` and `services`
+# are prerequisites of the passes, made once by the inner make.
+pytest:
 	@$(MAKE) --no-print-directory -j2 --output-sync=target pytest-sqlite pytest-postgres
 
 pytest-sqlite: install services

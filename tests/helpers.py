@@ -7,7 +7,7 @@ Where shared test code lives (test modules import from these, never from each ot
   (``OCULAB_TEST_DATABASE``); ``scratch_database`` makes an empty throwaway database on
   it, and ``create_database``/``drop_database`` do the same by name on any PostgreSQL
   server (a throwaway cluster's). ``free_port`` for servers the tests start;
-  ``redis_url`` for the Redis databases of the pass.
+  ``redis_db_url`` for the Redis databases of the pass.
 - tests/conftest.py: the fixtures: the session database, settings, apps (``make_app``;
   ``make_running_app`` with the lifespan entered, for in-process job workers), clients
   and factories.
@@ -123,15 +123,18 @@ def scratch_database(directory: Path, prefix: str) -> Iterator[str]:
         drop_database(PG_BASE, name)
 
 
-# --- ports -------------------------------------------------------------------------------
+# --- Redis ------------------------------------------------------------------------------
 
 
-def redis_url(slot: int) -> str:
+def redis_db_url(slot: int) -> str:
     """The URL of the pass's Redis database number ``slot`` (0 to 3), on the Redis at
     127.0.0.1:6379."""
     if not 0 <= slot <= 3:
         raise ValueError(f"no Redis database slot {slot}")
     return f"redis://127.0.0.1:6379/{_REDIS_FIRST_DB + slot}"
+
+
+# --- ports -------------------------------------------------------------------------------
 
 
 def free_port() -> int:

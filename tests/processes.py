@@ -24,7 +24,7 @@ from server.jobs import service as jobs
 from server.models.auth import User
 from server.models.job import Job, JobState, WorkerRow
 from server.settings import Mode, Settings
-from tests.helpers import redis_url, wait_until
+from tests.helpers import redis_db_url, wait_until
 from workers.machinery import for_api
 
 REPO = Path(__file__).resolve().parent.parent
@@ -58,9 +58,10 @@ def oculab_env(data_dir: Path, redis_url: str, secret: str, **settings: str) -> 
 
 # --- a scheduler and workers --------------------------------------------------------------
 
-# The fault tests' Redis database (test_faults, test_ml); test_frozen_and_lost_jobs (13)
-# and test_service_outages (12) pass their own so that their queues are not shared.
-CLUSTER_REDIS_URL = redis_url(2)
+# The fault tests' Redis database (test_faults, test_ml); test_frozen_and_lost_jobs and
+# test_operability (slot 1) and test_service_outages (slot 0) pass their own so that
+# their queues are not shared.
+CLUSTER_REDIS_URL = redis_db_url(2)
 FINISHED = (JobState.succeeded, JobState.failed, JobState.canceled)
 
 

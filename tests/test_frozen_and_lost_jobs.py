@@ -34,7 +34,7 @@ from server.models.registered_model import RegisteredModel
 from server.tokens import service as tokens
 from tests import pgcluster
 from tests.factories import labeled_shapes_project, png_bytes
-from tests.helpers import BACKEND, free_port, redis_url, wait_job, wait_until
+from tests.helpers import BACKEND, free_port, redis_db_url, wait_job, wait_until
 from tests.jobkinds import completions
 from tests.processes import FINISHED, REPO, Cluster
 
@@ -43,7 +43,7 @@ pytestmark = [
     pytest.mark.skipif(BACKEND != "postgres", reason="server mode: PostgreSQL and Redis"),
 ]
 
-REDIS_URL = redis_url(1)
+REDIS_URL = redis_db_url(1)
 
 
 def _healthy(base: str) -> bool:

@@ -42,12 +42,19 @@ from server.models.job import Job, JobEvent, JobState, WorkerRow
 from server.settings import Settings
 from tests import pgcluster
 from tests.factories import Factory
-from tests.helpers import BACKEND, create_database, drop_database, free_port, redis_url, wait_until
+from tests.helpers import (
+    BACKEND,
+    create_database,
+    drop_database,
+    free_port,
+    redis_db_url,
+    wait_until,
+)
 from tests.jobkinds import completions
 from tests.processes import REPO, oculab_env
 from tests.tls import PrivateCa, make_private_ca
 
-REDIS_URL = redis_url(1)
+REDIS_URL = redis_db_url(1)
 
 
 def _get(url: str) -> httpx.Response | None:

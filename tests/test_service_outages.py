@@ -35,10 +35,10 @@ from server.models.job import JobState, WorkerRow
 from server.settings import Mode
 from tests import pgcluster
 from tests.factories import Factory, make_zip, png_bytes, post_zip
-from tests.helpers import BACKEND, free_port, redis_url, wait_job, wait_until
+from tests.helpers import BACKEND, free_port, redis_db_url, wait_job, wait_until
 from tests.processes import Cluster
 
-REDIS_URL = redis_url(0)
+REDIS_URL = redis_db_url(0)
 T = TypeVar("T")
 
 server_mode = pytest.mark.skipif(BACKEND != "postgres", reason="server mode: PostgreSQL and Redis")
