@@ -54,6 +54,11 @@ MAX_DECODERS = 8
 _PARENT_POLL_SECONDS = 1.0
 
 
+def _one_per_cpu() -> int:
+    """Children in a pool: one per usable CPU, at most ``MAX_DECODERS``."""
+    return min(usable(), MAX_DECODERS)
+
+
 _MAIN_SWAP = threading.Lock()
 
 
@@ -137,7 +142,7 @@ def _decode_child(parent: int) -> None:
     _outlive_no_parent(parent)
 
 
-_decoders = _LazyPool(lambda: min(usable(), MAX_DECODERS), _decode_child)
+_decoders = _LazyPool(_one_per_cpu, _decode_child)
 shared_pool = _decoders.get
 _discard = _decoders.discard
 
@@ -168,7 +173,7 @@ def _thumbnail_child(parent: int) -> None:
 # One child per usable CPU, as for decoding: at the idle priority they take only CPU
 # nothing else wants, so once an upload's responses are out every idle core renders
 # (a 2,000-image upload's thumbnails were done 4 s after its last response with one).
-_thumbnails = _LazyPool(lambda: min(usable(), MAX_DECODERS), _thumbnail_child)
+_thumbnails = _LazyPool(_one_per_cpu, _thumbnail_child)
 _thumbnail_pool = _thumbnails.get
 
 
