@@ -4,6 +4,7 @@ themselves behind."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import random
@@ -11,13 +12,16 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
 import pytest
+from fastapi import FastAPI
 from PIL import Image as PILImage
 
-from server.images import decoding, processing
+from server.images import decoding, processing, service
+from server.images.upload import MemoryWriter, ReceivedFile
 from server.kit.storage import Storage
 from server.models.image import Image
 from server.settings import Settings
@@ -63,6 +67,112 @@ def test_truncated_jpeg_fails_even_at_the_smallest_dct_scale(
     assert seen == [(80, 60)]
     [whole] = processing.check_files([processing.Check(str(path), 40_000_000)])
     assert whole.info == processing.ImageInfo("jpeg", 640, 480)
+    # An upload's files are checked from the bytes it kept in memory, just as strictly.
+    cut_in_memory, whole_in_memory = processing.check_files(
+        [
+            processing.Check(str(tmp_path / "absent"), 40_000_000, data=data[:keep]),
+            processing.Check(str(tmp_path / "absent"), 40_000_000, data=data),
+        ]
+    )
+    assert cut_in_memory.rejected is not None
+    assert "truncated" in cut_in_memory.rejected.reason
+    assert whole_in_memory.info == processing.ImageInfo("jpeg", 640, 480)
+
+
+def test_a_part_kept_in_memory_goes_on_in_its_file_past_the_budget(tmp_path: Path) -> None:
+    kept = MemoryWriter(tmp_path / "kept", max_bytes=1000, budget=100)
+    kept.write(b"k" * 100)
+    kept.close()
+    assert (kept.data, kept.size, kept.too_large) == (b"k" * 100, 100, False)
+    assert kept.sha256 == hashlib.sha256(b"k" * 100).hexdigest()
+    assert not kept.path.exists()  # the caller writes it
+
+    spilled = MemoryWriter(tmp_path / "spilled", max_bytes=1000, budget=100)
+    spilled.write(b"a" * 60)
+    spilled.write(b"b" * 60)
+    spilled.write(b"c" * 60)
+    spilled.close()
+    assert (spilled.data, spilled.size, spilled.too_large) == (None, 180, False)
+    assert spilled.path.read_bytes() == b"a" * 60 + b"b" * 60 + b"c" * 60
+    assert spilled.sha256 == hashlib.sha256(spilled.path.read_bytes()).hexdigest()
+
+    # The per-file cap still holds for a part that was in memory: drained, not stored.
+    over = MemoryWriter(tmp_path / "over", max_bytes=150, budget=10_000)
+    over.write(b"o" * 100)
+    over.write(b"o" * 100)
+    over.close()
+    assert (over.data, over.too_large) == (None, True)
+    assert _files(tmp_path) == [spilled.path]
+
+
+def _multipart(boundary: bytes, files: list[tuple[str, bytes]], tail: bytes = b"") -> bytes:
+    parts = b"".join(
+        b"--" + boundary + b'\r\nContent-Disposition: form-data; name="files"; '
+        b'filename="' + name.encode() + b'"\r\n\r\n' + data + b"\r\n"
+        for name, data in files
+    )
+    return parts + tail
+
+
+def test_an_upload_cut_off_after_some_files_leaves_nothing_behind(
+    alice: ApiClient, factory: Factory, settings: Settings
+) -> None:
+    project = alice.project()
+    # Twelve whole files (decoded from memory and written by the storage's threads as
+    # they arrive), then the body ends inside the thirteenth.
+    body = _multipart(
+        b"cut",
+        [(f"{i}.jpg", _jpeg(seed=i)) for i in range(12)],
+        tail=b'--cut\r\nContent-Disposition: form-data; name="files"; filename="13.jpg"'
+        b"\r\n\r\n" + _jpeg(seed=13)[:1000],
+    )
+    response = alice.post(
+        f"/api/projects/{project['id']}/images",
+        content=body,
+        headers={"content-type": "multipart/form-data; boundary=cut"},
+    )
+    assert response.status_code == 400, response.text
+    assert "ended before the last part" in response.json()["detail"]
+    assert factory.count(Image) == 0
+    assert _files(settings.data_dir / "blobs") == []
+    assert _files(settings.data_dir / "tmp") == []
+
+
+def test_an_abandoned_intake_removes_the_files_its_threads_wrote(settings: Settings) -> None:
+    storage = Storage(settings.data_dir)
+    storage.ensure_layout()
+    intake = service.Intake(storage, settings)
+    for i in range(12):
+        data = _jpeg(seed=i)
+        intake.add(
+            ReceivedFile(
+                field="files",
+                filename=f"{i}.jpg",
+                path=storage.temp_path(".upload"),
+                size=len(data),
+                sha256=hashlib.sha256(data).hexdigest(),
+                too_large=False,
+                data=data,
+            )
+        )
+    # The storage's threads write each file kept in memory to its temp path.
+    wait_until(lambda: len(_files(storage.tmp_dir)) == 12, 30, "the files were never written")
+    intake.abandon()
+    assert _files(storage.tmp_dir) == []
+
+
+def test_one_file_too_many_fails_the_request_and_leaves_nothing_behind(
+    make_app: Callable[..., FastAPI], factory_for: Callable[[FastAPI], Factory], settings: Settings
+) -> None:
+    f = factory_for(make_app(max_files_per_request=3))
+    alice = f.client(f.user("alice"))
+    project = alice.project()
+    response = alice.upload(project["id"], *[(f"{i}.jpg", _jpeg(seed=i)) for i in range(4)])
+    assert response.status_code == 413, response.text
+    assert "too many files" in response.json()["detail"]
+    assert f.count(Image) == 0
+    assert _files(settings.data_dir / "blobs") == []
+    assert _files(settings.data_dir / "tmp") == []
 
 
 def test_a_request_of_good_and_bad_files_stores_only_the_good_ones(
@@ -222,6 +332,8 @@ def test_commit_files_places_fsyncs_and_repairs(tmp_path: Path) -> None:
 _POOL_OWNER = """
 import sys
 from server.images import decoding, processing
+from server.images import service
+from server.images.upload import MemoryWriter, ReceivedFile
 [verdict] = decoding.shared_pool().submit(
     processing.check_files, [processing.Check(sys.argv[1], 1000)]
 ).result()
@@ -277,6 +389,8 @@ def test_pool_children_exit_when_the_server_is_killed(tmp_path: Path) -> None:
 _INTERRUPTED_OWNER = """
 import sys
 from server.images import decoding, processing
+from server.images import service
+from server.images.upload import MemoryWriter, ReceivedFile
 check = [processing.Check(sys.argv[1], 10_000_000)]
 pool = decoding.shared_pool()
 pool.submit(processing.check_files, check).result()

@@ -66,9 +66,14 @@ async def upload_images(
             max_file_bytes=settings.max_upload_bytes,
             max_files=settings.max_files_per_request,
             on_file=intake.add,
+            memory_budget=service.UPLOAD_MEMORY_BYTES,
         )
+    except Exception:
+        # Off the event loop: the storage's threads may still be writing its files.
+        await run_in_threadpool(intake.abandon)
+        raise
     except BaseException:
-        intake.abandon()
+        intake.abandon(wait=False)  # cancelled: nothing more may be awaited
         raise
     if not form.files:
         form.discard()

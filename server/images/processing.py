@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import sys
 import warnings
 from collections.abc import Callable, Iterator
@@ -53,7 +54,7 @@ def download_name(filename: str, short_format: str) -> str:
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 
-def _open(path: Path) -> PILImage.Image:
+def _open(path: Path | BinaryIO) -> PILImage.Image:
     """Pillow's own ``Image.open``. Ultralytics (imported by in-process workers) replaces
     it with a version that tries to pip-install a HEIF plugin when a file is not an
     image; validation must never reach for the network."""
@@ -110,7 +111,7 @@ def thumbnail_fit(width: int, height: int, size: int) -> tuple[int, int]:
 
 
 def inspect(
-    path: Path,
+    path: Path | BinaryIO,
     *,
     max_pixels: int,
     thumb_size: int,
@@ -210,6 +211,7 @@ class Check:
 
     path: str
     max_pixels: int
+    data: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -225,7 +227,8 @@ def check_files(checks: list[Check]) -> list[Checked]:
         try:
             # No thumbnail here (it needs a decode about 4x costlier, done after the
             # response), so JPEGs decode at the smallest DCT scale.
-            info = inspect(Path(check.path), max_pixels=check.max_pixels, thumb_size=1)
+            source = Path(check.path) if check.data is None else io.BytesIO(check.data)
+            info = inspect(source, max_pixels=check.max_pixels, thumb_size=1)
         except RejectedImage as exc:
             verdicts.append(Checked(None, exc))
         else:

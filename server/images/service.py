@@ -4,7 +4,9 @@ import base64
 import binascii
 import logging
 import math
+from concurrent import futures
 from concurrent.futures import Future
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -38,6 +40,12 @@ log = logging.getLogger(__name__)
 ImageOrder = Literal["id", "confidence"]
 
 
+# How much of one upload request is kept in memory rather than written by the event
+# loop as it arrives (``receive_multipart``): a hundred photo-sized JPEGs, well under
+# what a decode and a write hold anyway.
+UPLOAD_MEMORY_BYTES = 16 * 1024 * 1024
+
+
 class Intake:
     """The checks of one upload's files, each started as soon as the file has arrived
     (``add``), so that decoding in the pool overlaps receiving the rest."""
@@ -48,32 +56,59 @@ class Intake:
         self._checker = decoding.Checker()
         self._order: list[str] = []  # sha256 of each check, in the order added
         self._seen: set[str] = set()
-        self._syncs: list[Future[None]] = []
+        self._syncs: list[tuple[Path, Future[None]]] = []
 
     def add(self, received: ReceivedFile) -> None:
         sha = received.sha256
         if received.too_large or received.size == 0 or sha in self._seen:
             return
         self._seen.add(sha)
+        # A file received in memory is decoded from its bytes, and written to its temp
+        # path by the storage's threads meanwhile.
         self._checker.add(
-            processing.Check(path=str(received.path), max_pixels=self._settings.max_image_pixels)
+            processing.Check(
+                path=str(received.path),
+                max_pixels=self._settings.max_image_pixels,
+                data=received.data,
+            )
         )
         # fsync'ed, and its blob's folder made, while it is checked and the next files
         # arrive (wasted on a rejected file, which is rare): storing the request's
         # blobs is then only renames and an fsync of their folders.
-        self._syncs.append(self._storage.prepare_soon(received.path, self._storage.blob_path(sha)))
+        synced = self._storage.prepare_soon(
+            received.path, self._storage.blob_path(sha), received.data
+        )
+        self._syncs.append((received.path, synced))
         self._order.append(sha)
 
     def verdicts(self) -> dict[str, processing.Checked]:
         """Each distinct file's verdict, once every file is also on disk."""
         verdicts = dict(zip(self._order, self._checker.results(), strict=True))
-        for synced in self._syncs:
+        # Every write ends before anything can fail: the caller's clean-up then finds
+        # each temp file that will ever exist.
+        futures.wait([synced for _, synced in self._syncs])
+        for _, synced in self._syncs:
             synced.result()
         return verdicts
 
-    def abandon(self) -> None:
-        """For a request that failed before its files were stored (never waits)."""
+    def abandon(self, *, wait: bool = True) -> None:
+        """For a request that failed before its files were stored: what has not started
+        is not decoded or written, and the temp files the storage's threads wrote are
+        removed, once written (``wait``, off the event loop), or as each write ends."""
         self._checker.abandon()
+        for _, synced in self._syncs:
+            synced.cancel()
+        if wait:
+            futures.wait([synced for _, synced in self._syncs])
+            for path, _ in self._syncs:
+                path.unlink(missing_ok=True)
+        else:
+            for path, synced in self._syncs:
+                synced.add_done_callback(partial(_remove, path))
+
+
+def _remove(path: Path, _written: Future[None]) -> None:
+    path.unlink(missing_ok=True)
 
 
 def ingest(

@@ -6,6 +6,7 @@ chunk, and a part over the per-file cap is drained and marked, not stored.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,9 @@ class ReceivedFile:
     size: int
     sha256: str
     too_large: bool
+    # Set when the part was kept in memory: ``path`` does not exist yet, and whoever
+    # takes the file writes it there.
+    data: bytes | None = None
 
 
 @dataclass
@@ -40,6 +44,54 @@ class ReceivedForm:
     def discard(self) -> None:
         for received in self.files:
             received.path.unlink(missing_ok=True)
+
+
+class MemoryWriter:
+    """A ``HashingWriter`` that keeps a part in memory, so that creating and writing its
+    file is left to whoever takes it (off the event loop); a part that outgrows
+    ``budget`` goes on in its temp file as a ``HashingWriter`` would."""
+
+    def __init__(self, path: Path, max_bytes: int, budget: int) -> None:
+        self.path = path
+        self.max_bytes = max_bytes
+        self.size = 0
+        self.too_large = False
+        self._limit = min(budget, max_bytes)
+        self._hash = hashlib.sha256()
+        self._buffer: bytearray | None = bytearray()
+        self._file: HashingWriter | None = None
+
+    def write(self, chunk: bytes) -> None:
+        if self._buffer is not None and len(self._buffer) + len(chunk) > self._limit:
+            self._file = HashingWriter(self.path, self.max_bytes)
+            self._file.write(bytes(self._buffer))
+            self._buffer = None
+        if self._file is not None:
+            self._file.write(chunk)
+            self.size, self.too_large = self._file.size, self._file.too_large
+            return
+        assert self._buffer is not None
+        self._buffer += chunk
+        self._hash.update(chunk)
+        self.size += len(chunk)
+
+    @property
+    def data(self) -> bytes | None:
+        """The part's bytes, or None once it went to its file."""
+        return None if self._buffer is None else bytes(self._buffer)
+
+    @property
+    def sha256(self) -> str:
+        return self._file.sha256 if self._file is not None else self._hash.hexdigest()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+    def discard(self) -> None:
+        self._buffer = None
+        if self._file is not None:
+            self._file.discard()
 
 
 def _clean_filename(raw: bytes) -> str:
@@ -76,9 +128,16 @@ async def receive_multipart(
     max_file_bytes: int,
     max_files: int,
     on_file: Callable[[ReceivedFile], None] | None = None,
+    memory_budget: int = 0,
 ) -> ReceivedForm:
     """``on_file`` sees each file as soon as its part is complete (to start checking
-    it while the rest arrives); an error it raises fails the request."""
+    it while the rest arrives); an error it raises fails the request.
+
+    With a ``memory_budget``, file parts are kept in memory (``ReceivedFile.data``)
+    until that many bytes of the request are, and the caller writes them to their
+    ``path``: the event loop then neither creates nor writes their files, which costs
+    from 20 us to a millisecond a file on a local disk (ext4 without a journal skips
+    every inode freed in the last minute) and a network round trip on NFS."""
     content_type = request.headers.get("content-type")
     stream = request.stream()
     if not content_type:
@@ -97,7 +156,8 @@ async def receive_multipart(
     header_value = bytearray()
     headers: dict[bytes, bytes] = {}
     header_bytes = 0
-    writer: HashingWriter | None = None
+    writer: HashingWriter | MemoryWriter | None = None
+    budget = memory_budget
     field_buffer = bytearray()
     errors: list[Exception] = []
 
@@ -143,7 +203,11 @@ async def receive_multipart(
                 fail(PayloadTooLarge(f"too many files in one request (limit {max_files})"))
                 return
             path = storage.temp_path(".upload")
-            writer = HashingWriter(path, max_file_bytes)
+            writer = (
+                MemoryWriter(path, max_file_bytes, budget)
+                if budget > 0
+                else HashingWriter(path, max_file_bytes)
+            )
             state["filename"] = _clean_filename(options[b"filename"])
         else:
             if len(form.fields) >= _MAX_FIELDS:
@@ -164,12 +228,15 @@ async def receive_multipart(
             field_buffer.extend(data[start:end])
 
     def on_part_end() -> None:
-        nonlocal writer
+        nonlocal writer, budget
         if errors or "name" not in state:
             return
         name = str(state["name"])
         if writer is not None:
             writer.close()
+            data = writer.data if isinstance(writer, MemoryWriter) else None
+            if data is not None:
+                budget -= len(data)
             received = ReceivedFile(
                 field=name,
                 filename=str(state["filename"]),
@@ -177,6 +244,7 @@ async def receive_multipart(
                 size=writer.size,
                 sha256=writer.sha256,
                 too_large=writer.too_large,
+                data=data,
             )
             form.files.append(received)
             writer = None

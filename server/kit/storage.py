@@ -135,15 +135,17 @@ class Storage:
         shares = [paths[i::_SYNC_THREADS] for i in range(min(len(paths), _SYNC_THREADS))]
         list(self._sync_pool().map(_fsync_all, shares))
 
-    def prepare_soon(self, tmp: Path, final: Path) -> Future[None]:
+    def prepare_soon(self, tmp: Path, final: Path, data: bytes | None = None) -> Future[None]:
         """Starts, in the background, what ``commit_files(..., synced=True)`` expects
-        done: ``tmp`` fsync'ed, and the folders of ``final`` created durably. An upload
-        does it for each file while the next ones arrive; a folder made for a file
-        that is then rejected stays empty."""
-        return self._sync_pool().submit(self._prepare, tmp, final)
+        done: ``tmp`` fsync'ed (first written from ``data``, when given), and the
+        folders of ``final`` created durably. An upload does it for each file while the
+        next ones arrive; a folder made for a file that is then rejected stays empty."""
+        return self._sync_pool().submit(self._prepare, tmp, final, data)
 
-    def _prepare(self, tmp: Path, final: Path) -> None:
-        if self.fsync:
+    def _prepare(self, tmp: Path, final: Path, data: bytes | None) -> None:
+        if data is not None:
+            _write(tmp, data, sync=self.fsync)
+        elif self.fsync:
             _fsync(tmp)
         created = _make_parents(final.parent)
         if self.fsync:
@@ -199,6 +201,18 @@ def _fsync(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write(path: Path, data: bytes, *, sync: bool) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        if sync:
+            os.fsync(fd)
     finally:
         os.close(fd)
 
