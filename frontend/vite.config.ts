@@ -26,8 +26,16 @@ function precompress(): Plugin {
   };
 }
 
-export default defineConfig({
+export default defineConfig(({ mode }) => ({
   plugins: [react(), precompress()],
+  resolve: {
+    // React Router's package exports name only its development build (dev warnings
+    // and their checks on); a production bundle takes the production one.
+    alias:
+      mode === "production"
+        ? [{ find: /^react-router$/, replacement: resolve(__dirname, "node_modules/react-router/dist/production/index.mjs") }]
+        : [],
+  },
   build: {
     outDir,
     emptyOutDir: true,
@@ -50,4 +58,4 @@ export default defineConfig({
     setupFiles: ["src/test/setup.ts"],
     restoreMocks: true,
   },
-});
+}));
