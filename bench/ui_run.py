@@ -27,6 +27,7 @@ import math
 import os
 import random
 import sys
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -134,6 +135,7 @@ def measure(args: argparse.Namespace) -> tuple[float, float, dict[str, Any]]:
                 "epochs": args.epochs,
                 "repeats": args.repeats,
                 "screenshots": str(SHOTS),
+                "trace": str(Path(args.trace).resolve()) if args.trace else None,
             },
         )
         return len(metrics.content) / 1024, metrics.elapsed.total_seconds() * 1000, figures
@@ -145,6 +147,11 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--chromium", default=os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"))
+    parser.add_argument(
+        "--trace",
+        help="also record a Chrome trace (JSON, for chrome://tracing or Perfetto) of one "
+        "more cold open of the run page, with the V8 sampling profiler",
+    )
     args = parser.parse_args()
     try:
         metrics_kib, metrics_ms, figures = measure(args)

@@ -3,6 +3,7 @@
 // in words, and the pages put the numbers in a table next to it.
 import { useEffect, useId, useLayoutEffect, useRef } from "react";
 import uPlot from "uplot";
+import { plainNumber } from "./metrics";
 import "uplot/dist/uPlot.min.css";
 
 export interface Series {
@@ -31,6 +32,10 @@ export const PALETTE = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "
 // Epochs are whole numbers: no tick at 1.5.
 const EPOCH_TICKS = [1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000];
 
+// Ticks and legend values without Intl (uPlot's default): see plainNumber.
+const ticks = (_: uPlot, splits: number[]) => splits.map((v) => (v == null ? "" : plainNumber(v)));
+const legendValue = (_: uPlot, value: number | null) => (value == null ? "--" : plainNumber(value));
+
 export function Chart({ title, description, series, data, height = 240, yRange, onDraw }: Props) {
   const captionId = useId();
   const descriptionId = useId();
@@ -55,10 +60,13 @@ export function Chart({ title, description, series, data, height = 240, yRange, 
         width: Math.max(element.clientWidth, 320),
         height,
         scales: { x: { time: false }, ...(range ? { y: { range } } : {}) },
-        axes: [{ label: "Epoch", incrs: EPOCH_TICKS }, {}],
+        axes: [
+          { label: "Epoch", incrs: EPOCH_TICKS, values: ticks },
+          { values: ticks },
+        ],
         cursor: { drag: { x: true, y: false } },
         series: [
-          { label: "Epoch" },
+          { label: "Epoch", value: legendValue },
           ...lines.map((s) => ({
             label: s.label,
             stroke: s.color,
@@ -66,6 +74,7 @@ export function Chart({ title, description, series, data, height = 240, yRange, 
             dash: s.dash,
             spanGaps: true,
             points: { show: false },
+            value: legendValue,
           })),
         ],
         hooks: { draw: [(u: uPlot) => drawn.current?.(u.data[0].length)] },

@@ -7,6 +7,7 @@ import {
   epochsFromEvents,
   formatDuration,
   mergeEpochs,
+  plainNumber,
   overlayColumns,
   toEpoch,
 } from "./metrics";
@@ -65,5 +66,25 @@ describe("per-epoch metrics", () => {
     expect(formatDuration(durationSeconds(job))).toBe("1 h 2 min");
     expect(formatDuration(durationSeconds({ started_at: null, finished_at: null }))).toBe("—");
     expect(formatDuration(75)).toBe("1 min 15 s");
+  });
+});
+
+describe("plainNumber", () => {
+  it("shows at most three decimals, as uPlot's default format does", () => {
+    expect(plainNumber(0.123456)).toBe("0.123");
+    expect(plainNumber(0.25)).toBe("0.25");
+    expect(plainNumber(0.0625)).toBe("0.063");
+    expect(plainNumber(0.0004)).toBe("0");
+  });
+
+  it("shows whole numbers without a fraction or a grouping separator", () => {
+    expect(plainNumber(300)).toBe("300");
+    expect(plainNumber(12000)).toBe("12000");
+  });
+
+  it("never shows a negative zero", () => {
+    expect(plainNumber(-0)).toBe("0");
+    expect(plainNumber(-0.0001)).toBe("0");
+    expect(plainNumber(-1.5)).toBe("-1.5");
   });
 });

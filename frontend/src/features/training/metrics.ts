@@ -222,3 +222,10 @@ export function formatValue(value: number | null | undefined): string {
   if (value === null || value === undefined) return "—";
   return Math.abs(value) >= 100 ? value.toFixed(0) : value.toFixed(3);
 }
+
+/** A chart's tick or legend number as uPlot's default shows it (at most 3 decimals),
+ * without Intl: ICU's first use in a fresh page costs ~20 ms before the first chart is
+ * drawn (vite.config.ts makes uPlot's own formatter lazy). */
+export function plainNumber(value: number): string {
+  return String(Number(value.toFixed(3)) + 0);
+}
