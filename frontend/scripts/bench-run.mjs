@@ -4,7 +4,7 @@
 // "curves drawn" mark. Prints one line of JSON.
 //   node frontend/scripts/bench-run.mjs '<json config>'
 import { chromium } from "@playwright/test";
-import { nextMark, reportMarks } from "./marks.mjs";
+import { nextMark, reportMarks, traceOpen } from "./marks.mjs";
 
 const cfg = JSON.parse(process.argv[2] ?? "{}");
 const ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"];
@@ -59,16 +59,8 @@ try {
   await run.context.close();
   out.run_cold_ms = { median: round(median(run.cold)), all: run.cold.map(round) };
   if (cfg.trace) {
-    // One more cold open, traced (not counted): where its main thread spent the time.
-    const context = await newContext(browser);
-    const page = await context.newPage();
-    await browser.startTracing(page, {
-      path: cfg.trace,
-      categories: ["devtools.timeline", "blink.user_timing", "v8.execute", "loading", "disabled-by-default-devtools.timeline", "disabled-by-default-v8.cpu_profiler"],
-    });
-    await open(page, runPath, "oculab:run-curves-drawn");
-    await browser.stopTracing();
-    await context.close();
+    // Where a cold open's main thread spends its time.
+    await traceOpen(await newContext(browser), cfg.trace, (page) => open(page, runPath, "oculab:run-curves-drawn"));
   }
   // In the app: from the click on the run in the runs list to the curves drawn (the
   // app and the list already loaded, as when a user picks a run).

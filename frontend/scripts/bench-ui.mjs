@@ -3,7 +3,7 @@
 // frame times while a box is dragged. Prints one line of JSON.
 //   node frontend/scripts/bench-ui.mjs '<json config>'
 import { chromium } from "@playwright/test";
-import { nextMark, reportMarks } from "./marks.mjs";
+import { nextMark, reportMarks, traceOpen } from "./marks.mjs";
 
 const cfg = JSON.parse(process.argv[2] ?? "{}");
 const ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"];
@@ -211,16 +211,8 @@ try {
   }
   out.open_cold_server = serverDelta(serverBefore, await serverTimes());
   if (cfg.trace) {
-    // One more cold open, traced (not counted): where its main thread spent the time.
-    const context = await newContext(browser);
-    const page = await context.newPage();
-    await browser.startTracing(page, {
-      path: cfg.trace,
-      categories: ["devtools.timeline", "blink.user_timing", "v8.execute", "loading", "disabled-by-default-devtools.timeline", "disabled-by-default-v8.cpu_profiler"],
-    });
-    await openOnce(page, cfg.imageIds[0]);
-    await browser.stopTracing();
-    await context.close();
+    // Where a cold open's main thread spends its time.
+    await traceOpen(await newContext(browser), cfg.trace, (page) => openOnce(page, cfg.imageIds[0]));
   }
   const mid = (pick) => round(median(coldCounts.map(pick)));
   const spread = (values) => ({ median: round(median(values)), min: round(Math.min(...values)), max: round(Math.max(...values)) });

@@ -33,3 +33,16 @@ export function nextMark(page, name, timeout = 60_000) {
     page.on("console", listen);
   });
 }
+
+/** Records a Chrome trace (JSON at `path`, with the V8 sampling profiler) of `open(page)`
+ * on a page of its own in `context`, which it closes: one more cold open, not counted. */
+export async function traceOpen(context, path, open) {
+  const page = await context.newPage();
+  await context.browser().startTracing(page, {
+    path,
+    categories: ["devtools.timeline", "blink.user_timing", "v8.execute", "loading", "disabled-by-default-devtools.timeline", "disabled-by-default-v8.cpu_profiler"],
+  });
+  await open(page);
+  await context.browser().stopTracing();
+  await context.close();
+}
