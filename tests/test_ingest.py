@@ -105,13 +105,13 @@ def test_a_part_kept_in_memory_goes_on_in_its_file_past_the_budget(tmp_path: Pat
     assert _files(tmp_path) == [spilled.path]
 
 
-def _multipart(boundary: bytes, files: list[tuple[str, bytes]], tail: bytes = b"") -> bytes:
-    parts = b"".join(
+def _multipart_parts(boundary: bytes, files: list[tuple[str, bytes]]) -> bytes:
+    """The parts of a multipart body, without its closing boundary."""
+    return b"".join(
         b"--" + boundary + b'\r\nContent-Disposition: form-data; name="files"; '
         b'filename="' + name.encode() + b'"\r\n\r\n' + data + b"\r\n"
         for name, data in files
     )
-    return parts + tail
 
 
 def test_an_upload_cut_off_after_some_files_leaves_nothing_behind(
@@ -120,12 +120,8 @@ def test_an_upload_cut_off_after_some_files_leaves_nothing_behind(
     project = alice.project()
     # Twelve whole files (decoded from memory and written by the storage's threads as
     # they arrive), then the body ends inside the thirteenth.
-    body = _multipart(
-        b"cut",
-        [(f"{i}.jpg", _jpeg(seed=i)) for i in range(12)],
-        tail=b'--cut\r\nContent-Disposition: form-data; name="files"; filename="13.jpg"'
-        b"\r\n\r\n" + _jpeg(seed=13)[:1000],
-    )
+    files = [(f"{i}.jpg", _jpeg(seed=i)) for i in range(12)] + [("13.jpg", _jpeg(seed=13)[:1000])]
+    body = _multipart_parts(b"cut", files).removesuffix(b"\r\n")
     response = alice.post(
         f"/api/projects/{project['id']}/images",
         content=body,
@@ -332,8 +328,6 @@ def test_commit_files_places_fsyncs_and_repairs(tmp_path: Path) -> None:
 _POOL_OWNER = """
 import sys
 from server.images import decoding, processing
-from server.images import service
-from server.images.upload import MemoryWriter, ReceivedFile
 [verdict] = decoding.shared_pool().submit(
     processing.check_files, [processing.Check(sys.argv[1], 1000)]
 ).result()
@@ -389,8 +383,6 @@ def test_pool_children_exit_when_the_server_is_killed(tmp_path: Path) -> None:
 _INTERRUPTED_OWNER = """
 import sys
 from server.images import decoding, processing
-from server.images import service
-from server.images.upload import MemoryWriter, ReceivedFile
 check = [processing.Check(sys.argv[1], 10_000_000)]
 pool = decoding.shared_pool()
 pool.submit(processing.check_files, check).result()
