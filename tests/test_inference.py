@@ -356,6 +356,44 @@ def test_a_job_that_ends_early_leaves_the_process_clean_for_the_next(
         children.stop_all()
 
 
+class _Stop(BaseException):
+    pass
+
+
+@pytest.mark.no_database
+def test_the_jobs_check_ends_a_wait_for_a_process_that_does_not_answer(
+    weights: Path, tmp_path: Path
+) -> None:
+    """A stopping worker or a time limit reaches a job waiting on its inference process
+    through the check it passed, within one poll."""
+    children = inference.Children()
+    files = png_files(tmp_path / "in", 2)
+    stop_at: list[float] = []
+
+    def check() -> None:
+        if stop_at and time.monotonic() >= stop_at[0]:
+            raise _Stop
+
+    try:
+        with (  # noqa: PT012 - the wait that must end is inside the session
+            pytest.raises(_Stop),
+            children.session(tmp_path / "data", None, request(weights), 60, check=check) as session,
+        ):
+            pid = session.child.pid
+            os.kill(pid, signal.SIGSTOP)  # it will never answer on its own
+            stop_at.append(time.monotonic() + 1.0)
+            session.result(session.submit(files))
+        waited = time.monotonic() - stop_at[0]
+        assert 0 <= waited < 2.0
+        os.kill(pid, signal.SIGCONT)
+        # The abandoned batch is drained, and the process serves the next job.
+        with children.session(tmp_path / "data", None, request(weights), 60) as session:
+            assert session.child.pid == pid
+            assert session.result(session.submit(files)).images[0] is not None
+    finally:
+        children.stop_all()
+
+
 @pytest.mark.no_database
 def test_weights_the_loader_refuses_fail_the_job_not_the_process(
     weights: Path, tmp_path: Path

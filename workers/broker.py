@@ -12,13 +12,7 @@ from typing import Any
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
-from dramatiq.middleware import (
-    CurrentMessage,
-    Middleware,
-    Retries,
-    ShutdownNotifications,
-    TimeLimit,
-)
+from dramatiq.middleware import CurrentMessage, Middleware, Retries
 
 from server.jobs.kinds import JobKind, default_pool
 from server.jobs.scheduler import Admission, Sender
@@ -31,18 +25,19 @@ ActorBody = Callable[[JobKind, int, str], None]
 def middleware(*, prometheus: bool) -> list[Middleware]:
     """Middleware, in order.
 
-    - TimeLimit: every message carries an explicit limit (by pool type).
-    - ShutdownNotifications: a stopping worker interrupts running jobs, which hand
-      themselves back to the queue (see server/jobs/runtime.py).
+    Neither Dramatiq's TimeLimit nor its ShutdownNotifications: both raise an exception
+    asynchronously in the job's thread, wherever it is, and one landing inside psycopg
+    left its connection mid-query in the pool, failing the next job that took it. A
+    message's ``time_limit`` option and the worker's stop reach the job as flags it
+    checks at its own progress points instead (server/jobs/context.py).
+
     - Retries(0): Postgres counts attempts; a redelivery after SIGKILL is not a
       Dramatiq retry, and a job that raised must not run again by itself.
     - CurrentMessage: a worker serving several pools reads the message's queue to take
-      a slot of that pool (workers/runner.py).
+      a slot of that pool, and its time limit (workers/runner.py).
     - Prometheus (worker processes in server mode): Dramatiq's own message metrics.
     """
     stack: list[Middleware] = [
-        TimeLimit(interval=1000),
-        ShutdownNotifications(notify_shutdown=True),
         Retries(max_retries=0),
         CurrentMessage(),
     ]
@@ -112,10 +107,10 @@ def send(
     return str(ref) if ref else None
 
 
-def current_pool() -> str | None:
-    """The pool (queue) of the message the calling worker thread is processing."""
-    message = CurrentMessage.get_current_message()
-    return message.queue_name if message is not None else None
+def current_message() -> dramatiq.Message[Any] | None:
+    """The message the calling worker thread is processing (its queue is the pool)."""
+    message: dramatiq.Message[Any] | None = CurrentMessage.get_current_message()
+    return message
 
 
 def bind_consumer(broker: dramatiq.Broker, consumer_id: str) -> None:

@@ -39,8 +39,8 @@ from workers.ml.inference_child import GPU_HEADROOM_ENV
 log = logging.getLogger(__name__)
 
 _REPO_ROOT = Path(__file__).resolve().parents[1]
-# How often a waiting worker thread wakes: to see the child die, and to let a shutdown
-# or a time limit (raised asynchronously in that thread) interrupt it.
+# How often a waiting worker thread wakes: to see the child die, and to let the job's
+# check end the wait (a worker stopping, a time limit: JobContext.check_interrupted).
 _POLL_SECONDS = 0.5
 # A child that does not finish what it was asked within this long after a job ended
 # (an abandoned batch still running) is stopped rather than waited for.
@@ -179,11 +179,15 @@ class Child:
         except OSError as exc:
             raise ChildDied(self._death()) from exc
 
-    def receive(self, timeout: float | None = None) -> Any:
+    def receive(
+        self, timeout: float | None = None, check: Callable[[], None] | None = None
+    ) -> Any:
         """The next message; ChildDied when the process is gone; None after ``timeout``
-        seconds."""
+        seconds. ``check`` is called at every wake and may raise to end the wait."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
+            if check is not None:
+                check()
             try:
                 if self.inbox.poll(_POLL_SECONDS):
                     return json.loads(self.inbox.recv_bytes())
@@ -252,10 +256,15 @@ class Session:
     """One job's use of a child: batches go out ahead, results come back in order."""
 
     def __init__(
-        self, child: Child, request: Request, on_log: Callable[[str], None] | None = None
+        self,
+        child: Child,
+        request: Request,
+        on_log: Callable[[str], None] | None = None,
+        check: Callable[[], None] | None = None,
     ) -> None:
         self.child = child
         self.request = request
+        self.check = check
         self.token = next(_tokens)
         self._seq = itertools.count()
         self.on_log = on_log
@@ -316,7 +325,7 @@ class Session:
 
     def _next(self, op: str) -> dict[str, Any]:
         while True:
-            message = self.child.receive()
+            message = self.child.receive(check=self.check)
             assert message is not None  # no timeout
             if message.get("job") != self.token:
                 continue  # an earlier job's leftovers
@@ -380,16 +389,18 @@ class Children:
         idle_seconds: float,
         *,
         on_log: Callable[[str], None] | None = None,
+        check: Callable[[], None] | None = None,
     ) -> Iterator[Session]:
         """A started session on a child for ``gpu_index`` (None: the CPU), warm if one
-        is idle, preferably one that has the model loaded."""
+        is idle, preferably one that has the model loaded. ``check`` runs while the job
+        waits for the child, and may raise to end the wait (``Child.receive``)."""
         visible = self.visible_devices(gpu_index)
         key = (str(data_dir), visible)
         child = self._take(key, request.sha)
         for fresh in (child is None, True):
             if child is None:
                 child = self._start(key, data_dir, visible)
-            session = Session(child, request, on_log)
+            session = Session(child, request, on_log, check)
             try:
                 session.start()
             except ChildDied:

@@ -18,8 +18,6 @@ from typing import Any
 
 import dramatiq
 import sqlalchemy as sa
-from dramatiq.middleware.shutdown import Shutdown
-from dramatiq.middleware.time_limit import TimeLimitExceeded
 from sqlalchemy.orm import Session, sessionmaker
 
 from server import __version__
@@ -32,7 +30,7 @@ from server.kit.storage import Storage
 from server.models.job import Job, JobState, WorkerRow
 from server.settings import Settings
 from workers import gpus as gpu_info
-from workers.broker import bind_consumer, current_pool
+from workers.broker import bind_consumer, current_message
 
 log = logging.getLogger(__name__)
 
@@ -153,8 +151,11 @@ class Worker:
         )
 
     def stop(self, timeout_seconds: float | None = None) -> None:
-        """Stops taking work; running jobs are interrupted and hand themselves back."""
+        """Stops taking work; running jobs hand themselves back at their next check (see
+        ``JobContext.check_interrupted``), within ``timeout_seconds``. One that does not
+        is left to the reconciler when the process exits (the attempt then counts)."""
         timeout = timeout_seconds or self.settings.worker_shutdown_timeout_seconds
+        self.live.stopping.set()
         # Stopping, not draining: Dramatiq's stop() ends consumption, and a paused
         # consumer would sleep through its restart delay first.
         self._draining = True
@@ -229,8 +230,13 @@ class Worker:
 
     def _run(self, kind: JobKind, job_id: int, message_ref: str) -> None:
         # The message's queue is the pool whose slot it uses (called outside a worker
-        # thread, as tests do, the first pool).
-        pool = current_pool()
+        # thread, as tests do, the first pool); its time limit counts from now, as
+        # Dramatiq's own would.
+        message = current_message()
+        started = time.monotonic()
+        pool = message.queue_name if message is not None else None
+        limit_ms = message.options.get("time_limit") if message is not None else None
+        deadline = started + limit_ms / 1000 if isinstance(limit_ms, int | float) else None
         free = self._free[pool if pool in self._free else self.pools[0]]
         # Never waits while prefetch <= slots: a pool's consumer holds no more messages
         # than the pool has slots, and each slot is back before its message is acked.
@@ -245,8 +251,7 @@ class Worker:
                 self.storage,
                 self.maker,
                 live=self.live,
-                shutdown_exceptions=(Shutdown,),
-                time_limit_exceptions=(TimeLimitExceeded,),
+                deadline=deadline,
             )
         finally:
             free.put(gpu)

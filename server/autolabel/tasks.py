@@ -61,6 +61,7 @@ def autolabel(ctx: JobContext) -> dict[str, Any]:
             request,
             ctx.settings.inference_idle_seconds,
             on_log=ctx.log,
+            check=ctx.check_interrupted,
         ) as session:
             assert session.ready is not None
             found = _label(ctx, session, plan, selected, total, classes, model_id)

@@ -55,8 +55,8 @@ def _ends_the_job(ctx: JobContext, exc: Exception | None) -> bool:
     Not when the job runs again and needs the zip: released after a database outage
     (the attempt counts; it may also have been the last, then the next import's sweep
     deletes the zip), or lost to the reconciler while another attempt takes over. A
-    stopping worker's shutdown interrupt is no Exception and never reaches here: the
-    job goes back to the queue with its zip. Success, a clean failure, a crash and a
+    stopping worker's WorkerStopping is no Exception and never reaches here: the job
+    goes back to the queue with its zip. Success, a clean failure, a crash and a
     cancel end it, provided this attempt still owns the job to record that outcome; when
     that cannot be checked, the zip stays for the sweep."""
     if isinstance(exc, Release | JobLost) or (exc is not None and database_unavailable(exc)):

@@ -48,6 +48,23 @@ class JobLost(Exception):
     or it ended while this worker could not be reached): stop at once, write nothing."""
 
 
+class Interrupted(BaseException):
+    """Ends an attempt from outside the job's own logic, at a point the job reached itself
+    (``progress``, ``check_canceled``, ``check_interrupted``): never an asynchronous
+    exception, which could land inside a database driver or a lock and leave either
+    broken for the next job. Not an ``Exception``: a kind's ``except Exception`` lets it
+    pass, as it would a KeyboardInterrupt."""
+
+
+class WorkerStopping(Interrupted):
+    """The worker process is shutting down: the job goes back to the queue, and the
+    attempt it used is given back."""
+
+
+class TimeLimitReached(Interrupted):
+    """The attempt ran past its kind's time limit: the job fails."""
+
+
 class Release(Exception):
     """The attempt cannot go on for a reason that may pass (the database was unreachable
     when the kind needed it, the training process lost its supervisor): the job goes
@@ -74,6 +91,11 @@ class Attempt:
     # ``heard``). What the attempt runs outside this process stops a lease after it
     # (the training child's, server/training/tasks.py).
     heard_at: float = field(default_factory=time.monotonic)
+    # Set when the worker process is stopping; one event shared by all its attempts
+    # (``LiveAttempts.stopping``).
+    stopping: threading.Event = field(default_factory=threading.Event)
+    # ``time.monotonic()`` at which the attempt is over its time limit; None: no limit.
+    deadline: float | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def heard(self, at: float) -> None:
@@ -93,6 +115,9 @@ class LiveAttempts:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._items: dict[int, Attempt] = {}
+        # Set once by the worker's stop(): every attempt, running or yet to start, hands
+        # its job back at its next check (``JobContext.check_interrupted``).
+        self.stopping = threading.Event()
 
     def add(self, attempt: Attempt) -> None:
         with self._lock:
@@ -238,12 +263,29 @@ class JobContext:
             with self._fenced(bounded=True) as db:
                 return fn(db)
 
-        return retrying(f"job {self.job_id}", once, self._signals.lost.is_set)
+        return retrying(f"job {self.job_id}", once, self._gave_up)
+
+    def check_interrupted(self) -> None:
+        """Raises WorkerStopping when the worker is shutting down, TimeLimitReached past
+        the attempt's time limit. No database round trip: a kind calls it wherever it
+        waits (``progress`` and ``check_canceled`` call it too)."""
+        signals = self._signals
+        if signals.stopping.is_set():
+            raise WorkerStopping("the worker is stopping")
+        if signals.deadline is not None and time.monotonic() >= signals.deadline:
+            raise TimeLimitReached("the job exceeded its time limit")
 
     def _raise_if_canceled(self) -> None:
         self._raise_if_lost()
         if self._signals.cancel.is_set():
             raise JobCanceled("canceled on request")
+        self.check_interrupted()
+
+    def _gave_up(self) -> bool:
+        """Whether a write waiting out a database outage should stop waiting: False, True
+        once the job is lost, and an Interrupted raised when the attempt must end."""
+        self.check_interrupted()
+        return self._signals.lost.is_set()
 
     def progress(
         self, fraction: float, message: str | None = None, db: Session | None = None

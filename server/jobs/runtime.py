@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
 import traceback
 from typing import Any, cast
@@ -34,7 +35,9 @@ from server.jobs.context import (
     JobLost,
     LiveAttempts,
     Release,
+    TimeLimitReached,
     WorkerIdentity,
+    WorkerStopping,
     bound_idle_transaction,
     retrying,
 )
@@ -214,18 +217,24 @@ def execute(
     maker: sessionmaker[Session],
     *,
     live: LiveAttempts | None = None,
-    shutdown_exceptions: tuple[type[BaseException], ...] = (),
-    time_limit_exceptions: tuple[type[BaseException], ...] = (),
+    deadline: float | None = None,
 ) -> JobState | None:
     """Runs one delivery of a job. Returns the final state, or None if skipped or lost.
-    While it runs, the attempt is in ``live``: the worker's heartbeat vouches for it."""
+    While it runs, the attempt is in ``live``: the worker's heartbeat vouches for it, and
+    the worker's stop reaches it. Past ``deadline`` (``time.monotonic()``) it fails."""
     # The claim stamps the job's first heartbeat after this.
     claiming = time.monotonic()
     job = claim(maker, job_id, message_ref, worker, settings)
     if job is None:
         log.info("job %s: message %s skipped (not ours to run)", job_id, message_ref)
         return None
-    signals = Attempt(job.id, job.attempts, heard_at=claiming)
+    signals = Attempt(
+        job.id,
+        job.attempts,
+        heard_at=claiming,
+        stopping=live.stopping if live is not None else threading.Event(),
+        deadline=deadline,
+    )
     if live is not None:
         live.add(signals)
     try:
@@ -237,8 +246,6 @@ def execute(
             settings,
             storage,
             maker,
-            shutdown_exceptions=shutdown_exceptions,
-            time_limit_exceptions=time_limit_exceptions,
         )
     finally:
         # From here on no heartbeat vouches for the attempt: had it not recorded an
@@ -255,9 +262,6 @@ def _run(
     settings: Settings,
     storage: Storage,
     maker: sessionmaker[Session],
-    *,
-    shutdown_exceptions: tuple[type[BaseException], ...],
-    time_limit_exceptions: tuple[type[BaseException], ...],
 ) -> JobState | None:
     ctx = JobContext(
         job_id=job.id,
@@ -288,27 +292,23 @@ def _run(
     except Release as exc:
         _release(maker, settings, job, worker, signals, str(exc))
         return JobState.queued
-    except BaseException as exc:
-        if shutdown_exceptions and isinstance(exc, shutdown_exceptions):
-            _hand_back(maker, settings, job, worker)
-            return JobState.queued
-        if time_limit_exceptions and isinstance(exc, time_limit_exceptions):
-            state = JobState.failed
-            values = {"finished_at": utcnow(), "error": "the job exceeded its time limit"}
-        elif not isinstance(exc, Exception):
-            raise
-        elif database_unavailable(exc):
+    except WorkerStopping:
+        _hand_back(maker, settings, job, worker)
+        return JobState.queued
+    except TimeLimitReached as exc:
+        state, values = JobState.failed, {"finished_at": utcnow(), "error": str(exc)}
+    except Exception as exc:
+        if database_unavailable(exc):
             # Not the job's fault: it runs again (the attempt counts, so a database that
             # never comes back still ends it after max_attempts).
             log.warning("job %s: the database was unavailable; releasing it", job.id)
             _release(maker, settings, job, worker, signals, "the database was unavailable")
             return JobState.queued
-        else:
-            log.exception("job %s (%s) failed", job.id, job.kind)
-            with contextlib.suppress(Exception):
-                ctx.log("".join(traceback.format_exception(exc))[-4000:])
-            state = JobState.failed
-            values = {"finished_at": utcnow(), "error": f"{exc.__class__.__name__}: {exc}"[:2000]}
+        log.exception("job %s (%s) failed", job.id, job.kind)
+        with contextlib.suppress(Exception):
+            ctx.log("".join(traceback.format_exception(exc))[-4000:])
+        state = JobState.failed
+        values = {"finished_at": utcnow(), "error": f"{exc.__class__.__name__}: {exc}"[:2000]}
     else:
         state = JobState.succeeded
         values = {"finished_at": utcnow(), "progress": 1.0, "result": result or {}}

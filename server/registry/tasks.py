@@ -90,6 +90,7 @@ def predict(ctx: JobContext) -> dict[str, Any]:
                 ctx.gpu_index,
                 request,
                 ctx.settings.inference_idle_seconds,
+                check=ctx.check_interrupted,
             ) as session:
                 assert session.ready is not None
                 found = session.result(session.submit(staged))
