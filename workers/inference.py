@@ -179,9 +179,7 @@ class Child:
         except OSError as exc:
             raise ChildDied(self._death()) from exc
 
-    def receive(
-        self, timeout: float | None = None, check: Callable[[], None] | None = None
-    ) -> Any:
+    def receive(self, timeout: float | None = None, check: Callable[[], None] | None = None) -> Any:
         """The next message; ChildDied when the process is gone; None after ``timeout``
         seconds. ``check`` is called at every wake and may raise to end the wait."""
         deadline = None if timeout is None else time.monotonic() + timeout
