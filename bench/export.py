@@ -174,7 +174,7 @@ def smooth_jpeg(rng: random.Random, width: int, height: int) -> bytes:
 
 
 def blob_path(data_dir: Path, sha: str) -> Path:
-    return data_dir / "blobs" / sha[:2] / sha[2:4] / sha
+    return data_dir / "blobs" / sha[:2] / sha
 
 
 def write_blobs(options: Options, data_dir: Path) -> list[tuple[str, int]]:

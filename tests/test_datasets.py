@@ -626,9 +626,7 @@ def test_export_skips_images_whose_file_is_missing(owner: ApiClient, settings: A
     pid = owner.project("holes")["id"]
     kept = owner.image(pid, seed=1)
     lost = owner.image(pid, seed=2)
-    (
-        settings.data_dir / "blobs" / lost["sha256"][:2] / lost["sha256"][2:4] / lost["sha256"]
-    ).unlink()
+    (settings.data_dir / "blobs" / lost["sha256"][:2] / lost["sha256"]).unlink()
     job, artifact = export(owner, pid, format="yolo")
     assert job["result"]["images"] == 1
     assert job["result"]["missing_files"] == [lost["image_id"]]

@@ -20,7 +20,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from server.datasets.exporter import _blob_path
+from server.datasets.exporter import _blob_path, _legacy_blob_path, _open_blob
 from server.datasets.zipwrite import DEFAULT_BUFFER, ZIP64_LIMIT, ZIP_FILECOUNT_LIMIT, ZipSink
 from server.kit.storage import Storage
 from tests.factories import ApiClient, Factory, png_bytes
@@ -163,9 +163,29 @@ def test_entries_past_2_gib_get_zip64_offsets(tmp_path: Path) -> None:
 
 def test_the_exporters_blob_path_is_storages(tmp_path: Path) -> None:
     storage = Storage(tmp_path / "data")
+    root = os.fspath(storage.root)
     for seed in range(5):
         sha = hashlib.sha256(bytes([seed])).hexdigest()
-        assert _blob_path(os.fspath(storage.root), sha) == os.fspath(storage.blob_path(sha))
+        assert _blob_path(root, sha) == os.fspath(storage.blob_path(sha))
+        assert _legacy_blob_path(root, sha) == os.fspath(storage.legacy_blob_path(sha))
+
+
+def test_the_exporter_reads_a_blob_where_an_earlier_release_stored_it(tmp_path: Path) -> None:
+    storage = Storage(tmp_path / "data")
+    root = os.fspath(storage.root)
+    old, new = hashlib.sha256(b"old").hexdigest(), hashlib.sha256(b"new").hexdigest()
+    storage.legacy_blob_path(old).parent.mkdir(parents=True)
+    storage.legacy_blob_path(old).write_bytes(b"old")
+    storage.blob_path(new).parent.mkdir(parents=True)
+    storage.blob_path(new).write_bytes(b"new")
+    for sha, data in ((old, b"old"), (new, b"new")):
+        fd = _open_blob(root, sha)
+        try:
+            assert os.read(fd, 10) == data
+        finally:
+            os.close(fd)
+    with pytest.raises(FileNotFoundError):
+        _open_blob(root, hashlib.sha256(b"lost").hexdigest())
 
 
 def test_crcs_are_those_of_the_bytes(tmp_path: Path, files: dict[str, bytes]) -> None:

@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from PIL import Image as PILImage
 
 from server.images import decoding
+from server.kit.storage import Storage
 from server.models.image import Image
 from server.settings import Settings
 from tests.factories import (
@@ -65,6 +66,35 @@ def test_reupload_is_a_duplicate_with_the_same_id(alice: ApiClient, factory: Fac
     assert item["status"] == "duplicate"
     assert item["image_id"] == first["image_id"]
     assert factory.count(Image) == 1
+
+
+def test_a_blob_an_earlier_release_stored_two_folders_deep_is_still_used(
+    alice: ApiClient, settings: Settings
+) -> None:
+    p1, p2 = alice.project("one"), alice.project("two")
+    data = noisy_jpeg((64, 48))
+    item = alice.upload(p1["id"], ("old.jpg", data)).json()["items"][0]
+    sha = item["sha256"]
+    storage = Storage(settings.data_dir)
+    assert _blobs(settings.data_dir) == [settings.data_dir / "blobs" / sha[:2] / sha]
+    # Where earlier releases stored it, with no thumbnail rendered yet.
+    decoding.drain_thumbnails()
+    legacy = storage.legacy_blob_path(sha)
+    legacy.parent.mkdir(parents=True)
+    storage.blob_path(sha).rename(legacy)
+    storage.thumbnail_path(sha).unlink(missing_ok=True)
+
+    assert alice.get(f"/api/images/{item['image_id']}/file").content == data
+    assert alice.get(f"/api/images/{item['image_id']}/thumbnail").status_code == 200
+    # The same bytes uploaded again are not stored a second time.
+    again = alice.upload(p2["id"], ("again.jpg", data)).json()["items"][0]
+    assert again["status"] == "created"
+    decoding.drain_thumbnails()
+    assert _blobs(settings.data_dir) == [legacy]
+    # The blob goes with the last image that used it.
+    assert alice.delete(f"/api/images/{item['image_id']}").status_code == 204
+    assert alice.delete(f"/api/images/{again['image_id']}").status_code == 204
+    assert _blobs(settings.data_dir) == []
 
 
 def test_same_bytes_in_two_projects_share_one_blob(alice: ApiClient, settings: Settings) -> None:

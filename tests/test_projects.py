@@ -197,9 +197,7 @@ def test_delete_project_removes_everything_and_is_audited(
 ) -> None:
     project = alice.project()
     image = alice.image(project["id"])
-    blob = (
-        settings.data_dir / "blobs" / image["sha256"][:2] / image["sha256"][2:4] / image["sha256"]
-    )
+    blob = settings.data_dir / "blobs" / image["sha256"][:2] / image["sha256"]
     assert blob.exists()
     assert alice.delete(f"/api/projects/{project['id']}").status_code == 204
     assert alice.get(f"/api/projects/{project['id']}").status_code == 404

@@ -110,7 +110,7 @@ def _label(
         return [(r[0], r[1], r[2]) for r in rows]
 
     def submit(rows: list[Row]) -> int:
-        return session.submit([ctx.storage.blob_path(row[1]) for row in rows])
+        return session.submit([ctx.storage.blob_file(row[1]) for row in rows])
 
     ahead = decoding.batches(fetch, submit, session.result, after, plan.batches_ahead)
     with closing(ahead):

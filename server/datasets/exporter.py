@@ -57,7 +57,21 @@ def artifact_path(job_id: int, suffix: str = ".zip") -> str:
 def _blob_path(root: str, sha256: str) -> str:
     """``Storage.blob_path`` as text: a Path costs more per image than reading a small
     image does (tests/test_export_zip.py holds the two together)."""
+    return f"{root}/blobs/{sha256[:2]}/{sha256}"
+
+
+def _legacy_blob_path(root: str, sha256: str) -> str:
+    """``Storage.legacy_blob_path`` as text."""
     return f"{root}/blobs/{sha256[:2]}/{sha256[2:4]}/{sha256}"
+
+
+def _open_blob(root: str, sha256: str) -> int:
+    """``Storage.blob_file`` opened: the legacy place is tried only when the blob is not
+    where blobs are written now."""
+    try:
+        return os.open(_blob_path(root, sha256), _OPEN_FLAGS)
+    except FileNotFoundError:
+        return os.open(_legacy_blob_path(root, sha256), _OPEN_FLAGS)
 
 
 def split_for(image_split: Split | None, sha256: str, request: ExportRequest) -> str:
@@ -224,7 +238,7 @@ class _Export:
             split=split_for(row.split, row.sha256, self.request),
         )
         try:
-            fd = os.open(_blob_path(self.blob_root, row.sha256), _OPEN_FLAGS)
+            fd = _open_blob(self.blob_root, row.sha256)
         except FileNotFoundError:
             # Reported, not fatal: one lost file should not cost the whole export.
             self.missing.append(row.id)

@@ -159,15 +159,23 @@ def store_files(
         for received in files:
             if received.sha256 in accepted and received.sha256 not in existing:
                 fresh.setdefault(received.sha256, received)
+        # A blob an earlier release stored stays at its legacy place (blob_file), rather than
+        # stored twice.
         storage.commit_files(
-            [(received.path, storage.blob_path(sha)) for sha, received in fresh.items()],
+            [(received.path, storage.blob_file(sha)) for sha, received in fresh.items()],
             synced=True,
         )
         created = _insert_rows(db, project, user, split, fresh, accepted)
         # After the response, at the lowest priority; rendered on demand until then.
         decoding.render_later(
             storage.root,
-            [(storage.blob_path(sha), storage.thumbnail_path(sha)) for sha in accepted],
+            [
+                (
+                    storage.blob_path(sha) if sha in fresh else storage.blob_file(sha),
+                    storage.thumbnail_path(sha),
+                )
+                for sha in accepted
+            ],
             settings.thumbnail_size,
         )
         ids = existing | created
@@ -429,7 +437,7 @@ def neighbors(db: Session, image: Image) -> ImageNeighbors:
 
 
 def file_path(storage: Storage, image: Image) -> Path:
-    path = storage.blob_path(image.sha256)
+    path = storage.blob_file(image.sha256)
     if not path.exists():
         raise NotFound("the image file is missing from storage")
     return path

@@ -2,7 +2,8 @@
 
 Layout under ``OCULAB_DATA_DIR``::
 
-    blobs/ab/cd/<sha256>     original files, named by their content hash
+    blobs/ab/<sha256>        original files, named by their content hash (earlier
+                             releases wrote blobs/ab/cd/<sha256>; still read)
     thumbs/ab/<sha256>.jpg   thumbnails, derived from a blob and regenerated if missing
     tmp/                     partial writes; same filesystem so a rename is atomic
 """
@@ -69,8 +70,26 @@ class Storage:
         return removed
 
     def blob_path(self, sha256: str) -> Path:
-        # One join, not four: exports resolve this once per image.
+        """Where a blob is written. One level of 256 folders: with two (``ab/cd/``, the
+        layout of earlier releases) nearly every new image of the first hundred thousand made
+        a folder of its own, a mkdir and a folder fsync more per upload."""
+        # One join, not several: exports resolve this once per image.
+        return self.root / f"blobs/{sha256[:2]}/{sha256}"
+
+    def legacy_blob_path(self, sha256: str) -> Path:
+        """Where earlier releases wrote the blob (``blobs/ab/cd/<sha256>``)."""
         return self.root / f"blobs/{sha256[:2]}/{sha256[2:4]}/{sha256}"
+
+    def blob_file(self, sha256: str) -> Path:
+        """Where a stored blob is read: its ``blob_path``, or its legacy place when only
+        that exists (blobs stored by earlier releases stay where they are). The path may not exist:
+        a blob lost from storage."""
+        path = self.blob_path(sha256)
+        if not path.exists():
+            legacy = self.legacy_blob_path(sha256)
+            if legacy.exists():
+                return legacy
+        return path
 
     def thumbnail_path(self, sha256: str) -> Path:
         return self.root / "thumbs" / sha256[:2] / f"{sha256}.jpg"
@@ -184,6 +203,7 @@ class Storage:
 
     def delete_blob(self, sha256: str) -> None:
         self.blob_path(sha256).unlink(missing_ok=True)
+        self.legacy_blob_path(sha256).unlink(missing_ok=True)
         self.thumbnail_path(sha256).unlink(missing_ok=True)
 
     def check_writable(self) -> None:

@@ -105,7 +105,7 @@ def get_model(access: ModelViewer, db: DB) -> ModelRead:
 def download_model(access: ModelViewer, request: Request) -> FileResponse:
     storage: Storage = request.app.state.storage
     return FileResponse(
-        storage.blob_path(access.model.sha256),
+        storage.blob_file(access.model.sha256),
         media_type="application/octet-stream",
         filename=access.model.filename
         if access.model.filename.endswith(".pt")

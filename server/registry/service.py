@@ -223,10 +223,11 @@ def weights_file(storage: Storage, sha256: str) -> Path:
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = storage.temp_path(".pt")
+        blob = storage.blob_file(sha256)
         try:
-            os.link(storage.blob_path(sha256), tmp)
+            os.link(blob, tmp)
         except OSError:
-            shutil.copyfile(storage.blob_path(sha256), tmp)
+            shutil.copyfile(blob, tmp)
         os.replace(tmp, path)
     return path
 

@@ -156,7 +156,7 @@ def build(
     try:
         for image in images:
             name = f"{image.id}{EXTENSIONS.get(image.format, ('.jpg',))[0]}"
-            _link(storage.blob_path(image.sha256), tmp / "images" / split_of[image.id] / name)
+            _link(storage.blob_file(image.sha256), tmp / "images" / split_of[image.id] / name)
         boxes = 0
         rows = db.execute(
             sa.select(
