@@ -86,10 +86,13 @@ def test_a_blob_an_earlier_release_stored_two_folders_deep_is_still_used(
 
     assert alice.get(f"/api/images/{item['image_id']}/file").content == data
     assert alice.get(f"/api/images/{item['image_id']}/thumbnail").status_code == 200
-    # The same bytes uploaded again are not stored a second time.
+    # The same bytes uploaded again are not stored a second time, and the thumbnail the
+    # upload queues is rendered from where the blob is.
+    storage.thumbnail_path(sha).unlink()
     again = alice.upload(p2["id"], ("again.jpg", data)).json()["items"][0]
     assert again["status"] == "created"
     decoding.drain_thumbnails()
+    assert storage.thumbnail_path(sha).exists()
     assert _blobs(settings.data_dir) == [legacy]
     # The blob goes with the last image that used it.
     assert alice.delete(f"/api/images/{item['image_id']}").status_code == 204

@@ -159,23 +159,17 @@ def store_files(
         for received in files:
             if received.sha256 in accepted and received.sha256 not in existing:
                 fresh.setdefault(received.sha256, received)
-        # A blob an earlier release stored stays at its legacy place (blob_file), rather than
-        # stored twice.
+        # Where each blob is, or goes: one an earlier release stored stays at its legacy
+        # place rather than being stored twice, and its thumbnail is rendered from there.
+        blobs = {sha: storage.blob_file(sha) for sha in accepted}
         storage.commit_files(
-            [(received.path, storage.blob_file(sha)) for sha, received in fresh.items()],
-            synced=True,
+            [(received.path, blobs[sha]) for sha, received in fresh.items()], synced=True
         )
         created = _insert_rows(db, project, user, split, fresh, accepted)
         # After the response, at the lowest priority; rendered on demand until then.
         decoding.render_later(
             storage.root,
-            [
-                (
-                    storage.blob_path(sha) if sha in fresh else storage.blob_file(sha),
-                    storage.thumbnail_path(sha),
-                )
-                for sha in accepted
-            ],
+            [(blob, storage.thumbnail_path(sha)) for sha, blob in blobs.items()],
             settings.thumbnail_size,
         )
         ids = existing | created
