@@ -210,6 +210,8 @@ class Deployment:
     data_dir: Path
     secret_key: str
     admin_password: str | None = None
+    # OCULAB_STORAGE_SYNC; None: the server's default (auto)
+    storage_sync: str | None = None
 
     @property
     def standalone(self) -> bool:
@@ -237,6 +239,8 @@ class Deployment:
             settings["seed_demo"] = "false"
         if self.admin_password is not None:
             settings["admin_password"] = self.admin_password
+        if self.storage_sync is not None:
+            settings["storage_sync"] = self.storage_sync
         return oculab_env(**settings)
 
 

@@ -13,6 +13,13 @@ same filesystem (the in-run baseline). With ``--label-studio`` Label Studio 1.23
 (bench/label_studio.py, SQLite) is started after Oculab and gets the first repeat's very
 bytes, in requests of the same size; without it the ratio is against 8.5 s, recorded
 for issue 13 on another day and machine, not in this run.
+
+Each database is measured with both ways the server can make an upload durable
+(``--storage-sync both``): ``file`` (an fsync per file and per folder that gained an
+entry; what ``auto`` picks for a data directory on a shared filesystem, as here) and
+``filesystem`` (two syncfs per request, the setup named ``<database>+syncfs``; what
+``auto`` picks when the data directory is a local filesystem of its own, e.g. a
+Kubernetes or compose volume). Here both sync the same root filesystem.
 Figures are medians over the repeats, because the 2-core machine is shared:
 
 - ``upload_seconds``: wall time of the 20 requests, one after the other;
@@ -92,6 +99,7 @@ class Options:
     databases: tuple[str, ...]
     pg_admin_url: str
     label_studio: bool = False
+    storage_syncs: tuple[str, ...] = ("file",)
 
 
 def parse_options(argv: Sequence[str] | None = None) -> Options:
@@ -107,13 +115,34 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
         help="also upload the same images to Label Studio 1.23.2 in this run (installs it"
         " into bench/.venvs/ the first time) and take the ratio against that",
     )
+    parser.add_argument(
+        "--storage-sync",
+        choices=("file", "filesystem", "both"),
+        default="both",
+        help="OCULAB_STORAGE_SYNC of the servers measured: an fsync per file and folder,"
+        " two syncfs per request (what auto picks for a data directory that is a local"
+        " filesystem of its own), or a server of each, one after the other",
+    )
     args = parser.parse_args(argv)
     if args.images < 1 or args.batch < 1 or args.repeats < 1:
         parser.error("need --images, --batch and --repeats >= 1")
     databases = ("sqlite", "postgres") if args.database == "both" else (args.database,)
+    syncs = ("file", "filesystem") if args.storage_sync == "both" else (args.storage_sync,)
     return Options(
-        args.images, args.batch, args.repeats, databases, args.pg_admin_url, args.label_studio
+        args.images,
+        args.batch,
+        args.repeats,
+        databases,
+        args.pg_admin_url,
+        args.label_studio,
+        syncs,
     )
+
+
+def setup_name(database: str, sync: str) -> str:
+    """A measured setup's key in the results: the database, with ``+syncfs`` when the
+    server made uploads durable by syncfs."""
+    return database if sync == "file" else f"{database}+syncfs"
 
 
 # --- workload ----------------------------------------------------------------------------
@@ -245,10 +274,15 @@ def one_repeat(
 
 
 def bench_database(
-    options: Options, database: str, image_sets: Sequence[Sequence[bytes]], root: Path
+    options: Options,
+    database: str,
+    sync: str,
+    image_sets: Sequence[Sequence[bytes]],
+    root: Path,
 ) -> Results:
     """``root``: an empty folder, left in place (see ``main``)."""
     password = secrets.token_urlsafe(18)
+    name = setup_name(database, sync)
     with contextlib.ExitStack() as stack:
         if database == "sqlite":
             deployment = Deployment(
@@ -256,24 +290,29 @@ def bench_database(
                 data_dir=root / "data",
                 secret_key=secrets.token_urlsafe(48),
                 admin_password=password,
+                storage_sync=sync,
             )
         else:
             url = stack.enter_context(scratch_database(options.pg_admin_url))
             deployment = Deployment(
-                database_url=url, data_dir=root / "data", secret_key=secrets.token_urlsafe(48)
+                database_url=url,
+                data_dir=root / "data",
+                secret_key=secrets.token_urlsafe(48),
+                storage_sync=sync,
             )
             deployment.data_dir.mkdir()
             prepare(deployment, password)
         server = stack.enter_context(running_server(deployment, root / "server.log"))
+        check_sync_mode(server.log_path, sync)
         token = create_api_token(server.base_url, password, deployment.admin_username)
         runs: list[Results] = []
         with http_client(server.base_url, token) as client:
             for index, images in enumerate(image_sets):
-                progress(f"{database}: repeat {index + 1} of {options.repeats}")
+                progress(f"{name}: repeat {index + 1} of {options.repeats}")
                 runs.append(
                     one_repeat(options, server, client, deployment.data_dir, root, images, index)
                 )
-                progress(f"{database}: {json.dumps(rounded(runs[-1]))}")
+                progress(f"{name}: {json.dumps(rounded(runs[-1]))}")
         memory = memory_mib(server.process.pid)
         results: Results = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
         results["runs"] = runs
@@ -281,6 +320,14 @@ def bench_database(
         results["server_peak_rss_mib"] = memory["VmHWM"]
         results["children_rss_mib"] = children_rss_mib(server.process.pid)
         return results
+
+
+def check_sync_mode(log_path: Path, sync: str) -> None:
+    """The server says, as it starts, how it makes files durable: the setup measured is
+    the one named."""
+    said = {"file": "durable by an fsync per file", "filesystem": "durable by syncfs per batch"}
+    if said[sync] not in log_path.read_text(errors="replace"):
+        raise BenchError(f"the server's log does not say {said[sync]!r}")
 
 
 def file_name(index: int) -> str:
@@ -320,8 +367,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         # (the other database, Label Studio) would pay for the previous one's clean-up.
         with scratch_dir() as root:
             for database in options.databases:
-                (root / database).mkdir()
-                results[database] = bench_database(options, database, image_sets, root / database)
+                for sync in options.storage_syncs:
+                    name = setup_name(database, sync)
+                    (root / name).mkdir()
+                    results[name] = bench_database(options, database, sync, image_sets, root / name)
             # After Oculab, so its start and upload do not share the cores with Oculab's.
             ls_seconds, measured = label_studio_seconds(options, images)
     except BenchError as exc:
@@ -329,8 +378,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     results["label_studio_upload_seconds"] = ls_seconds
     results["label_studio_measured"] = measured
-    for database in options.databases:
-        add_label_studio_ratios(results[database], ls_seconds)
+    names = [setup_name(d, sync) for d in options.databases for sync in options.storage_syncs]
+    for name in names:
+        add_label_studio_ratios(results[name], ls_seconds)
     ls_label = (
         f"Label Studio's {ls_seconds:.2f} s measured in this run"
         if measured
@@ -340,16 +390,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"Upload {len(images)} JPEGs {WIDTH}x{HEIGHT} (~{mean // 1000} KB) in requests of "
         f"{options.batch}; medians of {options.repeats}"
     )
-    for database in options.databases:
-        r = results[database]
+    for name in names:
+        r = results[name]
         print(
-            f"  {database:<8} upload {r['upload_seconds']:.2f} s, raw disk "
+            f"  {name:<15} upload {r['upload_seconds']:.2f} s, raw disk "
             f"{r['raw_disk_seconds']:.2f} s ({r['upload_ratio']:.2f}x raw), "
             f"{r['upload_vs_label_studio']:.2f}x {ls_label}; thumbnails done at "
             f"{r['thumbnails_seconds']:.2f} s"
         )
         print(
-            f"  {'':<8} CPU ms/image until the last response: API process "
+            f"  {'':<15} CPU ms/image until the last response: API process "
             f"{r['api_cpu_ms_per_image']:.2f}, decode pool {r['decode_cpu_ms_per_image']:.2f}, "
             f"thumbnails {r['thumbnails_cpu_ms_per_image']:.2f}; all until the last "
             f"thumbnail {r['total_cpu_ms_per_image']:.2f}; RSS API {r['server_rss_mib']:.0f} "

@@ -10,7 +10,7 @@ import re
 import secrets
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import parse_qs, quote, urlencode, urlsplit, urlunsplit
 
 from pydantic import Field, field_validator, model_validator
@@ -130,6 +130,11 @@ class Settings(BaseSettings):
     max_boxes_per_image: int = Field(default=5000, gt=0)
     thumbnail_size: int = Field(default=256, ge=32, le=1024)
     fsync: bool = True
+    # How uploads are made durable (server/kit/storage.py): "file", an fsync per file
+    # and folder; "filesystem", two syncfs per batch (for a data directory on a local
+    # filesystem of its own); "auto", "filesystem" when a whole local filesystem (ext4,
+    # XFS, Btrfs) is mounted at the data directory on Linux, else "file".
+    storage_sync: Literal["auto", "file", "filesystem"] = "auto"
 
     # Abuse limits (per client address and per account, per minute)
     # Local login: per (address, username), per address (password spraying) and per

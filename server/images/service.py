@@ -72,9 +72,10 @@ class Intake:
                 data=received.data,
             )
         )
-        # fsync'ed, and its blob's folder made, while it is checked and the next files
-        # arrive (wasted on a rejected file, which is rare): storing the request's
-        # blobs is then only renames and an fsync of their folders.
+        # Written (and fsync'ed, in the storage's file mode), and its blob's folder made,
+        # while it is checked and the next files arrive (wasted on a rejected file,
+        # which is rare): storing the request's blobs is then only renames and making
+        # their folders durable.
         synced = self._storage.prepare_soon(
             received.path, self._storage.blob_path(sha), received.data
         )
@@ -82,13 +83,16 @@ class Intake:
         self._order.append(sha)
 
     def verdicts(self) -> dict[str, processing.Checked]:
-        """Each distinct file's verdict, once every file is also on disk."""
-        verdicts = dict(zip(self._order, self._checker.results(), strict=True))
+        """Each distinct file's verdict, once every file is also durably on disk."""
         # Every write ends before anything can fail: the caller's clean-up then finds
-        # each temp file that will ever exist.
+        # each temp file that will ever exist. The writes are usually done by the time
+        # the last file has arrived; the decoding of the last files is not.
         futures.wait([synced for _, synced in self._syncs])
         for _, synced in self._syncs:
             synced.result()
+        durable = self._storage.durable_soon([path for path, _ in self._syncs])
+        verdicts = dict(zip(self._order, self._checker.results(), strict=True))
+        durable.result()
         return verdicts
 
     def abandon(self, *, wait: bool = True) -> None:
@@ -163,7 +167,7 @@ def store_files(
         # place rather than being stored twice, and its thumbnail is rendered from there.
         blobs = {sha: storage.blob_file(sha) for sha in accepted}
         storage.commit_files(
-            [(received.path, blobs[sha]) for sha, received in fresh.items()], synced=True
+            [(received.path, blobs[sha]) for sha, received in fresh.items()], prepared=True
         )
         created = _insert_rows(db, project, user, split, fresh, accepted)
         # After the response, at the lowest priority; rendered on demand until then.
