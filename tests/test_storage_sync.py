@@ -4,18 +4,20 @@ syncfs(2) of its filesystem per batch (``OCULAB_STORAGE_SYNC``)."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from fastapi import FastAPI
 from pydantic import ValidationError
 
+from server.images import decoding
 from server.kit import storage as storage_module
 from server.kit.storage import Mount, Storage, mount_at, resolve_sync
 from server.models.image import Image
 from server.settings import Settings
-from tests.factories import Factory, png_bytes
+from tests.factories import Factory, noisy_jpeg, png_bytes
 
 MOUNTINFO = """\
 22 1 259:1 / / rw,relatime shared:1 - ext4 /dev/vda1 rw
@@ -214,3 +216,68 @@ def test_an_upload_in_filesystem_mode_stores_every_file_with_two_syncfs(
         assert storage.blob_file(item["sha256"]).read_bytes() == dict(files)[item["filename"]]
     assert factory.count(Image) == 20
     assert list(storage.tmp_dir.iterdir()) == []
+
+
+@pytest.fixture
+def small_volume(tmp_path: Path) -> Iterator[Path]:
+    """A whole 8 MiB ext4 filesystem of its own, mounted from a loop file (needs root
+    and a loop device: skipped where the machine has neither)."""
+    image, point = tmp_path / "volume.img", tmp_path / "volume"
+    point.mkdir()
+    with image.open("wb") as fh:
+        fh.truncate(8 * 1024 * 1024)
+    made = subprocess.run(
+        ["mkfs.ext4", "-q", "-F", str(image)], capture_output=True, text=True, check=False
+    )
+    if made.returncode != 0:
+        pytest.skip(f"mkfs.ext4: {made.stderr.strip()}")
+    mounted = subprocess.run(
+        ["mount", "-o", "loop", str(image), str(point)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a loop filesystem here: {mounted.stderr.strip()}")
+    try:
+        yield point
+    finally:
+        # Lazily: a thumbnail the background renderer is still writing holds it a moment.
+        subprocess.run(["umount", "--lazy", str(point)], check=True)
+
+
+def test_auto_takes_syncfs_for_a_real_filesystem_of_its_own(small_volume: Path) -> None:
+    assert mount_at(small_volume) == Mount("ext4", "/")
+    assert resolve_sync(small_volume, "auto") == "filesystem"
+    (small_volume / "data").mkdir()
+    assert resolve_sync(small_volume / "data", "auto") == "file"
+
+
+@pytest.mark.parametrize("sync", ["filesystem", "file"])
+def test_an_upload_that_fills_the_storage_is_refused_and_leaves_nothing(
+    small_volume: Path,
+    sync: str,
+    make_app: Callable[..., FastAPI],
+    factory_for: Callable[[FastAPI], Factory],
+) -> None:
+    app = make_app(data_dir=small_volume, fsync=True, storage_sync=sync)
+    factory = factory_for(app)
+    alice = factory.client(factory.user("alice"))
+    project = alice.project()
+    kept = alice.upload(project["id"], ("kept.png", png_bytes(1)))
+    assert kept.status_code == 201, kept.text
+    before = sorted(p.relative_to(small_volume) for p in (small_volume / "blobs").rglob("*"))
+    # About 12 MiB of photos that do not compress, for 8 MiB of disk.
+    photos = [(f"{seed}.jpg", noisy_jpeg((640, 480), seed)) for seed in range(60)]
+    response = alice.upload(project["id"], *photos)
+    assert response.status_code == 507, response.text
+    assert "storage is full" in response.json()["detail"]
+    assert factory.count(Image) == 1
+    after = sorted(p.relative_to(small_volume) for p in (small_volume / "blobs").rglob("*"))
+    assert [p for p in after if p.is_file()] == [p for p in before if p.is_file()]
+    assert list((small_volume / "tmp").iterdir()) == []
+    # The space is back: an upload that fits goes in.
+    again = alice.upload(project["id"], *photos[:4])
+    assert again.status_code == 201, again.text
+    assert again.json()["created"] == 4
+    decoding.drain_thumbnails()

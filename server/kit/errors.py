@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 from typing import Any
 
@@ -21,6 +22,12 @@ log = logging.getLogger(__name__)
 # PostgreSQL restart or failover, short enough that a retry soon finds it back.
 DATABASE_RETRY_AFTER_SECONDS = 5
 DATABASE_UNAVAILABLE = "the database is unavailable; try again shortly"
+STORAGE_FULL = (
+    "the server's storage is full; nothing of this request was kept. An administrator "
+    "must free space or grow the data volume"
+)
+# A write refused for want of space: the disk, or the quota of the data directory's owner.
+_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 class OculabError(Exception):
@@ -128,6 +135,16 @@ def install_error_handlers(app: FastAPI) -> None:
     # talks to psycopg directly. Anything else of these that is not an outage re-raises.
     for kind in (sa.exc.DBAPIError, sa.exc.TimeoutError, sa.exc.DisconnectionError, psycopg.Error):
         app.add_exception_handler(kind, _database)
+
+    @app.exception_handler(OSError)
+    async def _storage(request: Request, exc: OSError) -> JSONResponse:
+        # A full data volume is the operator's to fix, and every writer cleans up what
+        # it wrote (a request's temp files, a blob not yet named): 507 says so, where
+        # a 500 would say the request hit a bug. Any other OSError is one.
+        if exc.errno not in _FULL:
+            raise exc
+        log.error("%s %s: storage full (%s)", request.method, request.url.path, exc)
+        return JSONResponse({"detail": STORAGE_FULL}, status_code=507)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
