@@ -3,6 +3,7 @@ syncfs(2) of its filesystem per batch (``OCULAB_STORAGE_SYNC``)."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import subprocess
 from collections.abc import Callable, Iterator
@@ -12,12 +13,14 @@ import pytest
 from fastapi import FastAPI
 from pydantic import ValidationError
 
+from server import migrate
 from server.images import decoding
 from server.kit import storage as storage_module
 from server.kit.storage import Mount, Storage, mount_at, resolve_sync
 from server.models.image import Image
 from server.settings import Settings
 from tests.factories import Factory, noisy_jpeg, png_bytes
+from tests.helpers import BACKEND
 
 MOUNTINFO = """\
 22 1 259:1 / / rw,relatime shared:1 - ext4 /dev/vda1 rw
@@ -281,3 +284,32 @@ def test_an_upload_that_fills_the_storage_is_refused_and_leaves_nothing(
     assert again.status_code == 201, again.text
     assert again.json()["created"] == 4
     decoding.drain_thumbnails()
+
+
+@pytest.mark.skipif(BACKEND != "sqlite", reason="SQLite's own disk-full error")
+def test_a_standalone_database_on_a_full_volume_answers_507_and_recovers(
+    small_volume: Path,
+    make_app: Callable[..., FastAPI],
+    factory_for: Callable[[FastAPI], Factory],
+) -> None:
+    # Standalone keeps its database in the data directory.
+    url = f"sqlite:///{small_volume / 'oculab.db'}"
+    migrate.upgrade(url)
+    app = make_app(database_url=url, data_dir=small_volume / "data")
+    factory = factory_for(app)
+    alice = factory.client(factory.user("alice"))
+    # Everything but the last few KiB taken by another file on the same volume.
+    filler = small_volume / "filler"
+    with filler.open("wb") as fh, contextlib.suppress(OSError):
+        while True:
+            fh.write(b"\0" * 4096)
+            fh.flush()
+    payload = {"name": "Big", "description": "x" * 10_000, "classes": ["a"]}
+    refused = alice.post("/api/projects", json=payload)
+    assert refused.status_code == 507, refused.text
+    assert "storage is full" in refused.json()["detail"]
+    filler.unlink()
+    created = alice.post("/api/projects", json=payload)
+    assert created.status_code == 201, created.text
+    assert [p["name"] for p in alice.get("/api/projects").json()["items"]] == ["Big"]
+    app.state.engine.dispose()

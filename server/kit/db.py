@@ -138,6 +138,22 @@ def database_unavailable(exc: BaseException) -> bool:
     return False
 
 
+# sqlite3's extended result code for a write the disk had no room for.
+_SQLITE_FULL = 13
+
+
+def database_full(exc: BaseException) -> bool:
+    """Whether ``exc`` is SQLite refusing a write for want of disk space (standalone
+    keeps its database in the data directory, so a full volume reaches it too).
+    PostgreSQL's disk-full error is an OperationalError: ``database_unavailable``."""
+    if isinstance(exc, sa.exc.DBAPIError) and exc.orig is not None:
+        return database_full(exc.orig)
+    return (
+        isinstance(exc, sqlite3.OperationalError)
+        and getattr(exc, "sqlite_errorcode", None) == _SQLITE_FULL
+    )
+
+
 def make_engine(url: str, *, pool_size: int = 10, timeouts: DbTimeouts | None = None) -> Engine:
     if url.startswith("sqlite"):
         engine = sa.create_engine(

@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from server.kit.db import database_unavailable
+from server.kit.db import database_full, database_unavailable
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +115,9 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _database(request: Request, exc: Exception) -> JSONResponse:
         # The database being down, restarting or unreachable is not a bug of the request:
         # 503 with Retry-After, as /api/ready says, instead of a 500 with a traceback.
+        if database_full(exc):
+            log.error("%s %s: storage full (%s)", request.method, request.url.path, exc)
+            return JSONResponse({"detail": STORAGE_FULL}, status_code=507)
         if not database_unavailable(exc):
             raise exc
         log.warning(
