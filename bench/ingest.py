@@ -83,6 +83,8 @@ from common import (
 from label_studio import RECORDED
 from PIL import Image, ImageDraw
 
+from server.kit.storage import SYNC_DESCRIPTIONS, SyncMode
+
 # Issue 13: the same workload on another machine and day; used only without
 # --label-studio, and printed as such.
 LABEL_STUDIO_UPLOAD_SECONDS = 8.5
@@ -99,7 +101,7 @@ class Options:
     databases: tuple[str, ...]
     pg_admin_url: str
     label_studio: bool = False
-    storage_syncs: tuple[str, ...] = ("file",)
+    storage_syncs: tuple[SyncMode, ...] = ("file",)
 
 
 def parse_options(argv: Sequence[str] | None = None) -> Options:
@@ -127,7 +129,9 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
     if args.images < 1 or args.batch < 1 or args.repeats < 1:
         parser.error("need --images, --batch and --repeats >= 1")
     databases = ("sqlite", "postgres") if args.database == "both" else (args.database,)
-    syncs = ("file", "filesystem") if args.storage_sync == "both" else (args.storage_sync,)
+    syncs: tuple[SyncMode, ...] = (
+        ("file", "filesystem") if args.storage_sync == "both" else (args.storage_sync,)
+    )
     return Options(
         args.images,
         args.batch,
@@ -139,7 +143,7 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
     )
 
 
-def setup_name(database: str, sync: str) -> str:
+def setup_name(database: str, sync: SyncMode) -> str:
     """A measured setup's key in the results: the database, with ``+syncfs`` when the
     server made uploads durable by syncfs."""
     return database if sync == "file" else f"{database}+syncfs"
@@ -276,7 +280,7 @@ def one_repeat(
 def bench_database(
     options: Options,
     database: str,
-    sync: str,
+    sync: SyncMode,
     image_sets: Sequence[Sequence[bytes]],
     root: Path,
 ) -> Results:
@@ -322,12 +326,12 @@ def bench_database(
         return results
 
 
-def check_sync_mode(log_path: Path, sync: str) -> None:
+def check_sync_mode(log_path: Path, sync: SyncMode) -> None:
     """The server says, as it starts, how it makes files durable: the setup measured is
     the one named."""
-    said = {"file": "durable by an fsync per file", "filesystem": "durable by syncfs per batch"}
-    if said[sync] not in log_path.read_text(errors="replace"):
-        raise BenchError(f"the server's log does not say {said[sync]!r}")
+    said = f"durable by {SYNC_DESCRIPTIONS[sync]}"
+    if said not in log_path.read_text(errors="replace"):
+        raise BenchError(f"the server's log does not say {said!r}")
 
 
 def file_name(index: int) -> str:

@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from server.jobs.events import WAKER_KEY, Waker
 from server.jobs.kinds import JobKind, load_kinds
 from server.kit.db import DbTimeouts, make_engine, make_sessionmaker
-from server.kit.storage import Storage, resolve_sync
+from server.kit.storage import SYNC_DESCRIPTIONS, Storage, resolve_sync
 from server.settings import Settings
 
 if TYPE_CHECKING:
@@ -65,9 +65,6 @@ class Machinery:
         self.engine.dispose()
 
 
-_SYNC_NAMES = {"file": "an fsync per file", "filesystem": "syncfs per batch"}
-
-
 def _assemble(
     settings: Settings, *, pool_size: int, statements: bool, wakes: bool, files: bool
 ) -> Machinery:
@@ -76,16 +73,15 @@ def _assemble(
     storage layout is made only then)."""
     timeouts = settings.db_timeouts(statements=statements)
     engine = make_engine(settings.resolved_database_url, pool_size=pool_size, timeouts=timeouts)
-    storage = Storage(
-        settings.data_dir,
-        fsync=settings.fsync,
-        sync=resolve_sync(settings.data_dir, settings.storage_sync),
-    )
+    # How writes are made durable matters only to a process that writes files; the
+    # others do not read the mount table for it.
+    sync = resolve_sync(settings.data_dir, settings.storage_sync) if files else "file"
+    storage = Storage(settings.data_dir, fsync=settings.fsync, sync=sync)
     if files:
         storage.ensure_layout()
         # A process killed mid-request or mid-job leaves its temp files behind.
         storage.sweep_temp()
-        log.info("storage %s: durable by %s", settings.data_dir, _SYNC_NAMES[storage.sync_mode])
+        log.info("storage %s: durable by %s", settings.data_dir, SYNC_DESCRIPTIONS[sync])
     waker = Waker() if wakes else None
     maker = make_sessionmaker(engine, info={WAKER_KEY: waker} if waker is not None else None)
     return Machinery(settings, engine, maker, timeouts, storage, load_kinds(settings), waker)

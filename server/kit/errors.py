@@ -103,6 +103,13 @@ def validation_problems(exc: ValidationError) -> str:
     )
 
 
+def _storage_full(request: Request, exc: Exception) -> JSONResponse:
+    """507 for a write the data volume had no room for (a file, or standalone's SQLite
+    database in the data directory)."""
+    log.error("%s %s: storage full (%s)", request.method, request.url.path, exc)
+    return JSONResponse({"detail": STORAGE_FULL}, status_code=507)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(OculabError)
     async def _domain(request: Request, exc: OculabError) -> JSONResponse:
@@ -116,8 +123,7 @@ def install_error_handlers(app: FastAPI) -> None:
         # The database being down, restarting or unreachable is not a bug of the request:
         # 503 with Retry-After, as /api/ready says, instead of a 500 with a traceback.
         if database_full(exc):
-            log.error("%s %s: storage full (%s)", request.method, request.url.path, exc)
-            return JSONResponse({"detail": STORAGE_FULL}, status_code=507)
+            return _storage_full(request, exc)
         if not database_unavailable(exc):
             raise exc
         log.warning(
@@ -146,8 +152,7 @@ def install_error_handlers(app: FastAPI) -> None:
         # a 500 would say the request hit a bug. Any other OSError is one.
         if exc.errno not in _FULL:
             raise exc
-        log.error("%s %s: storage full (%s)", request.method, request.url.path, exc)
-        return JSONResponse({"detail": STORAGE_FULL}, status_code=507)
+        return _storage_full(request, exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

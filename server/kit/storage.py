@@ -42,6 +42,12 @@ STALE_TEMP_SECONDS = 24 * 3600
 # flushes whatever else is dirty on that filesystem, so it suits a filesystem the
 # data directory has to itself.
 SyncMode = Literal["file", "filesystem"]
+# How each mode is named in the log line a process writes as it starts (and that
+# bench/ingest.py looks for).
+SYNC_DESCRIPTIONS: dict[SyncMode, str] = {
+    "file": "an fsync per file",
+    "filesystem": "syncfs per batch",
+}
 
 # Local filesystems whose syncfs reports writeback errors (Linux >= 5.8 does so for
 # all) and flushes data and metadata alike: ext2/3/4, XFS, Btrfs. A network
