@@ -286,6 +286,43 @@ def test_a_thumbnail_that_is_not_ready_is_rendered_on_demand(
     assert processing.usable_thumbnail(thumb)
 
 
+def test_thumbnails_wait_while_an_upload_is_in_flight(
+    alice: ApiClient, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rendered during an upload, thumbnails slowed it by a fifth on the bench machine:
+    they are held back until this process's uploads have gone quiet."""
+    monkeypatch.setattr(decoding._backlog, "quiet", 0.2)
+    project = alice.project()
+    storage = Storage(settings.data_dir)
+    with service.receiving():  # another upload, still arriving
+        item = alice.upload(project["id"], ("p.jpg", _jpeg(seed=4))).json()["items"][0]
+        thumb = storage.thumbnail_path(item["sha256"])
+        # Ten quiet periods, and more than a render takes: still held back.
+        time.sleep(2.0)
+        assert not thumb.exists()
+        # Meanwhile the gallery gets it from the endpoint, which renders it.
+        assert alice.get(f"/api/images/{item['image_id']}/thumbnail").status_code == 200
+        thumb.unlink()
+        second = alice.upload(project["id"], ("q.jpg", _jpeg(seed=5))).json()["items"][0]
+        time.sleep(0.5)
+        assert not storage.thumbnail_path(second["sha256"]).exists()
+    for sha in (item["sha256"], second["sha256"]):
+        path = storage.thumbnail_path(sha)
+        wait_until(partial(processing.usable_thumbnail, path), 60, f"{path} never appeared")
+    decoding.drain_thumbnails()
+
+
+def test_drain_hands_over_thumbnails_held_back_by_an_upload(
+    alice: ApiClient, settings: Settings
+) -> None:
+    project = alice.project()
+    with service.receiving():
+        item = alice.upload(project["id"], ("p.jpg", _jpeg(seed=6))).json()["items"][0]
+        decoding.drain_thumbnails()
+        thumb = Storage(settings.data_dir).thumbnail_path(item["sha256"])
+        assert processing.usable_thumbnail(thumb)
+
+
 def test_uploads_survive_decode_workers_that_die(alice: ApiClient, factory: Factory) -> None:
     project = alice.project()
     assert alice.upload(project["id"], ("warm.png", png_bytes(10))).status_code == 201

@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import signal
 import sys
 import threading
 import time
 import types
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -149,6 +150,7 @@ _discard = _decoders.discard
 
 def shutdown() -> None:
     """Stops the pools' children (tests, and a server that stops)."""
+    _backlog.forget()
     for lazy in (_decoders, _thumbnails):
         pool = lazy.current()
         if pool is not None:
@@ -177,29 +179,120 @@ _thumbnails = _LazyPool(_one_per_cpu, _thumbnail_child)
 _thumbnail_pool = _thumbnails.get
 
 
-def render_later(root: Path, blobs: Sequence[tuple[Path, Path]], size: int) -> list[Future[None]]:
-    """Queues the thumbnails of (blob, thumbnail) pairs for the thumbnail pool."""
-    futures: list[Future[None]] = []
-    jobs = [(str(blob), str(target)) for blob, target in blobs]
-    for start in range(0, len(jobs), THUMBNAIL_CHUNK):
-        chunk = jobs[start : start + THUMBNAIL_CHUNK]
-        pool = _thumbnail_pool()
+# How long this process must have received no upload before queued thumbnails go to
+# the pool. Measured on the 2-core bench machine (bench/ingest.py), children at the idle
+# priority still cost a 2,000-image upload about a fifth of its time when they rendered
+# during it (2.6 s against 2.1 s): on a VM an idle-priority task on one vCPU is still
+# a busy vCPU to the host, and it shares caches and memory bandwidth. Held back, they
+# start once the upload is over; until then the thumbnail endpoint renders any asked for.
+QUIET_SECONDS = 0.5
+
+
+class _Backlog:
+    """Thumbnails queued by ``render_later``, handed to the thumbnail pool by a thread of
+    their own once no upload has been in flight in this process for ``QUIET_SECONDS``.
+    Uploads say they are in flight with ``receiving``."""
+
+    def __init__(self, quiet: float) -> None:
+        self.quiet = quiet
+        self._cond = threading.Condition()
+        self._pending: list[tuple[str, list[tuple[str, str]], int]] = []
+        self._receiving = 0
+        self._last_received = -math.inf
+        self._thread: threading.Thread | None = None
+        # Held while pending thumbnails go to the pool, so that ``drained`` never shuts
+        # the pool down between a hand-over and its submit.
+        self._handing = threading.Lock()
+
+    @contextlib.contextmanager
+    def receiving(self) -> Iterator[None]:
+        with self._cond:
+            self._receiving += 1
         try:
-            futures.append(pool.submit(render_thumbnails, str(root), chunk, size))
-        except (BrokenProcessPool, RuntimeError):
-            _thumbnails.discard(pool)
-            futures.append(_thumbnail_pool().submit(render_thumbnails, str(root), chunk, size))
-    return futures
+            yield
+        finally:
+            with self._cond:
+                self._receiving -= 1
+                self._last_received = time.monotonic()
+                self._cond.notify_all()
+
+    def add(self, root: str, jobs: list[tuple[str, str]], size: int) -> None:
+        with self._cond:
+            self._pending.append((root, jobs, size))
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name="thumbnail-backlog", daemon=True
+                )
+                self._thread.start()
+            self._cond.notify_all()
+
+    def _wait(self) -> float:
+        """Seconds until the pending thumbnails may go (0: now); under the lock."""
+        if self._receiving:
+            return self.quiet
+        return max(0.0, self._last_received + self.quiet - time.monotonic())
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while (wait := self._wait() if self._pending else None) != 0:
+                    self._cond.wait(wait)
+            self._hand_over()
+
+    def _hand_over(self) -> None:
+        with self._handing:
+            with self._cond:
+                pending, self._pending = self._pending, []
+            _submit_thumbnails(pending)
+
+    @contextlib.contextmanager
+    def drained(self) -> Iterator[None]:
+        """Everything pending handed to the pool now, and no hand-over until the block
+        ends."""
+        with self._handing:
+            with self._cond:
+                pending, self._pending = self._pending, []
+            _submit_thumbnails(pending)
+            yield
+
+    def forget(self) -> None:
+        """Drops what is pending (the process stops: the endpoint renders them later)."""
+        with self._handing, self._cond:
+            self._pending = []
+
+
+def _submit_thumbnails(pending: Sequence[tuple[str, list[tuple[str, str]], int]]) -> None:
+    for root, jobs, size in pending:
+        for start in range(0, len(jobs), THUMBNAIL_CHUNK):
+            chunk = jobs[start : start + THUMBNAIL_CHUNK]
+            pool = _thumbnail_pool()
+            try:
+                pool.submit(render_thumbnails, root, chunk, size)
+            except (BrokenProcessPool, RuntimeError):
+                _thumbnails.discard(pool)
+                _thumbnail_pool().submit(render_thumbnails, root, chunk, size)
+
+
+_backlog = _Backlog(QUIET_SECONDS)
+receiving = _backlog.receiving
+
+
+def render_later(root: Path, blobs: Sequence[tuple[Path, Path]], size: int) -> None:
+    """Queues the thumbnails of (blob, thumbnail) pairs for the thumbnail pool, which
+    gets them once this process's uploads have gone quiet."""
+    if blobs:
+        _backlog.add(str(root), [(str(blob), str(target)) for blob, target in blobs], size)
 
 
 def drain_thumbnails() -> None:
     """Waits until the thumbnails queued so far are on disk, for tests that look at the
     storage folders (the pool starts afresh on its next use)."""
-    pool = _thumbnails.current()
-    if pool is not None:
-        with contextlib.suppress(BrokenProcessPool, RuntimeError):
-            pool.shutdown(wait=True)
-        _thumbnails.discard(pool)
+    with _backlog.drained():
+        pool = _thumbnails.current()
+        if pool is not None:
+            with contextlib.suppress(BrokenProcessPool, RuntimeError):
+                pool.shutdown(wait=True)
+            _thumbnails.discard(pool)
 
 
 _CRASHED = RejectedImage("the image could not be decoded (its decoder crashed)")

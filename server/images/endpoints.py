@@ -56,39 +56,40 @@ async def upload_images(
 ) -> UploadResult:
     """Upload one or more images (multipart, any field name). Per-file outcome."""
     storage = _storage(request)
-    await commit_before_waiting(db)
-    # Decoding starts as each file arrives, in the decode pool, while the rest streams in.
-    intake = service.Intake(storage, settings)
-    try:
-        form = await receive_multipart(
-            request,
+    with service.receiving():
+        await commit_before_waiting(db)
+        # Decoding starts as each file arrives, in the decode pool, while the rest streams in.
+        intake = service.Intake(storage, settings)
+        try:
+            form = await receive_multipart(
+                request,
+                storage,
+                max_file_bytes=settings.max_upload_bytes,
+                max_files=settings.max_files_per_request,
+                on_file=intake.add,
+                memory_budget=service.UPLOAD_MEMORY_BYTES,
+            )
+        except Exception:
+            # Off the event loop: the storage's threads may still be writing its files.
+            await run_in_threadpool(intake.abandon)
+            raise
+        except BaseException:
+            intake.abandon(wait=False)  # cancelled: nothing more may be awaited
+            raise
+        if not form.files:
+            form.discard()
+            raise Unprocessable("no files in the request")
+        result = await run_in_threadpool(
+            service.ingest,
+            db,
             storage,
-            max_file_bytes=settings.max_upload_bytes,
-            max_files=settings.max_files_per_request,
-            on_file=intake.add,
-            memory_budget=service.UPLOAD_MEMORY_BYTES,
+            settings,
+            access.project,
+            access.user,
+            form.files,
+            split,
+            intake,
         )
-    except Exception:
-        # Off the event loop: the storage's threads may still be writing its files.
-        await run_in_threadpool(intake.abandon)
-        raise
-    except BaseException:
-        intake.abandon(wait=False)  # cancelled: nothing more may be awaited
-        raise
-    if not form.files:
-        form.discard()
-        raise Unprocessable("no files in the request")
-    result = await run_in_threadpool(
-        service.ingest,
-        db,
-        storage,
-        settings,
-        access.project,
-        access.user,
-        form.files,
-        split,
-        intake,
-    )
     if result.created == 0:
         response.status_code = status.HTTP_200_OK
     return result

@@ -46,6 +46,11 @@ ImageOrder = Literal["id", "confidence"]
 UPLOAD_MEMORY_BYTES = 16 * 1024 * 1024
 
 
+# An upload request in flight: the thumbnails of earlier uploads wait until uploads
+# have gone quiet (decoding.QUIET_SECONDS), so that they do not slow this one.
+receiving = decoding.receiving
+
+
 class Intake:
     """The checks of one upload's files, each started as soon as the file has arrived
     (``add``), so that decoding in the pool overlaps receiving the rest."""
