@@ -20,8 +20,11 @@ Where shared test code lives (test modules import from these, never from each ot
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import os
 import socket
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -38,6 +41,22 @@ PG_BASE = os.environ.get("OCULAB_TEST_POSTGRES_URL", "postgresql://postgres@127.
 _REDIS_FIRST_DB = 12 if BACKEND == "postgres" else 8
 
 T = TypeVar("T")
+
+
+@contextmanager
+def one_at_a_time(what: Path) -> Iterator[None]:
+    """Holds an exclusive lock on ``what`` (any path) across processes: the SQLite and
+    PostgreSQL passes of `make test` run at once, and a step that fills a folder of the
+    tree (``npm ci``, which first deletes what is there) must not run in both, or one
+    pass's process loads modules the other is deleting."""
+    key = hashlib.sha256(str(what.resolve()).encode()).hexdigest()[:16]
+    lock_path = Path(tempfile.gettempdir()) / f"oculab-tests-{key}.lock"
+    with lock_path.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def wait_until(

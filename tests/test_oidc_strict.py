@@ -34,7 +34,7 @@ from fastapi.testclient import TestClient
 from server.models.auth import LoginSession, User
 from server.models.project import Membership
 from tests.factories import Factory
-from tests.helpers import free_port, wait_until
+from tests.helpers import free_port, one_at_a_time, wait_until
 
 OIDC_DIR = Path(__file__).parent / "oidc"
 CLIENT_ID = "oculab"
@@ -51,14 +51,16 @@ def strict_provider_script() -> Path:
     node, npm = shutil.which("node"), shutil.which("npm")
     if node is None or npm is None:
         pytest.skip("Node.js is not installed (needed for the strict OIDC provider)")
-    if not (OIDC_DIR / "node_modules" / "oidc-provider").is_dir():
-        # A clean clone: install exactly what package-lock.json pins.
-        subprocess.run(
-            [npm, "ci", "--no-audit", "--no-fund", "--prefix", str(OIDC_DIR)],
-            check=True,
-            timeout=300,
-            stdout=subprocess.DEVNULL,
-        )
+    with one_at_a_time(OIDC_DIR):
+        # npm writes this last: a folder without it is an install cut short.
+        if not (OIDC_DIR / "node_modules" / ".package-lock.json").is_file():
+            # A clean clone: install exactly what package-lock.json pins.
+            subprocess.run(
+                [npm, "ci", "--no-audit", "--no-fund", "--prefix", str(OIDC_DIR)],
+                check=True,
+                timeout=300,
+                stdout=subprocess.DEVNULL,
+            )
     return OIDC_DIR / "strict_provider.mjs"
 
 
