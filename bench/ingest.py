@@ -28,7 +28,7 @@ Figures are medians over the repeats, because the 2-core machine is shared:
   images (``label_studio_upload_seconds``; ``label_studio_measured`` says whether it was
   measured in this run); issue 13's goal: <= 0.3;
 - ``thumbnails_seconds``: from the first request until every thumbnail is on disk
-  (thumbnails may be written after the response);
+  (they are rendered after the response, once uploads have gone quiet);
 - ``api_cpu_ms_per_image``, ``decode_cpu_ms_per_image``, ``thumbnails_cpu_ms_per_image``:
   CPU per image of the API process, its decode pool and its thumbnail renderer up to the
   last response (steadier than wall time on a busy machine); ``total_cpu_ms_per_image``:
