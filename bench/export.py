@@ -58,6 +58,8 @@ from common import (
 )
 from PIL import Image
 
+from server.kit.storage import Storage
+
 CLASSES = ["car", "person", "bicycle", "dog", "traffic light"]
 
 Results = dict[str, Any]
@@ -173,15 +175,12 @@ def smooth_jpeg(rng: random.Random, width: int, height: int) -> bytes:
     return out.getvalue()
 
 
-def blob_path(data_dir: Path, sha: str) -> Path:
-    return data_dir / "blobs" / sha[:2] / sha
-
-
 def write_blobs(options: Options, data_dir: Path) -> list[tuple[str, int]]:
     """(sha256, size) of each distinct image, written where storage keeps blobs."""
     rng = random.Random(20_000)
     found: list[tuple[str, int]] = []
     seen: set[str] = set()
+    storage = Storage(data_dir)
     while len(found) < options.images:
         make = smooth_jpeg if options.image_format == "jpeg" else noise_png
         data = make(rng, options.width, options.height)
@@ -189,7 +188,7 @@ def write_blobs(options: Options, data_dir: Path) -> list[tuple[str, int]]:
         if sha in seen:
             continue
         seen.add(sha)
-        path = blob_path(data_dir, sha)
+        path = storage.blob_path(sha)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
         found.append((sha, len(data)))
@@ -304,7 +303,6 @@ def child_export(args: dict[str, Any]) -> Results:
     from server.datasets.tasks import export_dataset
     from server.jobs.context import JobContext
     from server.kit.db import make_engine, make_sessionmaker
-    from server.kit.storage import Storage
     from server.settings import Settings
 
     settings = Settings(database_url=args["database_url"], data_dir=Path(args["data_dir"]))
@@ -430,7 +428,8 @@ def run_benchmark(options: Options) -> Results:
         seed_seconds = time.perf_counter() - start
         progress(f"seeded in {seed_seconds:.1f} s")
         listing = root / "blobs.txt"
-        listing.write_text("\n".join(str(blob_path(data_dir, sha)) for sha, _ in blobs))
+        storage = Storage(data_dir)
+        listing.write_text("\n".join(str(storage.blob_path(sha)) for sha, _ in blobs))
         env = export_env(database_url, data_dir)
         export_args = {
             "database_url": database_url,
