@@ -23,6 +23,7 @@ from server.autolabel.endpoints import router as autolabel_router
 from server.datasets.endpoints import router as datasets_router
 from server.health.checks import BrokerCollector
 from server.health.endpoints import router as health_router
+from server.images import decoding
 from server.images.endpoints import router as images_router
 from server.jobs.endpoints import router as jobs_router
 from server.jobs.metrics import JobsCollector
@@ -94,6 +95,10 @@ def create_app(
             machinery.close()
             if redis_client is not None:
                 redis_client.close()
+            # Here, not after uvicorn.run returns: on SIGTERM uvicorn ends the process by
+            # raising the signal again once the app has shut down, and pools left running
+            # then would make the resource tracker warn of "leaked semaphore objects".
+            await run_in_threadpool(decoding.shutdown)
 
     app = FastAPI(
         title="Oculab",
