@@ -312,6 +312,19 @@ def test_thumbnails_wait_while_an_upload_is_in_flight(
     decoding.drain_thumbnails()
 
 
+def test_uploads_that_never_stop_hold_thumbnails_back_only_so_long(
+    alice: ApiClient, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(decoding._backlog, "quiet", 3600.0)
+    monkeypatch.setattr(decoding._backlog, "max_hold", 0.5)
+    project = alice.project()
+    with service.receiving():  # and it never goes quiet
+        item = alice.upload(project["id"], ("p.jpg", _jpeg(seed=7))).json()["items"][0]
+        thumb = Storage(settings.data_dir).thumbnail_path(item["sha256"])
+        wait_until(partial(processing.usable_thumbnail, thumb), 20, f"{thumb} never appeared")
+    decoding.drain_thumbnails()
+
+
 def test_drain_hands_over_thumbnails_held_back_by_an_upload(
     alice: ApiClient, settings: Settings
 ) -> None:

@@ -186,17 +186,23 @@ _thumbnail_pool = _thumbnails.get
 # a busy vCPU to the host, and it shares caches and memory bandwidth. Held back, they
 # start once the upload is over; until then the thumbnail endpoint renders any asked for.
 QUIET_SECONDS = 0.5
+# ... but no thumbnail waits longer than this: uploads that never stop (a camera's
+# trickle, a week-long import by script) must not hold them, and their backlog, forever.
+MAX_HOLD_SECONDS = 30.0
 
 
 class _Backlog:
     """Thumbnails queued by ``render_later``, handed to the thumbnail pool by a thread of
-    their own once no upload has been in flight in this process for ``QUIET_SECONDS``.
-    Uploads say they are in flight with ``receiving``."""
+    their own once no upload has been in flight in this process for ``quiet`` seconds,
+    or once the oldest has waited ``max_hold``. Uploads say they are in flight with
+    ``receiving``."""
 
-    def __init__(self, quiet: float) -> None:
+    def __init__(self, quiet: float, max_hold: float) -> None:
         self.quiet = quiet
+        self.max_hold = max_hold
         self._cond = threading.Condition()
         self._pending: list[tuple[str, list[tuple[str, str]], int]] = []
+        self._oldest = math.inf  # when the oldest pending thumbnail was queued
         self._receiving = 0
         self._last_received = -math.inf
         self._thread: threading.Thread | None = None
@@ -218,6 +224,8 @@ class _Backlog:
 
     def add(self, root: str, jobs: list[tuple[str, str]], size: int) -> None:
         with self._cond:
+            if not self._pending:
+                self._oldest = time.monotonic()
             self._pending.append((root, jobs, size))
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(
@@ -228,9 +236,11 @@ class _Backlog:
 
     def _wait(self) -> float:
         """Seconds until the pending thumbnails may go (0: now); under the lock."""
+        now = time.monotonic()
+        held = max(0.0, self._oldest + self.max_hold - now)
         if self._receiving:
-            return self.quiet
-        return max(0.0, self._last_received + self.quiet - time.monotonic())
+            return min(self.quiet, held)
+        return min(max(0.0, self._last_received + self.quiet - now), held)
 
     def _run(self) -> None:
         while True:
@@ -273,7 +283,7 @@ def _submit_thumbnails(pending: Sequence[tuple[str, list[tuple[str, str]], int]]
                 _thumbnail_pool().submit(render_thumbnails, root, chunk, size)
 
 
-_backlog = _Backlog(QUIET_SECONDS)
+_backlog = _Backlog(QUIET_SECONDS, MAX_HOLD_SECONDS)
 receiving = _backlog.receiving
 
 
