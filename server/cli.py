@@ -57,23 +57,18 @@ def _serve(
     app = create_app(settings, run_jobs=run_jobs, demo_owner=demo_owner)
     if settings.metrics_port is not None:
         _serve_metrics(app.state.registry, host, settings.metrics_port)
-    try:
-        uvicorn.run(
-            app,
-            host=host,
-            port=port,
-            # create_app applies OCULAB_FORWARDED_ALLOW_IPS itself; uvicorn's own default
-            # would trust X-Forwarded-For from any local process.
-            proxy_headers=False,
-            log_level=settings.log_level,
-            access_log=False,
-        )
-    finally:
-        from server.images import decoding
-
-        # The upload decoders and the thumbnail renderer stop with the server rather
-        # than a second later, when their parent watch notices it gone.
-        decoding.shutdown()
+    # The app's shutdown stops the upload decoders and the thumbnail renderer: on
+    # SIGTERM uvicorn ends the process as soon as that is done.
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        # create_app applies OCULAB_FORWARDED_ALLOW_IPS itself; uvicorn's own default
+        # would trust X-Forwarded-For from any local process.
+        proxy_headers=False,
+        log_level=settings.log_level,
+        access_log=False,
+    )
 
 
 def _serve_metrics(registry: CollectorRegistry, host: str, port: int) -> None:

@@ -247,22 +247,21 @@ class _Backlog:
             with self._cond:
                 while (wait := self._wait() if self._pending else None) != 0:
                     self._cond.wait(wait)
-            self._hand_over()
+            with self._handing:
+                self._hand_over()
 
     def _hand_over(self) -> None:
-        with self._handing:
-            with self._cond:
-                pending, self._pending = self._pending, []
-            _submit_thumbnails(pending)
+        """Hands what is pending to the pool; under ``_handing``."""
+        with self._cond:
+            pending, self._pending = self._pending, []
+        _submit_thumbnails(pending)
 
     @contextlib.contextmanager
     def drained(self) -> Iterator[None]:
         """Everything pending handed to the pool now, and no hand-over until the block
         ends."""
         with self._handing:
-            with self._cond:
-                pending, self._pending = self._pending, []
-            _submit_thumbnails(pending)
+            self._hand_over()
             yield
 
     def forget(self) -> None:
